@@ -1,0 +1,222 @@
+//! Opening a database the way Forge expects.
+
+use std::fmt;
+use std::time::Duration;
+
+use sea_orm_migration::sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr};
+
+/// The embedded database used when no `DATABASE_URL` is given: a SQLite file `forge.db`
+/// in the working directory, created when missing.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://forge.db?mode=rwc";
+
+/// How long [`connect`] waits for a database before giving up.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The database engines Forge runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite, the embedded default.
+    Sqlite,
+    /// PostgreSQL, the production database.
+    Postgres,
+}
+
+impl Backend {
+    /// The backend a URL names, from its scheme (`sqlite:`, `postgres://`, `postgresql://`).
+    pub fn from_url(url: &str) -> Option<Self> {
+        if url.starts_with("sqlite:") {
+            Some(Self::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Some(Self::Postgres)
+        } else {
+            None
+        }
+    }
+
+    fn compiled(self) -> bool {
+        match self {
+            Self::Sqlite => cfg!(feature = "sqlite"),
+            Self::Postgres => cfg!(feature = "postgres"),
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Sqlite => "SQLite",
+            Self::Postgres => "PostgreSQL",
+        })
+    }
+}
+
+/// Why [`connect`] could not open a database. Every message fits on one line and never
+/// contains the URL's password.
+#[derive(Debug)]
+pub enum ConnectError {
+    /// The URL names no backend Forge knows.
+    UnsupportedUrl {
+        /// The URL, password removed.
+        url: String,
+    },
+    /// The URL names a backend this build was compiled without (see the crate features).
+    BackendNotCompiled {
+        /// The backend the URL asked for.
+        backend: Backend,
+    },
+    /// The database server could not be reached, or refused the login.
+    Unreachable {
+        /// The URL, password removed.
+        url: String,
+        /// What the driver said, on one line.
+        reason: String,
+    },
+    /// The connection pool could not be opened.
+    Connect {
+        /// The URL, password removed.
+        url: String,
+        /// What the driver said.
+        source: DbErr,
+    },
+}
+
+impl fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::UnsupportedUrl { url } => write!(
+                f,
+                "unsupported database URL '{url}': expected sqlite://… or postgres://…"
+            ),
+            Self::BackendNotCompiled { backend } => write!(
+                f,
+                "this build of Forge has no {backend} support (enable its cargo feature)"
+            ),
+            Self::Unreachable { url, reason } => write!(f, "cannot connect to {url}: {reason}"),
+            Self::Connect { url, source } => {
+                let reason = source.to_string().replace('\n', " ");
+                write!(f, "cannot connect to {url}: {reason}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConnectError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Connect { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// Opens a connection pool to `url` with Forge's settings.
+///
+/// On SQLite every connection enforces foreign keys (`PRAGMA foreign_keys = ON`) and waits
+/// up to five seconds on a locked database instead of failing at once. Statement logging is
+/// off; enable `sqlx` logging in your own [`ConnectOptions`] if you need it.
+///
+/// # Errors
+/// [`ConnectError::UnsupportedUrl`] for a URL that is neither SQLite nor PostgreSQL,
+/// [`ConnectError::BackendNotCompiled`] when the backend's feature is off, and
+/// [`ConnectError::Connect`] when the database cannot be reached (after at most ten seconds).
+pub async fn connect(url: &str) -> Result<DatabaseConnection, ConnectError> {
+    let backend = Backend::from_url(url).ok_or_else(|| ConnectError::UnsupportedUrl {
+        url: redact_url(url),
+    })?;
+    if !backend.compiled() {
+        return Err(ConnectError::BackendNotCompiled { backend });
+    }
+    #[cfg(feature = "postgres")]
+    if backend == Backend::Postgres {
+        probe_postgres(url).await?;
+    }
+    let mut options = ConnectOptions::new(url);
+    options
+        .sqlx_logging(false)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .acquire_timeout(CONNECT_TIMEOUT);
+    #[cfg(feature = "sqlite")]
+    options.map_sqlx_sqlite_opts(|o| o.foreign_keys(true).busy_timeout(Duration::from_secs(5)));
+    Database::connect(options)
+        .await
+        .map_err(|source| ConnectError::Connect {
+            url: redact_url(url),
+            source,
+        })
+}
+
+/// One plain connection attempt before the pool is built: a pool only reports "timed out"
+/// when the server refuses, while a single connection says why (refused, unknown host,
+/// bad password, no such database).
+#[cfg(feature = "postgres")]
+async fn probe_postgres(url: &str) -> Result<(), ConnectError> {
+    use sea_orm_migration::sea_orm::sqlx::{Connection, postgres::PgConnection};
+    let reason = match tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect(url)).await {
+        Ok(Ok(conn)) => {
+            // The probe has done its job; a failed goodbye changes nothing.
+            let _ = conn.close().await;
+            return Ok(());
+        }
+        Ok(Err(err)) => err.to_string().replace('\n', " "),
+        Err(_) => format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()),
+    };
+    Err(ConnectError::Unreachable {
+        url: redact_url(url),
+        reason,
+    })
+}
+
+/// `url` with any password replaced by `***`, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{tail}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords_only() {
+        assert_eq!(
+            redact_url("postgres://forge:s3cret@db.example:5432/forge?sslmode=require"),
+            "postgres://forge:***@db.example:5432/forge?sslmode=require"
+        );
+        assert_eq!(
+            redact_url("postgres://forge@localhost/forge"),
+            "postgres://forge@localhost/forge"
+        );
+        assert_eq!(redact_url(DEFAULT_DATABASE_URL), DEFAULT_DATABASE_URL);
+        assert_eq!(redact_url("not a url"), "not a url");
+    }
+
+    #[test]
+    fn backend_from_scheme() {
+        assert_eq!(Backend::from_url("sqlite::memory:"), Some(Backend::Sqlite));
+        assert_eq!(
+            Backend::from_url(DEFAULT_DATABASE_URL),
+            Some(Backend::Sqlite)
+        );
+        assert_eq!(
+            Backend::from_url("postgresql://h/db"),
+            Some(Backend::Postgres)
+        );
+        assert_eq!(Backend::from_url("mysql://h/db"), None);
+    }
+
+    #[tokio::test]
+    async fn unsupported_url_is_a_typed_error() {
+        let err = connect("mysql://localhost/forge").await.unwrap_err();
+        assert!(matches!(err, ConnectError::UnsupportedUrl { .. }), "{err}");
+    }
+}

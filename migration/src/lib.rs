@@ -1,0 +1,70 @@
+//! Forge's migrations and the connection rules every Forge process shares.
+//!
+//! [`Migrator`] creates the whole schema of SCHEMA.md on SQLite and on PostgreSQL; on
+//! PostgreSQL it also installs the `updated_at` triggers, the `session_events.seq`
+//! trigger and row-level security. [`connect`] opens a database the way Forge expects
+//! (SQLite with foreign keys enforced on every connection).
+//!
+//! ```no_run
+//! use forge_migration::{Migrator, MigratorTrait, connect};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let db = connect("sqlite::memory:").await?;
+//! Migrator::up(&db, None).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! The `forge-migration` binary wraps the same migrator: `up`, `down`, `status`, `fresh`,
+//! `refresh`, `reset`, with `DATABASE_URL` (or `-u`) choosing the database and
+//! [`DEFAULT_DATABASE_URL`] when neither is given.
+#![warn(missing_docs)]
+
+mod connect;
+mod m20251121_000001_create_core_tables;
+mod m20251121_000002_create_conversation_tables;
+mod m20251121_000003_postgres_triggers;
+mod m20251121_000004_postgres_rls;
+mod schema;
+
+pub use connect::{Backend, ConnectError, DEFAULT_DATABASE_URL, connect, redact_url};
+pub use sea_orm_migration::{MigratorTrait, sea_orm};
+
+use sea_orm_migration::prelude::*;
+use sea_orm_migration::sea_orm::DbBackend;
+
+/// Every Forge migration, oldest first.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m20251121_000001_create_core_tables::Migration),
+            Box::new(m20251121_000002_create_conversation_tables::Migration),
+            Box::new(m20251121_000003_postgres_triggers::Migration),
+            Box::new(m20251121_000004_postgres_rls::Migration),
+        ]
+    }
+}
+
+/// The tables Forge owns, parents before children.
+pub const TABLES: &[&str] = &[
+    "profiles",
+    "projects",
+    "coding_sessions",
+    "coding_jobs",
+    "session_events",
+    "conversations",
+    "conversation_turns",
+    "batch_jobs",
+    "batch_items",
+];
+
+/// Runs a script of PostgreSQL statements, and nothing on other backends.
+async fn postgres_only(manager: &SchemaManager<'_>, sql: &str) -> Result<(), DbErr> {
+    if manager.get_database_backend() != DbBackend::Postgres {
+        return Ok(());
+    }
+    manager.get_connection().execute_unprepared(sql).await?;
+    Ok(())
+}
