@@ -1,0 +1,353 @@
+//! PostgreSQL-only behaviour of the migrations: SQL written for the seeds' databases runs
+//! unchanged, triggers, row-level security, Supabase compatibility, and a clean `down`.
+
+mod common;
+
+use common::{TestDb, expect_sql_error, query_i64, query_string};
+use forge_db::sea_orm::{ConnectionTrait, TransactionTrait};
+use forge_db::{Migrator, MigratorTrait, migration::TABLES};
+
+const USER_A: &str = "11111111-1111-4111-8111-111111111111";
+const USER_B: &str = "22222222-2222-4222-8222-222222222222";
+
+async fn insert_profile<C: ConnectionTrait>(db: &C, id: &str, email: &str) {
+    db.execute_unprepared(&format!(
+        "INSERT INTO profiles (id, email, display_name) VALUES ('{id}', '{email}', 'x')"
+    ))
+    .await
+    .expect("insert profile");
+}
+
+/// Seed 002, step 9, verbatim (after a profile exists, as its comment says).
+const SEED_002_STEP_9: &str = r#"
+INSERT INTO projects (id, user_id, name, description)
+VALUES (
+  gen_random_uuid(),
+  (SELECT id FROM profiles LIMIT 1),
+  'Test Todo App',
+  'A sample todo application for testing'
+);
+
+INSERT INTO coding_sessions (
+  id, user_id, project_id,
+  initial_prompt, expires_at
+)
+VALUES (
+  gen_random_uuid(),
+  (SELECT id FROM profiles LIMIT 1),
+  (SELECT id FROM projects LIMIT 1),
+  'Build a todo app with React',
+  NOW() + INTERVAL '1 hour'
+);
+
+INSERT INTO coding_jobs (session_id, prompt)
+VALUES (
+  (SELECT id FROM coding_sessions LIMIT 1),
+  'Build a todo app with React'
+);
+
+INSERT INTO session_events (session_id, event_type, data)
+VALUES
+  (
+    (SELECT id FROM coding_sessions LIMIT 1),
+    'thinking',
+    '{"message": "Planning the todo app structure..."}'::jsonb
+  ),
+  (
+    (SELECT id FROM coding_sessions LIMIT 1),
+    'terminal',
+    '{"command": "npm install", "output": "Installing dependencies..."}'::jsonb
+  );
+"#;
+
+#[tokio::test]
+async fn seed_002_step_9_runs_unchanged() {
+    let t = TestDb::postgres().await;
+    insert_profile(&t.db, USER_A, "a@example.com").await;
+    t.db.execute_unprepared(SEED_002_STEP_9).await.expect("seed 002 step 9");
+
+    // The database filled in what the seed leaves out.
+    let job_status = query_string(&t.db, "SELECT status FROM coding_jobs").await;
+    assert_eq!(job_status.as_deref(), Some("pending"));
+    assert_eq!(query_i64(&t.db, "SELECT max_retries::bigint FROM coding_jobs").await, 3);
+    let seqs = query_string(
+        &t.db,
+        "SELECT string_agg(seq::text || ':' || event_type, ',' ORDER BY seq) FROM session_events",
+    )
+    .await;
+    assert_eq!(seqs.as_deref(), Some("1:thinking,2:terminal"));
+    let status = query_string(&t.db, "SELECT status FROM coding_sessions").await;
+    assert_eq!(status.as_deref(), Some("pending"));
+    t.finish().await;
+}
+
+#[tokio::test]
+async fn seed_003_batch_items_columns_insert_unchanged() {
+    let t = TestDb::postgres().await;
+    insert_profile(&t.db, USER_A, "a@example.com").await;
+    t.db.execute_unprepared(&format!(
+        r#"INSERT INTO batch_jobs (id, created_by, name, configuration)
+           VALUES ('33333333-3333-4333-8333-333333333333', '{USER_A}', 'batch',
+                   '{{"tier":"template","shared_parameters":{{}},"concurrent_processing":3,"error_handling":"continue"}}'::jsonb);
+           INSERT INTO batch_items (batch_job_id, position, topic, tier, parameters, status)
+           VALUES ('33333333-3333-4333-8333-333333333333', 1, 'Conversation', 'template', '{{}}'::jsonb, 'queued');"#
+    ))
+    .await
+    .expect("seed 003 style insert");
+    assert_eq!(
+        query_i64(&t.db, "SELECT progress::bigint FROM batch_items").await,
+        0,
+        "progress defaults to 0"
+    );
+    // Seed 003's CREATE TABLE IF NOT EXISTS is a no-op over ours.
+    t.db.execute_unprepared(
+        "CREATE TABLE IF NOT EXISTS public.batch_items (id UUID PRIMARY KEY DEFAULT gen_random_uuid())",
+    )
+    .await
+    .expect("seed 003 DDL is idempotent over Forge's table");
+    t.finish().await;
+}
+
+#[tokio::test]
+async fn updated_at_trigger_keeps_it_current() {
+    let t = TestDb::postgres().await;
+    insert_profile(&t.db, USER_A, "a@example.com").await;
+    t.db.execute_unprepared(
+        "UPDATE profiles SET updated_at = '2000-01-01T00:00:00Z', created_at = '2000-01-01T00:00:00Z'",
+    )
+    .await
+    .unwrap();
+    let age = query_i64(
+        &t.db,
+        "SELECT extract(epoch FROM now() - updated_at)::bigint FROM profiles",
+    )
+    .await;
+    assert!(age < 60, "the trigger overrode the stale updated_at (age {age}s)");
+    let created = query_string(&t.db, "SELECT created_at::date::text FROM profiles").await;
+    assert_eq!(created.as_deref(), Some("2000-01-01"), "created_at is left alone");
+    t.finish().await;
+}
+
+#[tokio::test]
+async fn rls_is_enabled_with_the_policies_of_schema_md() {
+    let t = TestDb::postgres().await;
+    for table in TABLES {
+        let on = query_string(
+            &t.db,
+            &format!("SELECT relrowsecurity::text FROM pg_class WHERE oid = 'public.{table}'::regclass"),
+        )
+        .await;
+        assert_eq!(on.as_deref(), Some("true"), "RLS on {table}");
+    }
+    let policies = query_string(
+        &t.db,
+        "SELECT string_agg(tablename || ':' || cmd, ',' ORDER BY tablename, cmd)
+         FROM pg_policies WHERE schemaname = 'public' AND roles = '{authenticated}'",
+    )
+    .await
+    .unwrap_or_default();
+    let expected = [
+        "batch_items:DELETE", "batch_items:INSERT", "batch_items:SELECT", "batch_items:UPDATE",
+        "batch_jobs:DELETE", "batch_jobs:INSERT", "batch_jobs:SELECT", "batch_jobs:UPDATE",
+        "coding_jobs:SELECT",
+        "coding_sessions:INSERT", "coding_sessions:SELECT", "coding_sessions:UPDATE",
+        "conversation_turns:DELETE", "conversation_turns:INSERT", "conversation_turns:SELECT",
+        "conversation_turns:UPDATE",
+        "conversations:DELETE", "conversations:INSERT", "conversations:SELECT", "conversations:UPDATE",
+        "profiles:SELECT", "profiles:UPDATE",
+        "projects:DELETE", "projects:INSERT", "projects:SELECT", "projects:UPDATE",
+        "session_events:SELECT",
+    ]
+    .join(",");
+    assert_eq!(policies, expected);
+    for role in ["anon", "authenticated", "service_role"] {
+        assert_eq!(
+            query_i64(&t.db, &format!("SELECT count(*) FROM pg_roles WHERE rolname = '{role}'")).await,
+            1,
+            "role {role}"
+        );
+    }
+    t.finish().await;
+}
+
+/// Runs `sql` as `authenticated` with `uid`'s claims, in a transaction that is rolled back.
+async fn as_user_count(t: &TestDb, uid: &str, sql: &str) -> i64 {
+    let txn = t.db.begin().await.unwrap();
+    txn.execute_unprepared(&format!(
+        "SET LOCAL ROLE authenticated; SELECT set_config('request.jwt.claims', '{{\"sub\":\"{uid}\"}}', true);"
+    ))
+    .await
+    .unwrap();
+    let n = query_i64(&txn, sql).await;
+    txn.rollback().await.unwrap();
+    n
+}
+
+#[tokio::test]
+async fn rls_wall_holds_without_any_filter() {
+    let t = TestDb::postgres().await;
+    insert_profile(&t.db, USER_A, "a@example.com").await;
+    insert_profile(&t.db, USER_B, "b@example.com").await;
+    t.db.execute_unprepared(SEED_002_STEP_9).await.unwrap(); // all owned by one of them
+    let owner = query_string(&t.db, "SELECT user_id::text FROM projects").await.unwrap();
+    let other = if owner == USER_A { USER_B } else { USER_A };
+
+    for table in ["profiles", "projects", "coding_sessions", "coding_jobs", "session_events"] {
+        let all = query_i64(&t.db, &format!("SELECT count(*) FROM {table}")).await;
+        let mine = as_user_count(&t, &owner, &format!("SELECT count(*) FROM {table}")).await;
+        let theirs = as_user_count(&t, other, &format!("SELECT count(*) FROM {table}")).await;
+        let expected_mine = if table == "profiles" { 1 } else { all };
+        assert_eq!(mine, expected_mine, "owner sees own rows of {table}");
+        assert_eq!(theirs, if table == "profiles" { 1 } else { 0 }, "other user sees none of {table}");
+    }
+
+    // The other user cannot start a session on the owner's project, even knowing its id.
+    let project = query_string(&t.db, "SELECT id::text FROM projects").await.unwrap();
+    let txn = t.db.begin().await.unwrap();
+    txn.execute_unprepared(&format!(
+        "SET LOCAL ROLE authenticated; SELECT set_config('request.jwt.claim.sub', '{other}', true);"
+    ))
+    .await
+    .unwrap();
+    let err = expect_sql_error(
+        &txn,
+        &format!(
+            "INSERT INTO coding_sessions (user_id, project_id, initial_prompt, expires_at)
+             VALUES ('{other}', '{project}', 'steal', now() + interval '1 hour')"
+        ),
+    )
+    .await;
+    txn.rollback().await.unwrap();
+    assert!(err.contains("row-level security"), "{err}");
+    t.finish().await;
+}
+
+#[tokio::test]
+async fn seq_is_gapless_under_concurrent_writers() {
+    let t = TestDb::postgres().await;
+    insert_profile(&t.db, USER_A, "a@example.com").await;
+    t.db.execute_unprepared(SEED_002_STEP_9).await.unwrap();
+    t.db.execute_unprepared("DELETE FROM session_events").await.unwrap();
+    let url = t.pg_url().unwrap();
+
+    let mut writers = Vec::new();
+    for w in 0..6 {
+        let url = url.clone();
+        writers.push(tokio::spawn(async move {
+            let db = forge_db::connect(&url).await.unwrap();
+            for i in 0..25 {
+                db.execute_unprepared(&format!(
+                    "INSERT INTO session_events (session_id, event_type, data)
+                     SELECT id, 'terminal', '{{\"w\":{w},\"i\":{i}}}' FROM coding_sessions"
+                ))
+                .await
+                .unwrap();
+            }
+        }));
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    assert_eq!(query_i64(&t.db, "SELECT count(*) FROM session_events").await, 150);
+    assert_eq!(query_i64(&t.db, "SELECT max(seq) FROM session_events").await, 150);
+    assert_eq!(query_i64(&t.db, "SELECT min(seq) FROM session_events").await, 1);
+    t.finish().await;
+}
+
+fn pg_dump_schema(url: &str) -> String {
+    let bindir = std::process::Command::new("pg_config")
+        .arg("--bindir")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    let pg_dump = bindir
+        .map(|d| format!("{d}/pg_dump"))
+        .unwrap_or_else(|| "pg_dump".to_owned());
+    let out = std::process::Command::new(&pg_dump)
+        .args(["--schema-only", "--no-owner", url])
+        .output()
+        .unwrap_or_else(|e| panic!("run {pg_dump}: {e}"));
+    assert!(out.status.success(), "pg_dump: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        // pg_dump 15.14+ brackets its output with a random \restrict key.
+        .filter(|l| !l.starts_with("\\restrict") && !l.starts_with("\\unrestrict"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test]
+async fn down_is_complete_and_up_again_is_identical() {
+    let t = TestDb::postgres().await;
+    let url = t.pg_url().unwrap();
+    let first = pg_dump_schema(&url);
+    assert!(first.contains("CREATE POLICY projects_select_own"), "dump has the policies");
+
+    Migrator::reset(&t.db).await.expect("reset");
+    let left = query_i64(
+        &t.db,
+        "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'",
+    )
+    .await;
+    assert_eq!(left, 0, "reset leaves no table");
+    assert_eq!(
+        query_i64(&t.db, "SELECT count(*) FROM pg_namespace WHERE nspname = 'auth'").await,
+        0,
+        "the auth stand-in Forge created is gone"
+    );
+    assert_eq!(
+        query_i64(&t.db, "SELECT count(*) FROM pg_proc WHERE proname LIKE 'forge\\_%'").await,
+        0,
+        "Forge's functions are gone"
+    );
+
+    Migrator::up(&t.db, None).await.expect("up again");
+    let second = pg_dump_schema(&url);
+    assert_eq!(first, second, "up → reset → up gives the same schema");
+    t.finish().await;
+}
+
+#[tokio::test]
+async fn supabase_auth_is_used_not_replaced() {
+    let t = TestDb::postgres_empty().await;
+    // What Supabase provides before any migration runs.
+    t.db.execute_unprepared(
+        "CREATE SCHEMA auth;
+         CREATE TABLE auth.users (id uuid PRIMARY KEY, email text, raw_user_meta_data jsonb);
+         CREATE FUNCTION auth.uid() RETURNS uuid LANGUAGE sql STABLE AS
+           $$ SELECT nullif(current_setting('request.jwt.claim.sub', true), '')::uuid $$;
+         COMMENT ON FUNCTION auth.uid() IS 'supabase';",
+    )
+    .await
+    .unwrap();
+    Migrator::up(&t.db, None).await.expect("migrate over Supabase's auth");
+
+    let comment = query_string(&t.db, "SELECT obj_description('auth.uid()'::regprocedure, 'pg_proc')").await;
+    assert_eq!(comment.as_deref(), Some("supabase"), "Supabase's auth.uid() is kept");
+
+    // Signup creates the profile (seed 002 steps 2 and 8).
+    t.db.execute_unprepared(&format!(
+        "INSERT INTO auth.users (id, email, raw_user_meta_data) VALUES
+           ('{USER_A}', ' Ada@Example.com ', NULL),
+           ('{USER_B}', 'bob@example.com', '{{\"display_name\":\"Bobby\"}}')"
+    ))
+    .await
+    .expect("signup");
+    let profiles = query_string(
+        &t.db,
+        "SELECT string_agg(email || '=' || display_name, ',' ORDER BY email) FROM profiles",
+    )
+    .await;
+    assert_eq!(profiles.as_deref(), Some("ada@example.com=ada,bob@example.com=Bobby"));
+
+    Migrator::reset(&t.db).await.expect("reset");
+    assert_eq!(
+        query_i64(&t.db, "SELECT count(*) FROM pg_trigger WHERE tgname = 'on_auth_user_created'").await,
+        0
+    );
+    let comment = query_string(&t.db, "SELECT obj_description('auth.uid()'::regprocedure, 'pg_proc')").await;
+    assert_eq!(comment.as_deref(), Some("supabase"), "reset leaves Supabase's auth alone");
+    Migrator::up(&t.db, None).await.expect("up again");
+    t.finish().await;
+}
