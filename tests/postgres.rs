@@ -64,12 +64,17 @@ VALUES
 async fn seed_002_step_9_runs_unchanged() {
     let t = TestDb::postgres().await;
     insert_profile(&t.db, USER_A, "a@example.com").await;
-    t.db.execute_unprepared(SEED_002_STEP_9).await.expect("seed 002 step 9");
+    t.db.execute_unprepared(SEED_002_STEP_9)
+        .await
+        .expect("seed 002 step 9");
 
     // The database filled in what the seed leaves out.
     let job_status = query_string(&t.db, "SELECT status FROM coding_jobs").await;
     assert_eq!(job_status.as_deref(), Some("pending"));
-    assert_eq!(query_i64(&t.db, "SELECT max_retries::bigint FROM coding_jobs").await, 3);
+    assert_eq!(
+        query_i64(&t.db, "SELECT max_retries::bigint FROM coding_jobs").await,
+        3
+    );
     let seqs = query_string(
         &t.db,
         "SELECT string_agg(seq::text || ':' || event_type, ',' ORDER BY seq) FROM session_events",
@@ -122,9 +127,16 @@ async fn updated_at_trigger_keeps_it_current() {
         "SELECT extract(epoch FROM now() - updated_at)::bigint FROM profiles",
     )
     .await;
-    assert!(age < 60, "the trigger overrode the stale updated_at (age {age}s)");
+    assert!(
+        age < 60,
+        "the trigger overrode the stale updated_at (age {age}s)"
+    );
     let created = query_string(&t.db, "SELECT created_at::date::text FROM profiles").await;
-    assert_eq!(created.as_deref(), Some("2000-01-01"), "created_at is left alone");
+    assert_eq!(
+        created.as_deref(),
+        Some("2000-01-01"),
+        "created_at is left alone"
+    );
     t.finish().await;
 }
 
@@ -134,7 +146,9 @@ async fn rls_is_enabled_with_the_policies_of_schema_md() {
     for table in TABLES {
         let on = query_string(
             &t.db,
-            &format!("SELECT relrowsecurity::text FROM pg_class WHERE oid = 'public.{table}'::regclass"),
+            &format!(
+                "SELECT relrowsecurity::text FROM pg_class WHERE oid = 'public.{table}'::regclass"
+            ),
         )
         .await;
         assert_eq!(on.as_deref(), Some("true"), "RLS on {table}");
@@ -147,22 +161,43 @@ async fn rls_is_enabled_with_the_policies_of_schema_md() {
     .await
     .unwrap_or_default();
     let expected = [
-        "batch_items:DELETE", "batch_items:INSERT", "batch_items:SELECT", "batch_items:UPDATE",
-        "batch_jobs:DELETE", "batch_jobs:INSERT", "batch_jobs:SELECT", "batch_jobs:UPDATE",
+        "batch_items:DELETE",
+        "batch_items:INSERT",
+        "batch_items:SELECT",
+        "batch_items:UPDATE",
+        "batch_jobs:DELETE",
+        "batch_jobs:INSERT",
+        "batch_jobs:SELECT",
+        "batch_jobs:UPDATE",
         "coding_jobs:SELECT",
-        "coding_sessions:INSERT", "coding_sessions:SELECT", "coding_sessions:UPDATE",
-        "conversation_turns:DELETE", "conversation_turns:INSERT", "conversation_turns:SELECT",
+        "coding_sessions:INSERT",
+        "coding_sessions:SELECT",
+        "coding_sessions:UPDATE",
+        "conversation_turns:DELETE",
+        "conversation_turns:INSERT",
+        "conversation_turns:SELECT",
         "conversation_turns:UPDATE",
-        "conversations:DELETE", "conversations:INSERT", "conversations:SELECT", "conversations:UPDATE",
-        "profiles:SELECT", "profiles:UPDATE",
-        "projects:DELETE", "projects:INSERT", "projects:SELECT", "projects:UPDATE",
+        "conversations:DELETE",
+        "conversations:INSERT",
+        "conversations:SELECT",
+        "conversations:UPDATE",
+        "profiles:SELECT",
+        "profiles:UPDATE",
+        "projects:DELETE",
+        "projects:INSERT",
+        "projects:SELECT",
+        "projects:UPDATE",
         "session_events:SELECT",
     ]
     .join(",");
     assert_eq!(policies, expected);
     for role in ["anon", "authenticated", "service_role"] {
         assert_eq!(
-            query_i64(&t.db, &format!("SELECT count(*) FROM pg_roles WHERE rolname = '{role}'")).await,
+            query_i64(
+                &t.db,
+                &format!("SELECT count(*) FROM pg_roles WHERE rolname = '{role}'")
+            )
+            .await,
             1,
             "role {role}"
         );
@@ -189,20 +224,34 @@ async fn rls_wall_holds_without_any_filter() {
     insert_profile(&t.db, USER_A, "a@example.com").await;
     insert_profile(&t.db, USER_B, "b@example.com").await;
     t.db.execute_unprepared(SEED_002_STEP_9).await.unwrap(); // all owned by one of them
-    let owner = query_string(&t.db, "SELECT user_id::text FROM projects").await.unwrap();
+    let owner = query_string(&t.db, "SELECT user_id::text FROM projects")
+        .await
+        .unwrap();
     let other = if owner == USER_A { USER_B } else { USER_A };
 
-    for table in ["profiles", "projects", "coding_sessions", "coding_jobs", "session_events"] {
+    for table in [
+        "profiles",
+        "projects",
+        "coding_sessions",
+        "coding_jobs",
+        "session_events",
+    ] {
         let all = query_i64(&t.db, &format!("SELECT count(*) FROM {table}")).await;
         let mine = as_user_count(&t, &owner, &format!("SELECT count(*) FROM {table}")).await;
         let theirs = as_user_count(&t, other, &format!("SELECT count(*) FROM {table}")).await;
         let expected_mine = if table == "profiles" { 1 } else { all };
         assert_eq!(mine, expected_mine, "owner sees own rows of {table}");
-        assert_eq!(theirs, if table == "profiles" { 1 } else { 0 }, "other user sees none of {table}");
+        assert_eq!(
+            theirs,
+            if table == "profiles" { 1 } else { 0 },
+            "other user sees none of {table}"
+        );
     }
 
     // The other user cannot start a session on the owner's project, even knowing its id.
-    let project = query_string(&t.db, "SELECT id::text FROM projects").await.unwrap();
+    let project = query_string(&t.db, "SELECT id::text FROM projects")
+        .await
+        .unwrap();
     let txn = t.db.begin().await.unwrap();
     txn.execute_unprepared(&format!(
         "SET LOCAL ROLE authenticated; SELECT set_config('request.jwt.claim.sub', '{other}', true);"
@@ -227,7 +276,9 @@ async fn seq_is_gapless_under_concurrent_writers() {
     let t = TestDb::postgres().await;
     insert_profile(&t.db, USER_A, "a@example.com").await;
     t.db.execute_unprepared(SEED_002_STEP_9).await.unwrap();
-    t.db.execute_unprepared("DELETE FROM session_events").await.unwrap();
+    t.db.execute_unprepared("DELETE FROM session_events")
+        .await
+        .unwrap();
     let url = t.pg_url().unwrap();
 
     let mut writers = Vec::new();
@@ -248,9 +299,18 @@ async fn seq_is_gapless_under_concurrent_writers() {
     for w in writers {
         w.await.unwrap();
     }
-    assert_eq!(query_i64(&t.db, "SELECT count(*) FROM session_events").await, 150);
-    assert_eq!(query_i64(&t.db, "SELECT max(seq) FROM session_events").await, 150);
-    assert_eq!(query_i64(&t.db, "SELECT min(seq) FROM session_events").await, 1);
+    assert_eq!(
+        query_i64(&t.db, "SELECT count(*) FROM session_events").await,
+        150
+    );
+    assert_eq!(
+        query_i64(&t.db, "SELECT max(seq) FROM session_events").await,
+        150
+    );
+    assert_eq!(
+        query_i64(&t.db, "SELECT min(seq) FROM session_events").await,
+        1
+    );
     t.finish().await;
 }
 
@@ -268,7 +328,11 @@ fn pg_dump_schema(url: &str) -> String {
         .args(["--schema-only", "--no-owner", url])
         .output()
         .unwrap_or_else(|e| panic!("run {pg_dump}: {e}"));
-    assert!(out.status.success(), "pg_dump: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "pg_dump: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout)
         .lines()
         // pg_dump 15.14+ brackets its output with a random \restrict key.
@@ -282,7 +346,10 @@ async fn down_is_complete_and_up_again_is_identical() {
     let t = TestDb::postgres().await;
     let url = t.pg_url().unwrap();
     let first = pg_dump_schema(&url);
-    assert!(first.contains("CREATE POLICY projects_select_own"), "dump has the policies");
+    assert!(
+        first.contains("CREATE POLICY projects_select_own"),
+        "dump has the policies"
+    );
 
     Migrator::reset(&t.db).await.expect("reset");
     let left = query_i64(
@@ -292,12 +359,20 @@ async fn down_is_complete_and_up_again_is_identical() {
     .await;
     assert_eq!(left, 0, "reset leaves no table");
     assert_eq!(
-        query_i64(&t.db, "SELECT count(*) FROM pg_namespace WHERE nspname = 'auth'").await,
+        query_i64(
+            &t.db,
+            "SELECT count(*) FROM pg_namespace WHERE nspname = 'auth'"
+        )
+        .await,
         0,
         "the auth stand-in Forge created is gone"
     );
     assert_eq!(
-        query_i64(&t.db, "SELECT count(*) FROM pg_proc WHERE proname LIKE 'forge\\_%'").await,
+        query_i64(
+            &t.db,
+            "SELECT count(*) FROM pg_proc WHERE proname LIKE 'forge\\_%'"
+        )
+        .await,
         0,
         "Forge's functions are gone"
     );
@@ -321,10 +396,20 @@ async fn supabase_auth_is_used_not_replaced() {
     )
     .await
     .unwrap();
-    Migrator::up(&t.db, None).await.expect("migrate over Supabase's auth");
+    Migrator::up(&t.db, None)
+        .await
+        .expect("migrate over Supabase's auth");
 
-    let comment = query_string(&t.db, "SELECT obj_description('auth.uid()'::regprocedure, 'pg_proc')").await;
-    assert_eq!(comment.as_deref(), Some("supabase"), "Supabase's auth.uid() is kept");
+    let comment = query_string(
+        &t.db,
+        "SELECT obj_description('auth.uid()'::regprocedure, 'pg_proc')",
+    )
+    .await;
+    assert_eq!(
+        comment.as_deref(),
+        Some("supabase"),
+        "Supabase's auth.uid() is kept"
+    );
 
     // Signup creates the profile (seed 002 steps 2 and 8).
     t.db.execute_unprepared(&format!(
@@ -339,15 +424,30 @@ async fn supabase_auth_is_used_not_replaced() {
         "SELECT string_agg(email || '=' || display_name, ',' ORDER BY email) FROM profiles",
     )
     .await;
-    assert_eq!(profiles.as_deref(), Some("ada@example.com=ada,bob@example.com=Bobby"));
+    assert_eq!(
+        profiles.as_deref(),
+        Some("ada@example.com=ada,bob@example.com=Bobby")
+    );
 
     Migrator::reset(&t.db).await.expect("reset");
     assert_eq!(
-        query_i64(&t.db, "SELECT count(*) FROM pg_trigger WHERE tgname = 'on_auth_user_created'").await,
+        query_i64(
+            &t.db,
+            "SELECT count(*) FROM pg_trigger WHERE tgname = 'on_auth_user_created'"
+        )
+        .await,
         0
     );
-    let comment = query_string(&t.db, "SELECT obj_description('auth.uid()'::regprocedure, 'pg_proc')").await;
-    assert_eq!(comment.as_deref(), Some("supabase"), "reset leaves Supabase's auth alone");
+    let comment = query_string(
+        &t.db,
+        "SELECT obj_description('auth.uid()'::regprocedure, 'pg_proc')",
+    )
+    .await;
+    assert_eq!(
+        comment.as_deref(),
+        Some("supabase"),
+        "reset leaves Supabase's auth alone"
+    );
     Migrator::up(&t.db, None).await.expect("up again");
     t.finish().await;
 }

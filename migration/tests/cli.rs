@@ -41,7 +41,11 @@ fn without_database_url_it_migrates_the_embedded_sqlite_file_and_says_so() {
     assert_eq!(status.matches("applied  m2025").count(), 4, "{status}");
 
     let down = run(&dir, None, &["down"]);
-    assert!(text(&down.stdout).contains("1 rolled back"), "{}", text(&down.stdout));
+    assert!(
+        text(&down.stdout).contains("1 rolled back"),
+        "{}",
+        text(&down.stdout)
+    );
     let status = text(&run(&dir, None, &["status"]).stdout);
     assert_eq!(status.matches("pending  m2025").count(), 1, "{status}");
 
@@ -68,17 +72,33 @@ fn assert_one_line_failure(out: &Output, expect: &str) {
 #[test]
 fn a_bad_url_is_one_clear_line_and_exit_1() {
     let dir = scratch_dir("bad");
-    assert_one_line_failure(&run(&dir, Some("mysql://db/forge"), &["status"]), "unsupported database URL");
-    assert_one_line_failure(&run(&dir, Some("not a url"), &["up"]), "unsupported database URL");
+    assert_one_line_failure(
+        &run(&dir, Some("mysql://db/forge"), &["status"]),
+        "unsupported database URL",
+    );
+    assert_one_line_failure(
+        &run(&dir, Some("not a url"), &["up"]),
+        "unsupported database URL",
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
 fn an_unreachable_database_is_one_clear_line_and_exit_1() {
     let dir = scratch_dir("unreachable");
-    let out = run(&dir, Some("postgres://forge:hunter2@127.0.0.1:1/forge"), &["status"]);
-    assert_one_line_failure(&out, "cannot connect to postgres://forge:***@127.0.0.1:1/forge");
-    assert!(!text(&out.stderr).contains("hunter2"), "the password is never printed");
+    let out = run(
+        &dir,
+        Some("postgres://forge:hunter2@127.0.0.1:1/forge"),
+        &["status"],
+    );
+    assert_one_line_failure(
+        &out,
+        "cannot connect to postgres://forge:***@127.0.0.1:1/forge",
+    );
+    assert!(
+        !text(&out.stderr).contains("hunter2"),
+        "the password is never printed"
+    );
     let out = run(&dir, Some("sqlite:///nonexistent-dir/forge.db"), &["up"]);
     assert_one_line_failure(&out, "cannot connect to sqlite:///nonexistent-dir/forge.db");
     std::fs::remove_dir_all(&dir).ok();

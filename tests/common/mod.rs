@@ -53,7 +53,9 @@ impl TestDb {
     /// A new, empty PostgreSQL database (not migrated).
     pub async fn postgres_empty() -> Self {
         let admin_url = pg_admin_url();
-        let admin = connect(&admin_url).await.expect("connect to the test PostgreSQL");
+        let admin = connect(&admin_url)
+            .await
+            .expect("connect to the test PostgreSQL");
         let name = format!("forge_test_{}", uuid::Uuid::new_v4().simple());
         admin
             .execute_unprepared(&format!("CREATE DATABASE {name}"))
@@ -117,7 +119,8 @@ pub async fn query_string<C: ConnectionTrait>(db: &C, sql: &str) -> Option<Strin
         .query_one_raw(Statement::from_string(db.get_database_backend(), sql))
         .await
         .expect("query")?;
-    row.try_get_by_index::<Option<String>>(0).expect("text column")
+    row.try_get_by_index::<Option<String>>(0)
+        .expect("text column")
 }
 
 /// One integer of one row.

@@ -1,0 +1,22 @@
+//! Every entity under its table's name, plus every enum and typed JSON struct.
+//!
+//! `use forge_entity::prelude::*;` also brings SeaORM's `Json`, `Uuid` and
+//! `DateTimeUtc` aliases.
+
+pub use sea_orm::prelude::{DateTimeUtc, Json, Uuid};
+
+pub use crate::UnknownVariant;
+pub use crate::batch_items::{Entity as BatchItems, ItemStatus};
+pub use crate::batch_jobs::{
+    BatchConfiguration, BatchPriority, BatchStatus, Entity as BatchJobs, ErrorHandling,
+};
+pub use crate::coding_jobs::{Entity as CodingJobs, JobStatus};
+pub use crate::coding_sessions::{Entity as CodingSessions, SessionStatus};
+pub use crate::conversation_turns::{Entity as ConversationTurns, TurnRole};
+pub use crate::conversations::{
+    Categories, ConversationStatus, ConversationTier, Entity as Conversations, QualityMetrics,
+    ReviewAction, ReviewActionKind, ReviewHistory,
+};
+pub use crate::profiles::{Entity as Profiles, Tier};
+pub use crate::projects::{Entity as Projects, ProjectStatus};
+pub use crate::session_events::{Entity as SessionEvents, EventType};
