@@ -136,7 +136,7 @@ pub async fn query_i64<C: ConnectionTrait>(db: &C, sql: &str) -> i64 {
 /// Defines `mod $name { sqlite, postgres }`, running `$body(&TestDb)` on each backend.
 #[macro_export]
 macro_rules! on_both_backends {
-    ($($name:ident => $body:path;)*) => {$(
+    ($($name:ident => $body:ident;)*) => {$(
         mod $name {
             #[tokio::test]
             async fn sqlite() {
