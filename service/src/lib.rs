@@ -1,9 +1,25 @@
 //! Typed repositories over Forge's schema.
 //!
-//! This crate is where applications get one typed, documented API for the whole model
-//! (profiles, projects, sessions, jobs, events, conversations, batches), so no application
-//! writes a query by hand. Its repositories are being built; until then use the entities
-//! of `forge-entity` directly, with a connection from `forge_db::connect`.
+//! One module per aggregate (profiles, projects, sessions, events, conversations, batches),
+//! so no application writes a query by hand. Every call runs for an [`Actor`]: a user sees
+//! and changes only their own rows (on PostgreSQL twice over: the repository filters by
+//! owner, and the call runs under the user's row-level security context), the service sees
+//! everything. Something another user owns looks exactly like something that does not
+//! exist ([`ForgeError::NotFound`]).
+//!
+//! Every function takes any connection `C: ConnectionTrait + TransactionTrait`: the pool,
+//! or a transaction of the caller's (the call then runs in a savepoint and leaves the
+//! transaction as it found it). Multi-statement writes are atomic.
 #![warn(missing_docs)]
 
+mod actor;
+mod error;
+mod pagination;
+mod validate;
+
+pub mod profiles;
+
+pub use actor::{Access, Actor, Connection, ScopedFuture, run_as};
+pub use error::{ForgeError, Result};
 pub use forge_entity as entity;
+pub use pagination::{Cursor, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page, PageRequest};

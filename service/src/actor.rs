@@ -1,0 +1,198 @@
+//! Who a call runs for, and the database context that goes with it.
+//!
+//! Every repository call takes an [`Actor`]: a [`Actor::User`] sees and changes only
+//! their own rows; [`Actor::Service`] (workers, admin code) sees everything.
+//!
+//! On PostgreSQL a user's call runs inside a transaction (a savepoint when the caller
+//! passed their own transaction) that switches to the `authenticated` role with the
+//! user's JWT claims set locally, so the row-level security policies hold even if a
+//! repository filter were forgotten. The previous role and claims are put back before the
+//! call returns, so nothing leaks to the caller's next statement or to the next user of a
+//! pooled connection. The connecting role must be allowed to `SET ROLE authenticated`
+//! (a superuser or table owner that is a member of `authenticated`; on Supabase, the
+//! `postgres` role is).
+//!
+//! On SQLite the repository filters alone carry isolation.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use sea_orm::{
+    ConnectionTrait, DatabaseTransaction, DbBackend, SqliteTransactionMode, Statement,
+    TransactionOptions, TransactionTrait, Value,
+};
+use uuid::Uuid;
+
+use crate::error::{ForgeError, Result};
+
+/// A connection a repository call can run on: the pool (`DatabaseConnection`) or a
+/// caller's transaction (`DatabaseTransaction`).
+pub trait Connection:
+    ConnectionTrait + TransactionTrait<Transaction = DatabaseTransaction>
+{
+}
+
+impl<C> Connection for C where
+    C: ConnectionTrait + TransactionTrait<Transaction = DatabaseTransaction>
+{
+}
+
+/// On whose behalf a call runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Actor {
+    /// An end user, by profile id (= auth user id): only their own rows.
+    User(Uuid),
+    /// Workers and admin code: every row, and the service-only operations.
+    Service,
+}
+
+impl Actor {
+    /// The user's id, or `None` for the service.
+    pub fn user_id(&self) -> Option<Uuid> {
+        match self {
+            Self::User(id) => Some(*id),
+            Self::Service => None,
+        }
+    }
+
+    /// Refuses a user with [`ForgeError::Forbidden`] for a service-only `action`.
+    ///
+    /// # Errors
+    /// [`ForgeError::Forbidden`] when `self` is a user.
+    pub fn require_service(&self, action: &'static str) -> Result<()> {
+        match self {
+            Self::Service => Ok(()),
+            Self::User(_) => Err(ForgeError::Forbidden { action }),
+        }
+    }
+}
+
+/// Whether a scoped call writes. On SQLite, writers take the write lock up front
+/// (`BEGIN IMMEDIATE`) so concurrent writers queue on the busy timeout instead of failing
+/// to upgrade a read lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Only reads.
+    Read,
+    /// Reads and writes.
+    Write,
+}
+
+/// A future borrowing the transaction it runs in.
+pub type ScopedFuture<'t, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 't>>;
+
+/// Runs `f` in a transaction for `actor` and commits it when `f` succeeds (rolls back when
+/// it fails). Inside a caller's transaction this is a savepoint.
+///
+/// For a user on PostgreSQL, `f` runs as role `authenticated` with `request.jwt.claims`
+/// and `request.jwt.claim.sub` set to the user, so RLS applies to every statement in it;
+/// the caller's role and claims are restored before the savepoint is released. Use it to
+/// run your own queries under a user's RLS context:
+///
+/// ```no_run
+/// # use forge_service::{Actor, Access, run_as};
+/// # use forge_entity::prelude::*;
+/// # use sea_orm::EntityTrait;
+/// # async fn f(db: &sea_orm::DatabaseConnection, user: uuid::Uuid) -> forge_service::Result<()> {
+/// let visible = run_as(db, Actor::User(user), Access::Read, |txn| {
+///     Box::pin(async move { Ok(Projects::find().all(txn).await?) })
+/// })
+/// .await?;
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+/// Whatever `f` returns, and [`ForgeError::Db`] when the transaction cannot be opened,
+/// switched or committed.
+pub async fn run_as<C, T, F>(db: &C, actor: Actor, access: Access, f: F) -> Result<T>
+where
+    C: Connection,
+    T: Send,
+    F: for<'t> FnOnce(&'t DatabaseTransaction) -> ScopedFuture<'t, T> + Send,
+{
+    let mode = match access {
+        Access::Read => None,
+        Access::Write => Some(SqliteTransactionMode::Immediate),
+    };
+    let txn = if db.get_database_backend() == DbBackend::Sqlite && mode.is_some() {
+        db.begin_with_options(TransactionOptions {
+            sqlite_transaction_mode: mode,
+            ..Default::default()
+        })
+        .await?
+    } else {
+        db.begin().await?
+    };
+    let restore = match actor {
+        Actor::User(uid) if txn.get_database_backend() == DbBackend::Postgres => {
+            Some(enter_user_context(&txn, uid).await?)
+        }
+        _ => None,
+    };
+    let out = f(&txn).await;
+    match out {
+        Ok(value) => {
+            if let Some(previous) = restore {
+                previous.put_back(&txn).await?;
+            }
+            txn.commit().await?;
+            Ok(value)
+        }
+        Err(err) => {
+            // Rolling back the transaction (or savepoint) also undoes the role switch.
+            txn.rollback().await?;
+            Err(err)
+        }
+    }
+}
+
+/// The role and claims in force before a user context was entered.
+struct PreviousContext {
+    role: String,
+    claims: String,
+    sub: String,
+}
+
+async fn enter_user_context(txn: &DatabaseTransaction, uid: Uuid) -> Result<PreviousContext> {
+    let row = txn
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT current_setting('role'), \
+                    coalesce(current_setting('request.jwt.claims', true), ''), \
+                    coalesce(current_setting('request.jwt.claim.sub', true), '')",
+        ))
+        .await?
+        .ok_or_else(|| {
+            ForgeError::Db(sea_orm::DbErr::Custom("no row from current_setting".into()))
+        })?;
+    let previous = PreviousContext {
+        role: row.try_get_by_index(0)?,
+        claims: row.try_get_by_index(1)?,
+        sub: row.try_get_by_index(2)?,
+    };
+    let claims = serde_json::json!({ "sub": uid.to_string(), "role": "authenticated" }).to_string();
+    set_context(txn, "authenticated", &claims, &uid.to_string()).await?;
+    Ok(previous)
+}
+
+impl PreviousContext {
+    async fn put_back(self, txn: &DatabaseTransaction) -> Result<()> {
+        set_context(txn, &self.role, &self.claims, &self.sub).await
+    }
+}
+
+async fn set_context(txn: &DatabaseTransaction, role: &str, claims: &str, sub: &str) -> Result<()> {
+    txn.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "SELECT set_config('role', $1, true), \
+                set_config('request.jwt.claims', $2, true), \
+                set_config('request.jwt.claim.sub', $3, true)",
+        [
+            Value::from(role.to_owned()),
+            Value::from(claims.to_owned()),
+            Value::from(sub.to_owned()),
+        ],
+    ))
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,80 @@
+//! Input checks shared by the repositories. Every check runs before anything is written.
+
+use chrono::{DateTime, Utc};
+
+use crate::error::{ForgeError, Result};
+
+/// `value` trimmed; refused when blank or longer than `max_chars` characters.
+pub(crate) fn text(field: &'static str, value: &str, max_chars: usize) -> Result<String> {
+    let trimmed = value.trim();
+    if trimmed.is_empty() {
+        return Err(ForgeError::invalid(field, "must not be blank"));
+    }
+    let len = trimmed.chars().count();
+    if len > max_chars {
+        return Err(ForgeError::invalid(
+            field,
+            format!("is {len} characters long, at most {max_chars} allowed"),
+        ));
+    }
+    Ok(trimmed.to_owned())
+}
+
+/// Like [`text`] for an optional value; `None` stays `None`.
+pub(crate) fn optional_text(
+    field: &'static str,
+    value: Option<&str>,
+    max_chars: usize,
+) -> Result<Option<String>> {
+    value.map(|v| text(field, v, max_chars)).transpose()
+}
+
+/// Refuses an instant that is not in the future.
+pub(crate) fn future(field: &'static str, at: DateTime<Utc>) -> Result<DateTime<Utc>> {
+    if at <= Utc::now() {
+        return Err(ForgeError::invalid(field, "must be in the future"));
+    }
+    Ok(at)
+}
+
+/// Refuses a number outside `min..=max`.
+pub(crate) fn in_range(field: &'static str, value: i64, min: i64, max: i64) -> Result<i64> {
+    if value < min || value > max {
+        return Err(ForgeError::invalid(
+            field,
+            format!("{value} is outside {min}..={max}"),
+        ));
+    }
+    Ok(value)
+}
+
+/// Parses a caller's string into one of the entity enums, as a validation error.
+pub(crate) fn parse_enum<T>(field: &'static str, value: &str) -> Result<T>
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    value
+        .parse()
+        .map_err(|e: T::Err| ForgeError::invalid(field, e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_trims_and_bounds() {
+        assert_eq!(text("name", "  Todo  ", 10).unwrap(), "Todo");
+        assert!(text("name", "   ", 10).is_err());
+        assert!(text("name", &"é".repeat(11), 10).is_err());
+        assert!(text("name", &"é".repeat(10), 10).is_ok());
+    }
+
+    #[test]
+    fn range_and_future() {
+        assert!(in_range("progress", 101, 0, 100).is_err());
+        assert!(in_range("progress", 100, 0, 100).is_ok());
+        assert!(future("expires_at", Utc::now()).is_err());
+    }
+}
