@@ -17,7 +17,12 @@ mod error;
 mod pagination;
 mod validate;
 
+pub mod batches;
+pub mod conversations;
+pub mod events;
 pub mod profiles;
+pub mod projects;
+pub mod sessions;
 
 pub use actor::{Access, Actor, Connection, ScopedFuture, run_as};
 pub use error::{ForgeError, Result};
