@@ -4,9 +4,7 @@ mod common;
 
 use common::{TestDb, query_string};
 use forge_db::entity::profiles::{self, Tier};
-use forge_db::sea_orm::{
-    ConnectionTrait, DbBackend, EntityTrait, PaginatorTrait, TransactionTrait,
-};
+use forge_db::sea_orm::{DbBackend, EntityTrait, PaginatorTrait, TransactionTrait};
 use forge_db::service::profiles::{NewProfile, ProfilePatch};
 use forge_db::service::{Access, Actor, ForgeError, profiles as repo, run_as};
 

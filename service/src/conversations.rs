@@ -1,1 +1,784 @@
-//! (being written)
+//! Conversations and their turns, and the review workflow.
+//!
+//! A conversation is created with all its turns in one transaction; afterwards turns are
+//! only appended. Invariants this module keeps:
+//! - turns are numbered 1, 2, 3 … in order with no gaps, and `total_turns` /
+//!   `total_tokens` always equal the count and token sum of the turns (set from the turns
+//!   on create, moved by SQL increments in the same transaction on append);
+//! - turns are added only while the conversation is editable (`draft`, `generated` or
+//!   `needs_revision`); one submitted, approved, rejected or failed is frozen;
+//! - the review states move only along `draft|generated|needs_revision → pending_review`
+//!   (submit) and `pending_review → approved|rejected|needs_revision` (review), each by
+//!   one conditional `UPDATE`, so two racing reviewers cannot both apply; every step
+//!   appends a [`ReviewAction`] (who, what, when, why) to `review_history`.
+//!
+//! Who may do what: the owner (or the service for them) creates, reads, appends turns and
+//! submits for review. Deciding a review (approve, reject, request a revision) is the
+//! service's, acting for a reviewer profile it names: an owner never reviews their own
+//! work. A user sees only their own conversations and turns; another user's conversation
+//! is [`ForgeError::NotFound`].
+
+use chrono::{DateTime, SubsecRound, Utc};
+use forge_entity::conversation_turns::{self, TurnRole};
+use forge_entity::conversations::{
+    self, Categories, ConversationStatus, ConversationTier, ReviewAction, ReviewActionKind,
+};
+use forge_entity::profiles;
+use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbBackend,
+    DbErr, EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter, QueryOrder, Select, Set,
+};
+use serde_json::Value as Json;
+use uuid::Uuid;
+
+use crate::actor::{Access, Actor, Connection, run_as};
+use crate::batches::insert_chunked;
+use crate::error::{ForgeError, Result};
+use crate::pagination::{self, Direction, Page, PageRequest};
+use crate::validate;
+
+const MAX_HUMAN_ID: usize = 200;
+const MAX_TITLE: usize = 500;
+/// Longest persona, emotion, topic, intent, tone and category name.
+const MAX_LABEL: usize = 200;
+const MAX_CATEGORIES: usize = 50;
+const MAX_TURNS: usize = 1_000;
+const MAX_CONTENT: usize = 100_000;
+const MAX_COMMENT: usize = 5_000;
+
+/// The states in which turns may be added and from which a conversation may be submitted.
+const EDITABLE: &[ConversationStatus] = &[
+    ConversationStatus::Draft,
+    ConversationStatus::Generated,
+    ConversationStatus::NeedsRevision,
+];
+const UNDER_REVIEW: &[ConversationStatus] = &[ConversationStatus::PendingReview];
+
+/// One turn to store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewTurn {
+    /// The turn's number, if the caller tracks it; it must then be the next one (1, 2, 3 …
+    /// on create; `total_turns + 1` on append). `None`: numbered automatically.
+    pub turn_number: Option<i32>,
+    /// Who speaks.
+    pub role: TurnRole,
+    /// What is said; must not be blank.
+    pub content: String,
+    /// Tokens in `content` (≥ 0).
+    pub token_count: i32,
+}
+
+impl NewTurn {
+    /// A turn numbered automatically.
+    pub fn new(role: TurnRole, content: impl Into<String>, token_count: i32) -> Self {
+        Self {
+            turn_number: None,
+            role,
+            content: content.into(),
+            token_count,
+        }
+    }
+}
+
+/// A conversation to create, with all its turns.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewConversation {
+    /// The owner (`None`: the acting user; the service must name one).
+    pub owner: Option<Uuid>,
+    /// The unique human-facing id.
+    pub conversation_id: String,
+    /// An optional title.
+    pub title: Option<String>,
+    /// How it is generated.
+    pub tier: ConversationTier,
+    /// The persona of the user side.
+    pub persona: String,
+    /// The emotion conveyed.
+    pub emotion: String,
+    /// What it is about.
+    pub topic: String,
+    /// The user's intent.
+    pub intent: String,
+    /// The tone.
+    pub tone: String,
+    /// Category names (each trimmed, not blank).
+    pub category: Vec<String>,
+    /// Free-form generation parameters: a JSON object (`Json::Null` stores `{}`).
+    pub parameters: Json,
+    /// The turns, in order. With turns the conversation starts `generated`, without
+    /// them `draft`.
+    pub turns: Vec<NewTurn>,
+}
+
+/// Which conversations [`list`] returns; `None` fields do not filter.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConversationFilter {
+    /// Only this review state.
+    pub status: Option<ConversationStatus>,
+    /// Only this tier.
+    pub tier: Option<ConversationTier>,
+}
+
+impl ConversationFilter {
+    /// A filter from a caller's strings (e.g. query parameters).
+    ///
+    /// # Errors
+    /// [`ForgeError::Validation`] for a string that names no status or tier.
+    pub fn parse(status: Option<&str>, tier: Option<&str>) -> Result<Self> {
+        Ok(Self {
+            status: status
+                .map(|s| validate::parse_enum("status", s))
+                .transpose()?,
+            tier: tier.map(|s| validate::parse_enum("tier", s)).transpose()?,
+        })
+    }
+}
+
+/// A conversation with its turns in order.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct ConversationWithTurns {
+    /// The conversation.
+    pub conversation: conversations::Model,
+    /// Its turns, by `turn_number`.
+    pub turns: Vec<conversation_turns::Model>,
+}
+
+/// Now, to the microsecond: the precision PostgreSQL keeps, so rows and review actions
+/// built in Rust and returned to the caller equal what is stored, on both backends.
+pub(crate) fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+/// The owner condition for `actor`: their own rows, or none for the service.
+fn owned_by(actor: Actor) -> Condition {
+    match actor {
+        Actor::User(uid) => Condition::all().add(conversations::Column::CreatedBy.eq(uid)),
+        Actor::Service => Condition::all(),
+    }
+}
+
+/// Conversations visible to `actor`: their own, or all for the service.
+pub fn visible_to(actor: Actor) -> Select<conversations::Entity> {
+    conversations::Entity::find().filter(owned_by(actor))
+}
+
+/// The owner of a new row: a user creates only for themselves, the service names one.
+pub(crate) fn owner_of_new(
+    actor: Actor,
+    owner: Option<Uuid>,
+    action: &'static str,
+) -> Result<Uuid> {
+    match (actor, owner) {
+        (Actor::User(uid), None) => Ok(uid),
+        (Actor::User(uid), Some(o)) if o == uid => Ok(uid),
+        (Actor::User(_), Some(_)) => Err(ForgeError::Forbidden { action }),
+        (Actor::Service, Some(o)) => Ok(o),
+        (Actor::Service, None) => Err(ForgeError::invalid(
+            "owner",
+            "the service must name the owner",
+        )),
+    }
+}
+
+/// A JSON object input; `null` becomes `{}`.
+pub(crate) fn json_object(field: &'static str, value: Json) -> Result<Json> {
+    match value {
+        Json::Null => Ok(Json::Object(serde_json::Map::new())),
+        Json::Object(_) => Ok(value),
+        _ => Err(ForgeError::invalid(field, "must be a JSON object")),
+    }
+}
+
+/// Runs a keyset-paginated `select` for `actor`, ordered by `(created_at, id)`.
+pub(crate) async fn keyset_page<C, E>(
+    db: &C,
+    actor: Actor,
+    select: Select<E>,
+    columns: (E::Column, E::Column),
+    direction: Direction,
+    request: &PageRequest,
+    key: fn(&E::Model) -> (DateTime<Utc>, Uuid),
+) -> Result<Page<E::Model>>
+where
+    C: Connection,
+    E: EntityTrait,
+    E::Model: Send + Sync,
+{
+    let (select, size) = pagination::keyset(select, columns.0, columns.1, direction, request)?;
+    run_as(db, actor, Access::Read, move |txn| {
+        Box::pin(async move { Ok(pagination::page(select.all(txn).await?, size, key)) })
+    })
+    .await
+}
+
+fn turn_content(content: &str) -> Result<()> {
+    if content.trim().is_empty() {
+        return Err(ForgeError::invalid("content", "must not be blank"));
+    }
+    let len = content.chars().count();
+    if len > MAX_CONTENT {
+        return Err(ForgeError::invalid(
+            "content",
+            format!("is {len} characters long, at most {MAX_CONTENT} allowed"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks one turn; `expected` is its number when known before the transaction.
+fn check_turn(turn: &NewTurn, expected: Option<i32>) -> Result<()> {
+    turn_content(&turn.content)?;
+    validate::in_range(
+        "token_count",
+        i64::from(turn.token_count),
+        0,
+        i64::from(i32::MAX),
+    )?;
+    match (turn.turn_number, expected) {
+        (Some(n), Some(e)) if n != e => Err(ForgeError::invalid(
+            "turn_number",
+            format!("turn {n} given where turn {e} comes next: turns must be 1, 2, 3 … in order"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn turn_row(
+    conversation: Uuid,
+    number: i32,
+    turn: NewTurn,
+    now: DateTime<Utc>,
+) -> conversation_turns::Model {
+    conversation_turns::Model {
+        id: Uuid::new_v4(),
+        conversation_id: conversation,
+        turn_number: number,
+        role: turn.role,
+        content: turn.content,
+        token_count: turn.token_count,
+        created_at: now,
+    }
+}
+
+fn labels(new: &NewConversation) -> Result<[String; 5]> {
+    Ok([
+        validate::text("persona", &new.persona, MAX_LABEL)?,
+        validate::text("emotion", &new.emotion, MAX_LABEL)?,
+        validate::text("topic", &new.topic, MAX_LABEL)?,
+        validate::text("intent", &new.intent, MAX_LABEL)?,
+        validate::text("tone", &new.tone, MAX_LABEL)?,
+    ])
+}
+
+fn categories(names: &[String]) -> Result<Categories> {
+    if names.len() > MAX_CATEGORIES {
+        return Err(ForgeError::invalid(
+            "category",
+            format!(
+                "{} categories, at most {MAX_CATEGORIES} allowed",
+                names.len()
+            ),
+        ));
+    }
+    names
+        .iter()
+        .map(|c| validate::text("category", c, MAX_LABEL))
+        .collect()
+}
+
+/// Validates `new` into the conversation row and its turn rows.
+fn prepare(
+    actor: Actor,
+    new: NewConversation,
+) -> Result<(conversations::ActiveModel, Vec<conversation_turns::Model>)> {
+    let owner = owner_of_new(actor, new.owner, "creating a conversation for another user")?;
+    let human_id = validate::text("conversation_id", &new.conversation_id, MAX_HUMAN_ID)?;
+    let title = validate::optional_text("title", new.title.as_deref(), MAX_TITLE)?;
+    let [persona, emotion, topic, intent, tone] = labels(&new)?;
+    let category = categories(&new.category)?;
+    let parameters = json_object("parameters", new.parameters)?;
+    if new.turns.len() > MAX_TURNS {
+        return Err(ForgeError::invalid(
+            "turns",
+            format!("{} turns, at most {MAX_TURNS} allowed", new.turns.len()),
+        ));
+    }
+    let id = Uuid::new_v4();
+    let now = now();
+    let mut turns = Vec::with_capacity(new.turns.len());
+    for (number, turn) in (1..).zip(new.turns) {
+        check_turn(&turn, Some(number))?;
+        turns.push(turn_row(id, number, turn, now));
+    }
+    let tokens: i64 = turns.iter().map(|t| i64::from(t.token_count)).sum();
+    let total_tokens = i32::try_from(tokens)
+        .map_err(|_| ForgeError::invalid("token_count", "the turns' token sum is too large"))?;
+    let generated = !turns.is_empty();
+    let row = conversations::ActiveModel {
+        id: Set(id),
+        conversation_id: Set(human_id),
+        created_by: Set(owner),
+        title: Set(title),
+        status: Set(if generated {
+            ConversationStatus::Generated
+        } else {
+            ConversationStatus::Draft
+        }),
+        tier: Set(new.tier),
+        persona: Set(persona),
+        emotion: Set(emotion),
+        topic: Set(topic),
+        intent: Set(intent),
+        tone: Set(tone),
+        category: Set(category),
+        parameters: Set(parameters),
+        total_turns: Set(turns.len() as i32),
+        total_tokens: Set(total_tokens),
+        generated_at: Set(generated.then_some(now)),
+        created_at: Set(now),
+        updated_at: Set(now),
+        ..Default::default()
+    };
+    Ok((row, turns))
+}
+
+/// Creates a conversation with all its turns in one transaction; totals are set from the
+/// turns, which are numbered 1..n in the order given.
+///
+/// # Errors
+/// [`ForgeError::Validation`] for a blank or over-long field, a non-object `parameters`,
+/// a blank turn, a negative token count or turn numbers out of order;
+/// [`ForgeError::Forbidden`] when a user creates for someone else;
+/// [`ForgeError::Conflict`] when the `conversation_id` is taken (or the owner does not
+/// exist). A refused call stores nothing.
+#[tracing::instrument(skip_all, fields(entity = "conversation", op = "create"))]
+pub async fn create<C>(db: &C, actor: Actor, new: NewConversation) -> Result<ConversationWithTurns>
+where
+    C: Connection,
+{
+    let (row, turns) = prepare(actor, new)?;
+    run_as(db, actor, Access::Write, move |txn| {
+        Box::pin(async move {
+            let conversation = row.insert(txn).await?;
+            let active = turns
+                .iter()
+                .cloned()
+                .map(IntoActiveModel::into_active_model);
+            insert_chunked(txn, active.collect()).await?;
+            Ok(ConversationWithTurns {
+                conversation,
+                turns,
+            })
+        })
+    })
+    .await
+}
+
+fn by_id(actor: Actor, id: Uuid) -> Select<conversations::Entity> {
+    visible_to(actor).filter(conversations::Column::Id.eq(id))
+}
+
+async fn visible_row(
+    txn: &DatabaseTransaction,
+    actor: Actor,
+    id: Uuid,
+) -> Result<conversations::Model> {
+    by_id(actor, id)
+        .one(txn)
+        .await?
+        .ok_or_else(|| ForgeError::not_found("conversation", id))
+}
+
+/// The conversation `id`, if `actor` may see it.
+///
+/// # Errors
+/// [`ForgeError::Db`] on a database failure.
+#[tracing::instrument(skip_all, fields(entity = "conversation", op = "find", id = %id))]
+pub async fn find<C>(db: &C, actor: Actor, id: Uuid) -> Result<Option<conversations::Model>>
+where
+    C: Connection,
+{
+    run_as(db, actor, Access::Read, move |txn| {
+        Box::pin(async move { Ok(by_id(actor, id).one(txn).await?) })
+    })
+    .await
+}
+
+/// The conversation `id` (without turns).
+///
+/// # Errors
+/// [`ForgeError::NotFound`] when it does not exist or is not `actor`'s.
+pub async fn get<C>(db: &C, actor: Actor, id: Uuid) -> Result<conversations::Model>
+where
+    C: Connection,
+{
+    find(db, actor, id)
+        .await?
+        .ok_or_else(|| ForgeError::not_found("conversation", id))
+}
+
+/// The conversation `id` with its turns in order, in two queries (the conversation, then
+/// all its turns).
+///
+/// # Errors
+/// [`ForgeError::NotFound`] when it does not exist or is not `actor`'s.
+#[tracing::instrument(skip_all, fields(entity = "conversation", op = "get_with_turns", id = %id))]
+pub async fn get_with_turns<C>(db: &C, actor: Actor, id: Uuid) -> Result<ConversationWithTurns>
+where
+    C: Connection,
+{
+    run_as(db, actor, Access::Read, move |txn| {
+        Box::pin(async move {
+            let conversation = visible_row(txn, actor, id).await?;
+            let turns = conversation_turns::Entity::find()
+                .filter(conversation_turns::Column::ConversationId.eq(id))
+                .order_by_asc(conversation_turns::Column::TurnNumber)
+                .all(txn)
+                .await?;
+            Ok(ConversationWithTurns {
+                conversation,
+                turns,
+            })
+        })
+    })
+    .await
+}
+
+/// Explains why a guarded update of a visible conversation changed nothing.
+async fn refusal(
+    txn: &DatabaseTransaction,
+    actor: Actor,
+    id: Uuid,
+    to: ConversationStatus,
+) -> ForgeError {
+    match visible_row(txn, actor, id).await {
+        Ok(current) => ForgeError::InvalidTransition {
+            entity: "conversation",
+            from: current.status.to_string(),
+            to: to.to_string(),
+        },
+        Err(err) => err,
+    }
+}
+
+/// Appends a turn to conversation `id` as the next `turn_number`; `total_turns` and
+/// `total_tokens` follow by SQL increments in the same transaction. The increment also
+/// locks the conversation, so concurrent appends are numbered one after the other.
+///
+/// # Errors
+/// [`ForgeError::Validation`] for a blank turn, a negative token count or a
+/// `turn_number` that is not the next one; [`ForgeError::NotFound`] when the conversation
+/// is not `actor`'s; [`ForgeError::Conflict`] when it is not editable (`draft`,
+/// `generated` or `needs_revision`).
+#[tracing::instrument(skip_all, fields(entity = "conversation", op = "append_turn", id = %id))]
+pub async fn append_turn<C>(
+    db: &C,
+    actor: Actor,
+    id: Uuid,
+    turn: NewTurn,
+) -> Result<conversation_turns::Model>
+where
+    C: Connection,
+{
+    check_turn(&turn, None)?;
+    run_as(db, actor, Access::Write, move |txn| {
+        Box::pin(async move {
+            use conversations::Column as Col;
+            let now = now();
+            let moved = conversations::Entity::update_many()
+                .col_expr(Col::TotalTurns, Expr::col(Col::TotalTurns).add(1))
+                .col_expr(
+                    Col::TotalTokens,
+                    Expr::col(Col::TotalTokens).add(turn.token_count),
+                )
+                .col_expr(Col::UpdatedAt, Expr::val(now))
+                .filter(Col::Id.eq(id))
+                .filter(owned_by(actor))
+                .filter(Col::Status.is_in(EDITABLE.iter().copied()))
+                .exec(txn)
+                .await?;
+            let current = visible_row(txn, actor, id).await?;
+            if moved.rows_affected == 0 {
+                return Err(ForgeError::Conflict {
+                    what: format!(
+                        "conversation {id} is {}: turns can be added only while it is \
+                         draft, generated or needs_revision",
+                        current.status
+                    ),
+                });
+            }
+            check_turn(&turn, Some(current.total_turns))?;
+            let row = turn_row(id, current.total_turns, turn, now);
+            row.clone().into_active_model().insert(txn).await?;
+            Ok(row)
+        })
+    })
+    .await
+}
+
+/// `actor`'s conversations, newest first, filtered by status and tier.
+///
+/// # Errors
+/// [`ForgeError::Validation`] for a page size outside `1..=MAX_PAGE_SIZE`.
+#[tracing::instrument(skip_all, fields(entity = "conversation", op = "list"))]
+pub async fn list<C>(
+    db: &C,
+    actor: Actor,
+    filter: ConversationFilter,
+    page: &PageRequest,
+) -> Result<Page<conversations::Model>>
+where
+    C: Connection,
+{
+    let mut select = visible_to(actor);
+    if let Some(status) = filter.status {
+        select = select.filter(conversations::Column::Status.eq(status));
+    }
+    if let Some(tier) = filter.tier {
+        select = select.filter(conversations::Column::Tier.eq(tier));
+    }
+    conversation_page(db, actor, select, Direction::NewestFirst, page).await
+}
+
+/// The review queue: conversations in `pending_review`, oldest first (for a user, their
+/// own waiting conversations; for the service, everyone's).
+///
+/// # Errors
+/// [`ForgeError::Validation`] for a page size outside `1..=MAX_PAGE_SIZE`.
+#[tracing::instrument(skip_all, fields(entity = "conversation", op = "review_queue"))]
+pub async fn review_queue<C>(
+    db: &C,
+    actor: Actor,
+    page: &PageRequest,
+) -> Result<Page<conversations::Model>>
+where
+    C: Connection,
+{
+    let select = visible_to(actor)
+        .filter(conversations::Column::Status.eq(ConversationStatus::PendingReview));
+    conversation_page(db, actor, select, Direction::OldestFirst, page).await
+}
+
+async fn conversation_page<C>(
+    db: &C,
+    actor: Actor,
+    select: Select<conversations::Entity>,
+    direction: Direction,
+    page: &PageRequest,
+) -> Result<Page<conversations::Model>>
+where
+    C: Connection,
+{
+    let columns = (conversations::Column::CreatedAt, conversations::Column::Id);
+    keyset_page(db, actor, select, columns, direction, page, |c| {
+        (c.created_at, c.id)
+    })
+    .await
+}
+
+/// One step of the review workflow.
+struct ReviewStep {
+    action: ReviewActionKind,
+    from: &'static [ConversationStatus],
+    to: ConversationStatus,
+    /// The reviewer named by the service; `None` for a submission (recorded as the
+    /// acting user, or as the owner when the service submits for them).
+    reviewer: Option<Uuid>,
+    comment: Option<String>,
+}
+
+/// `review_history` with `action` appended, computed by the database.
+fn append_to_history(backend: DbBackend, action: &ReviewAction) -> Result<Expr> {
+    let entry = serde_json::to_value(action).map_err(|e| DbErr::Json(e.to_string()))?;
+    Ok(match backend {
+        DbBackend::Postgres => {
+            Expr::cust_with_values(r#""review_history" || $1"#, [Json::Array(vec![entry])])
+        }
+        _ => Expr::cust_with_values(
+            r#"json_insert("review_history", '$[#]', json(?))"#,
+            [entry.to_string()],
+        ),
+    })
+}
+
+async fn require_profile(txn: &DatabaseTransaction, id: Uuid) -> Result<()> {
+    let found = profiles::Entity::find_by_id(id).count(txn).await?;
+    if found == 0 {
+        return Err(ForgeError::not_found("profile", id));
+    }
+    Ok(())
+}
+
+/// Applies `step` to conversation `id` with one conditional `UPDATE` (status in
+/// `step.from`), appending the review action in SQL.
+async fn review<C>(db: &C, actor: Actor, id: Uuid, step: ReviewStep) -> Result<conversations::Model>
+where
+    C: Connection,
+{
+    run_as(db, actor, Access::Write, move |txn| {
+        Box::pin(async move {
+            use conversations::Column as Col;
+            let current = visible_row(txn, actor, id).await?;
+            let performed_by = match step.reviewer {
+                Some(reviewer) => {
+                    require_profile(txn, reviewer).await?;
+                    reviewer
+                }
+                None => actor.user_id().unwrap_or(current.created_by),
+            };
+            let now = now();
+            let action = ReviewAction {
+                action: step.action,
+                performed_by,
+                at: now,
+                comment: step.comment,
+            };
+            let mut update = conversations::Entity::update_many()
+                .col_expr(Col::Status, Expr::val(step.to.as_str()))
+                .col_expr(
+                    Col::ReviewHistory,
+                    append_to_history(txn.get_database_backend(), &action)?,
+                )
+                .col_expr(Col::UpdatedAt, Expr::val(now));
+            if step.to == ConversationStatus::Approved {
+                update = update
+                    .col_expr(Col::ApprovedAt, Expr::val(now))
+                    .col_expr(Col::ApprovedBy, Expr::val(performed_by));
+            }
+            let applied = update
+                .filter(Col::Id.eq(id))
+                .filter(owned_by(actor))
+                .filter(Col::Status.is_in(step.from.iter().copied()))
+                .exec(txn)
+                .await?;
+            if applied.rows_affected == 0 {
+                return Err(refusal(txn, actor, id, step.to).await);
+            }
+            visible_row(txn, actor, id).await
+        })
+    })
+    .await
+}
+
+/// A reviewer's decision on a conversation under review (service only).
+async fn decide<C>(
+    db: &C,
+    actor: Actor,
+    id: Uuid,
+    reviewer: Uuid,
+    decision: (ReviewActionKind, ConversationStatus),
+    comment: Option<String>,
+) -> Result<conversations::Model>
+where
+    C: Connection,
+{
+    actor.require_service("reviewing a conversation")?;
+    let (action, to) = decision;
+    let step = ReviewStep {
+        action,
+        from: UNDER_REVIEW,
+        to,
+        reviewer: Some(reviewer),
+        comment,
+    };
+    review(db, actor, id, step).await
+}
+
+/// A reason that must be given (rejection, revision request).
+fn reason(reason: &str) -> Result<Option<String>> {
+    validate::text("comment", reason, MAX_COMMENT).map(Some)
+}
+
+/// Submits conversation `id` for review (`draft|generated|needs_revision →
+/// pending_review`), by its owner or by the service on the owner's behalf (recorded as
+/// the owner).
+///
+/// # Errors
+/// [`ForgeError::NotFound`] when it is not `actor`'s, [`ForgeError::InvalidTransition`]
+/// from any other state, [`ForgeError::Validation`] for an over-long or blank comment.
+#[tracing::instrument(skip_all, fields(entity = "conversation", op = "submit_for_review", id = %id))]
+pub async fn submit_for_review<C>(
+    db: &C,
+    actor: Actor,
+    id: Uuid,
+    comment: Option<&str>,
+) -> Result<conversations::Model>
+where
+    C: Connection,
+{
+    let step = ReviewStep {
+        action: ReviewActionKind::Submitted,
+        from: EDITABLE,
+        to: ConversationStatus::PendingReview,
+        reviewer: None,
+        comment: validate::optional_text("comment", comment, MAX_COMMENT)?,
+    };
+    review(db, actor, id, step).await
+}
+
+/// Approves conversation `id` (`pending_review → approved`) for `reviewer`, setting
+/// `approved_at` and `approved_by` (service only).
+///
+/// # Errors
+/// [`ForgeError::Forbidden`] for a user, [`ForgeError::NotFound`] for an unknown
+/// conversation or reviewer profile, [`ForgeError::InvalidTransition`] unless it is
+/// pending review, [`ForgeError::Validation`] for an over-long or blank comment.
+#[tracing::instrument(skip_all, fields(entity = "conversation", op = "approve", id = %id))]
+pub async fn approve<C>(
+    db: &C,
+    actor: Actor,
+    id: Uuid,
+    reviewer: Uuid,
+    comment: Option<&str>,
+) -> Result<conversations::Model>
+where
+    C: Connection,
+{
+    let comment = validate::optional_text("comment", comment, MAX_COMMENT)?;
+    let decision = (ReviewActionKind::Approved, ConversationStatus::Approved);
+    decide(db, actor, id, reviewer, decision, comment).await
+}
+
+/// Rejects conversation `id` (`pending_review → rejected`) for `reviewer`, who must say
+/// why (service only).
+///
+/// # Errors
+/// As [`approve`]; a blank `why` is a [`ForgeError::Validation`].
+#[tracing::instrument(skip_all, fields(entity = "conversation", op = "reject", id = %id))]
+pub async fn reject<C>(
+    db: &C,
+    actor: Actor,
+    id: Uuid,
+    reviewer: Uuid,
+    why: &str,
+) -> Result<conversations::Model>
+where
+    C: Connection,
+{
+    let decision = (ReviewActionKind::Rejected, ConversationStatus::Rejected);
+    decide(db, actor, id, reviewer, decision, reason(why)?).await
+}
+
+/// Sends conversation `id` back for changes (`pending_review → needs_revision`) for
+/// `reviewer`, who must say what to change (service only).
+///
+/// # Errors
+/// As [`approve`]; a blank `why` is a [`ForgeError::Validation`].
+#[tracing::instrument(skip_all, fields(entity = "conversation", op = "request_revision", id = %id))]
+pub async fn request_revision<C>(
+    db: &C,
+    actor: Actor,
+    id: Uuid,
+    reviewer: Uuid,
+    why: &str,
+) -> Result<conversations::Model>
+where
+    C: Connection,
+{
+    let decision = (
+        ReviewActionKind::RevisionRequested,
+        ConversationStatus::NeedsRevision,
+    );
+    decide(db, actor, id, reviewer, decision, reason(why)?).await
+}

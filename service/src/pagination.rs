@@ -36,8 +36,10 @@ impl Cursor {
 
 impl fmt::Display for Cursor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let micros = self.created_at.timestamp_micros();
-        write!(f, "{:016x}{}", micros as u64, self.id.simple())
+        // Nanoseconds: SQLite keeps the full precision the application wrote, and a cursor
+        // must compare equal to its own row.
+        let nanos = self.created_at.timestamp_nanos_opt().unwrap_or(i64::MAX);
+        write!(f, "{:016x}{}", nanos as u64, self.id.simple())
     }
 }
 
@@ -49,8 +51,8 @@ impl FromStr for Cursor {
         if s.len() != 48 || !s.is_ascii() {
             return Err(bad());
         }
-        let micros = u64::from_str_radix(&s[..16], 16).map_err(|_| bad())? as i64;
-        let created_at = DateTime::from_timestamp_micros(micros).ok_or_else(bad)?;
+        let nanos = u64::from_str_radix(&s[..16], 16).map_err(|_| bad())? as i64;
+        let created_at = DateTime::from_timestamp_nanos(nanos);
         let id = Uuid::parse_str(&s[16..]).map_err(|_| bad())?;
         Ok(Self { created_at, id })
     }

@@ -1,1 +1,401 @@
-//! (being written)
+//! Coding sessions: an AI coding session on one of the owner's projects.
+//!
+//! Invariants:
+//! - A session starts only on an `active` project of its owner, with a non-blank prompt
+//!   and an expiry in the future.
+//! - A user never has more *live* sessions (`pending`, `active`, `paused`) than their
+//!   profile's `sessions_limit`, even when many starts race on several connections:
+//!   [`start`] locks the owner's profile row (`FOR UPDATE` on PostgreSQL; on SQLite the
+//!   write transaction is `BEGIN IMMEDIATE`, which serialises writers), then counts the
+//!   live sessions, then inserts, all in one transaction.
+//! - `status` only moves along [`SessionStatus::can_transition_to`] (SCHEMA.md:
+//!   pending→active, active⇄paused, any live state → completed, failed or expired).
+//!   [`transition`] applies a change with a conditional `UPDATE … WHERE status = <read>`,
+//!   so of two racing transitions from the same state only one wins.
+//! - Users see and change only their own sessions; sessions cannot be deleted through this
+//!   module (the `authenticated` role has no DELETE on them). Expiring overdue sessions is
+//!   the service's.
+
+use chrono::{TimeDelta, Utc};
+use forge_entity::coding_sessions::{self, SessionStatus};
+use forge_entity::profiles;
+use forge_entity::projects::{self, ProjectStatus};
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, Condition, DatabaseTransaction, EntityTrait, PaginatorTrait,
+    QueryFilter, QuerySelect, QueryTrait, Select, Set,
+};
+use serde_json::Value as Json;
+use uuid::Uuid;
+
+use crate::actor::{Access, Actor, Connection, run_as};
+use crate::error::{ForgeError, Result};
+use crate::pagination::{self, Direction, Page, PageRequest};
+use crate::validate;
+
+/// Longest accepted initial prompt, in characters.
+const MAX_PROMPT: usize = 100_000;
+/// Longest accepted preview URL, in characters.
+const MAX_URL: usize = 2048;
+
+/// A session to start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewSession {
+    /// The owner; a user may only start sessions for themselves.
+    pub owner: Uuid,
+    /// The project to work on: the owner's, and `active`.
+    pub project_id: Uuid,
+    /// What the session should do; trimmed, must not be blank.
+    pub initial_prompt: String,
+    /// How long the session lives from now (`expires_at = now + ttl`); must be positive.
+    pub ttl: TimeDelta,
+    /// A JSON object of free-form metadata (`None`: `{}`).
+    pub metadata: Option<Json>,
+}
+
+impl NewSession {
+    /// A session for `owner` on `project_id` living one hour, with no metadata.
+    pub fn new(owner: Uuid, project_id: Uuid, initial_prompt: impl Into<String>) -> Self {
+        Self {
+            owner,
+            project_id,
+            initial_prompt: initial_prompt.into(),
+            ttl: TimeDelta::hours(1),
+            metadata: None,
+        }
+    }
+}
+
+/// Which sessions [`list`] returns. `None` fields do not filter.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SessionFilter {
+    /// Only sessions in this state.
+    pub status: Option<SessionStatus>,
+    /// Only sessions on this project.
+    pub project_id: Option<Uuid>,
+}
+
+/// The owner condition for `actor`: their own sessions, or all for the service.
+fn owned_by(actor: Actor) -> Condition {
+    Condition::all().add_option(
+        actor
+            .user_id()
+            .map(|uid| coding_sessions::Column::UserId.eq(uid)),
+    )
+}
+
+/// Sessions visible to `actor`: their own, or all for the service.
+pub fn visible_to(actor: Actor) -> Select<coding_sessions::Entity> {
+    coding_sessions::Entity::find().filter(owned_by(actor))
+}
+
+/// The session `id` as `actor` sees it, or [`ForgeError::NotFound`].
+pub(crate) async fn fetch(
+    txn: &DatabaseTransaction,
+    actor: Actor,
+    id: Uuid,
+) -> Result<coding_sessions::Model> {
+    visible_to(actor)
+        .filter(coding_sessions::Column::Id.eq(id))
+        .one(txn)
+        .await?
+        .ok_or_else(|| ForgeError::not_found("session", id))
+}
+
+/// Validates `new` for `actor` and turns it into the row to insert.
+fn new_row(actor: Actor, new: NewSession) -> Result<coding_sessions::ActiveModel> {
+    if actor.user_id().is_some_and(|uid| uid != new.owner) {
+        return Err(ForgeError::Forbidden {
+            action: "starting a session for another user",
+        });
+    }
+    let prompt = validate::text("initial_prompt", &new.initial_prompt, MAX_PROMPT)?;
+    // The expiry `now + ttl` must lie in the future, i.e. the ttl must be positive.
+    let expires_at = Utc::now()
+        .checked_add_signed(new.ttl)
+        .ok_or_else(|| ForgeError::invalid("ttl", "is too long"))?;
+    let expires_at = validate::future("ttl", expires_at)?;
+    let metadata = match new.metadata {
+        None => Json::Object(Default::default()),
+        Some(m @ Json::Object(_)) => m,
+        Some(_) => return Err(ForgeError::invalid("metadata", "must be a JSON object")),
+    };
+    Ok(coding_sessions::ActiveModel {
+        user_id: Set(new.owner),
+        project_id: Set(new.project_id),
+        initial_prompt: Set(prompt),
+        status: Set(SessionStatus::Pending),
+        expires_at: Set(expires_at),
+        metadata: Set(metadata),
+        ..Default::default()
+    })
+}
+
+/// Locks the owner's profile row until the transaction ends and returns its
+/// `sessions_limit`. Concurrent starts for one owner queue here, so each counts the live
+/// sessions the previous one committed.
+async fn lock_owner(txn: &DatabaseTransaction, actor: Actor, owner: Uuid) -> Result<i64> {
+    let profile = crate::profiles::visible_to(actor)
+        .filter(profiles::Column::Id.eq(owner))
+        .lock_exclusive()
+        .one(txn)
+        .await?
+        .ok_or_else(|| ForgeError::not_found("profile", owner))?;
+    Ok(i64::from(profile.sessions_limit))
+}
+
+/// Refuses a project that is not `owner`'s (NotFound) or not active (Validation).
+async fn require_active_project(
+    txn: &DatabaseTransaction,
+    owner: Uuid,
+    project_id: Uuid,
+) -> Result<()> {
+    let project = projects::Entity::find_by_id(project_id)
+        .filter(projects::Column::UserId.eq(owner))
+        .one(txn)
+        .await?
+        .ok_or_else(|| ForgeError::not_found("project", project_id))?;
+    if project.status != ProjectStatus::Active {
+        return Err(ForgeError::invalid(
+            "project_id",
+            format!(
+                "the project is {}; sessions start only on active projects",
+                project.status
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// How many live sessions `owner` has.
+async fn count_live(txn: &DatabaseTransaction, owner: Uuid) -> Result<i64> {
+    let live = coding_sessions::Entity::find()
+        .filter(coding_sessions::Column::UserId.eq(owner))
+        .filter(coding_sessions::Column::Status.is_in(SessionStatus::LIVE.iter().copied()))
+        .count(txn)
+        .await?;
+    Ok(i64::try_from(live).unwrap_or(i64::MAX))
+}
+
+/// Starts a session (status `pending`) on one of the owner's active projects.
+///
+/// # Errors
+/// [`ForgeError::Forbidden`] when a user starts a session for someone else;
+/// [`ForgeError::Validation`] for a blank or over-long prompt (`initial_prompt`), a
+/// non-positive or overflowing `ttl`, `metadata` that is not a JSON object, or a project
+/// that is archived or deleted (`project_id`); [`ForgeError::NotFound`] when the owner's
+/// profile or the project does not exist or is not the owner's;
+/// [`ForgeError::LimitReached`] (`"live sessions"`) when the owner already has
+/// `sessions_limit` live sessions.
+#[tracing::instrument(skip_all, fields(entity = "session", op = "start", project_id = %new.project_id))]
+pub async fn start<C>(db: &C, actor: Actor, new: NewSession) -> Result<coding_sessions::Model>
+where
+    C: Connection,
+{
+    let (owner, project_id) = (new.owner, new.project_id);
+    let row = new_row(actor, new)?;
+    run_as(db, actor, Access::Write, move |txn| {
+        Box::pin(async move {
+            let limit = lock_owner(txn, actor, owner).await?;
+            require_active_project(txn, owner, project_id).await?;
+            if count_live(txn, owner).await? >= limit {
+                return Err(ForgeError::LimitReached {
+                    what: "live sessions",
+                    limit,
+                });
+            }
+            Ok(row.insert(txn).await?)
+        })
+    })
+    .await
+}
+
+/// The session `id`, if `actor` may see it.
+///
+/// # Errors
+/// [`ForgeError::Db`] on a database failure.
+#[tracing::instrument(skip_all, fields(entity = "session", op = "find", id = %id))]
+pub async fn find<C>(db: &C, actor: Actor, id: Uuid) -> Result<Option<coding_sessions::Model>>
+where
+    C: Connection,
+{
+    run_as(db, actor, Access::Read, move |txn| {
+        Box::pin(async move {
+            Ok(visible_to(actor)
+                .filter(coding_sessions::Column::Id.eq(id))
+                .one(txn)
+                .await?)
+        })
+    })
+    .await
+}
+
+/// The session `id`.
+///
+/// # Errors
+/// [`ForgeError::NotFound`] when it does not exist or is not `actor`'s.
+pub async fn get<C>(db: &C, actor: Actor, id: Uuid) -> Result<coding_sessions::Model>
+where
+    C: Connection,
+{
+    find(db, actor, id)
+        .await?
+        .ok_or_else(|| ForgeError::not_found("session", id))
+}
+
+/// `actor`'s sessions (all for the service), newest first, one page at a time.
+///
+/// # Errors
+/// [`ForgeError::Validation`] for a page size outside `1..=MAX_PAGE_SIZE`.
+#[tracing::instrument(skip_all, fields(entity = "session", op = "list"))]
+pub async fn list<C>(
+    db: &C,
+    actor: Actor,
+    filter: SessionFilter,
+    request: PageRequest,
+) -> Result<Page<coding_sessions::Model>>
+where
+    C: Connection,
+{
+    let select = visible_to(actor)
+        .apply_if(filter.status, |q, s| {
+            q.filter(coding_sessions::Column::Status.eq(s))
+        })
+        .apply_if(filter.project_id, |q, p| {
+            q.filter(coding_sessions::Column::ProjectId.eq(p))
+        });
+    let (select, size) = pagination::keyset(
+        select,
+        coding_sessions::Column::CreatedAt,
+        coding_sessions::Column::Id,
+        Direction::NewestFirst,
+        &request,
+    )?;
+    run_as(db, actor, Access::Read, move |txn| {
+        Box::pin(async move {
+            let rows = select.all(txn).await?;
+            Ok(pagination::page(rows, size, |s| (s.created_at, s.id)))
+        })
+    })
+    .await
+}
+
+fn invalid_transition(from: SessionStatus, to: SessionStatus) -> ForgeError {
+    ForgeError::InvalidTransition {
+        entity: "session",
+        from: from.to_string(),
+        to: to.to_string(),
+    }
+}
+
+/// Moves session `id` to `to`, if SCHEMA.md allows the change from its current state.
+///
+/// The change is a conditional update on the state that was read, so when two callers
+/// race from the same state only one wins.
+///
+/// # Errors
+/// [`ForgeError::NotFound`] when the session is not `actor`'s;
+/// [`ForgeError::InvalidTransition`] (naming the current and the requested state) when
+/// the state machine does not allow the change; [`ForgeError::Conflict`] when another
+/// caller changed the state between the read and the update to one from which `to` is
+/// still allowed (retry if the change still makes sense).
+#[tracing::instrument(skip_all, fields(entity = "session", op = "transition", id = %id, to = %to))]
+pub async fn transition<C>(
+    db: &C,
+    actor: Actor,
+    id: Uuid,
+    to: SessionStatus,
+) -> Result<coding_sessions::Model>
+where
+    C: Connection,
+{
+    run_as(db, actor, Access::Write, move |txn| {
+        Box::pin(async move {
+            let from = fetch(txn, actor, id).await?.status;
+            if !from.can_transition_to(to) {
+                return Err(invalid_transition(from, to));
+            }
+            let changed = coding_sessions::Entity::update_many()
+                .col_expr(coding_sessions::Column::Status, Expr::value(to))
+                .col_expr(coding_sessions::Column::UpdatedAt, Expr::value(Utc::now()))
+                .filter(owned_by(actor))
+                .filter(coding_sessions::Column::Id.eq(id))
+                .filter(coding_sessions::Column::Status.eq(from))
+                .exec(txn)
+                .await?
+                .rows_affected;
+            let now = fetch(txn, actor, id).await?;
+            match changed {
+                0 if now.status.can_transition_to(to) => Err(ForgeError::Conflict {
+                    what: format!(
+                        "session {id} changed from {from} to {} meanwhile",
+                        now.status
+                    ),
+                }),
+                0 => Err(invalid_transition(now.status, to)),
+                _ => Ok(now),
+            }
+        })
+    })
+    .await
+}
+
+/// Sets the preview URLs of session `id` to exactly the given values (`None` clears one).
+///
+/// # Errors
+/// [`ForgeError::NotFound`] when the session is not `actor`'s; [`ForgeError::Validation`]
+/// for a blank or over-long URL (`eas_update_url`, `webview_url`).
+#[tracing::instrument(skip_all, fields(entity = "session", op = "set_preview", id = %id))]
+pub async fn set_preview<C>(
+    db: &C,
+    actor: Actor,
+    id: Uuid,
+    eas_update_url: Option<String>,
+    webview_url: Option<String>,
+) -> Result<coding_sessions::Model>
+where
+    C: Connection,
+{
+    let eas_update_url =
+        validate::optional_text("eas_update_url", eas_update_url.as_deref(), MAX_URL)?;
+    let webview_url = validate::optional_text("webview_url", webview_url.as_deref(), MAX_URL)?;
+    run_as(db, actor, Access::Write, move |txn| {
+        Box::pin(async move {
+            let mut row: coding_sessions::ActiveModel = fetch(txn, actor, id).await?.into();
+            row.eas_update_url = Set(eas_update_url);
+            row.webview_url = Set(webview_url);
+            Ok(row.update(txn).await?)
+        })
+    })
+    .await
+}
+
+/// Expires every live session whose `expires_at` has passed, in one statement (service
+/// only), and returns how many it expired. Ended sessions are left alone.
+///
+/// # Errors
+/// [`ForgeError::Forbidden`] for a user; [`ForgeError::Db`] on a database failure.
+#[tracing::instrument(skip_all, fields(entity = "session", op = "expire_overdue"))]
+pub async fn expire_overdue<C>(db: &C, actor: Actor) -> Result<u64>
+where
+    C: Connection,
+{
+    actor.require_service("expiring overdue sessions")?;
+    run_as(db, actor, Access::Write, move |txn| {
+        Box::pin(async move {
+            let now = Utc::now();
+            let done = coding_sessions::Entity::update_many()
+                .col_expr(
+                    coding_sessions::Column::Status,
+                    Expr::value(SessionStatus::Expired),
+                )
+                .col_expr(coding_sessions::Column::UpdatedAt, Expr::value(now))
+                .filter(coding_sessions::Column::Status.is_in(SessionStatus::LIVE.iter().copied()))
+                .filter(coding_sessions::Column::ExpiresAt.lte(now))
+                .exec(txn)
+                .await?;
+            Ok(done.rows_affected)
+        })
+    })
+    .await
+}
