@@ -2,6 +2,7 @@
 //! resume / cancel with counters that follow the items, and isolation between users.
 
 mod common;
+use common::signup as profile;
 
 use std::time::Instant;
 
@@ -16,7 +17,6 @@ use forge_db::sea_orm::{
 use forge_db::service::batches::{
     self as repo, CANCELLED_ITEM_ERROR, ItemPage, ItemPageRequest, NewBatch, NewBatchItem,
 };
-use forge_db::service::profiles::{self, NewProfile};
 use forge_db::service::{Access, Actor, ForgeError, PageRequest, run_as};
 use serde_json::json;
 use uuid::Uuid;
@@ -29,13 +29,6 @@ on_both_backends! {
     cancel_fails_queued_items_and_counters_follow => cancel_fails_queued_items_and_counters_follow;
     batches_list_newest_first => batches_list_newest_first;
     user_b_cannot_see_or_touch_a_batches => user_b_cannot_see_or_touch_a_batches;
-}
-
-async fn profile(db: &DatabaseConnection, email: &str) -> Uuid {
-    profiles::create(db, Actor::Service, NewProfile::new(email))
-        .await
-        .unwrap()
-        .id
 }
 
 fn items(n: usize) -> Vec<NewBatchItem> {

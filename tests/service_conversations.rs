@@ -2,6 +2,7 @@
 //! the review workflow, isolation between users, and racing writers.
 
 mod common;
+use common::signup as profile;
 
 use common::TestDb;
 use forge_db::entity::conversation_turns::{self, TurnRole};
@@ -14,7 +15,6 @@ use forge_db::sea_orm::{
 use forge_db::service::conversations::{
     self as repo, ConversationFilter, NewConversation, NewTurn,
 };
-use forge_db::service::profiles::{self, NewProfile};
 use forge_db::service::{Access, Actor, ForgeError, PageRequest, run_as};
 use forge_db::{Migrator, MigratorTrait, connect};
 use uuid::Uuid;
@@ -28,13 +28,6 @@ on_both_backends! {
     refused_review_steps_change_nothing => refused_review_steps_change_nothing;
     user_b_cannot_see_or_touch_a_conversations => user_b_cannot_see_or_touch_a_conversations;
     racing_reviewers_and_appenders => racing_reviewers_and_appenders;
-}
-
-async fn profile(db: &DatabaseConnection, email: &str) -> Uuid {
-    profiles::create(db, Actor::Service, NewProfile::new(email))
-        .await
-        .unwrap()
-        .id
 }
 
 fn turns(tokens: &[i32]) -> Vec<NewTurn> {

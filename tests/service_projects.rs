@@ -2,13 +2,13 @@
 //! edit, the status machine, isolation between users and refused input.
 
 mod common;
+use common::signup;
 
 use common::TestDb;
 use forge_db::entity::projects::{self, ProjectStatus};
 use forge_db::sea_orm::{
     ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, PaginatorTrait, TransactionTrait,
 };
-use forge_db::service::profiles::{self as profile_repo, NewProfile};
 use forge_db::service::projects::{ListProjects, NewProject, ProjectPatch};
 use forge_db::service::{
     Access, Actor, DEFAULT_PAGE_SIZE, ForgeError, MAX_PAGE_SIZE, Page, PageRequest,
@@ -26,14 +26,6 @@ on_both_backends! {
     status_changes_follow_the_state_machine => status_changes_follow_the_state_machine;
     user_b_cannot_see_or_touch_user_a_projects => user_b_cannot_see_or_touch_user_a_projects;
     refused_input_changes_nothing => refused_input_changes_nothing;
-}
-
-/// A signed-up user's id.
-async fn signup(db: &DatabaseConnection, email: &str) -> Uuid {
-    profile_repo::create(db, Actor::Service, NewProfile::new(email))
-        .await
-        .unwrap()
-        .id
 }
 
 /// Project `name` created by `owner` themself.

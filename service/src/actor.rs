@@ -67,6 +67,24 @@ impl Actor {
     }
 }
 
+/// The owner of a new row: a user creates only for themselves, the service names one.
+pub(crate) fn owner_of_new(
+    actor: Actor,
+    owner: Option<Uuid>,
+    action: &'static str,
+) -> Result<Uuid> {
+    match (actor, owner) {
+        (Actor::User(uid), None) => Ok(uid),
+        (Actor::User(uid), Some(o)) if o == uid => Ok(uid),
+        (Actor::User(_), Some(_)) => Err(ForgeError::Forbidden { action }),
+        (Actor::Service, Some(o)) => Ok(o),
+        (Actor::Service, None) => Err(ForgeError::invalid(
+            "owner",
+            "the service must name the owner",
+        )),
+    }
+}
+
 /// Whether a scoped call writes. On SQLite, writers take the write lock up front
 /// (`BEGIN IMMEDIATE`) so concurrent writers queue on the busy timeout instead of failing
 /// to upgrade a read lock.

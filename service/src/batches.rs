@@ -30,8 +30,7 @@ use sea_orm::{
 use serde_json::Value as Json;
 use uuid::Uuid;
 
-use crate::actor::{Access, Actor, Connection, run_as};
-use crate::conversations::{json_object, keyset_page, now, owner_of_new};
+use crate::actor::{Access, Actor, Connection, owner_of_new, run_as};
 use crate::error::{ForgeError, Result};
 use crate::pagination::{Direction, Page, PageRequest};
 use crate::validate;
@@ -188,7 +187,8 @@ fn check_configuration(mut config: BatchConfiguration) -> Result<BatchConfigurat
         1,
         i64::from(MAX_CONCURRENCY),
     )?;
-    config.shared_parameters = json_object("shared_parameters", config.shared_parameters)?;
+    config.shared_parameters =
+        validate::json_object("shared_parameters", config.shared_parameters)?;
     Ok(config)
 }
 
@@ -214,7 +214,7 @@ fn item_rows(
                 position: Set(position),
                 topic: Set(validate::text("topic", &item.topic, MAX_TOPIC)?),
                 tier: Set(item.tier.unwrap_or(default_tier)),
-                parameters: Set(json_object("parameters", item.parameters)?),
+                parameters: Set(validate::json_object("parameters", item.parameters)?),
                 status: Set(ItemStatus::Queued),
                 progress: Set(Some(0)),
                 created_at: Set(now),
@@ -242,7 +242,7 @@ where
     let name = validate::text("name", &new.name, MAX_NAME)?;
     let configuration = check_configuration(new.configuration)?;
     let id = Uuid::new_v4();
-    let stamp = now();
+    let stamp = crate::now();
     let items = item_rows(id, configuration.tier, new.items, stamp)?;
     let row = batch_jobs::ActiveModel {
         id: Set(id),
@@ -318,7 +318,7 @@ where
     C: Connection,
 {
     let columns = (batch_jobs::Column::CreatedAt, batch_jobs::Column::Id);
-    keyset_page(
+    crate::pagination::fetch_page(
         db,
         actor,
         visible_to(actor),
@@ -428,7 +428,7 @@ impl Change {
 
 /// Fails the still-queued items of a cancelled batch and moves its counters by as many.
 async fn fail_queued_items(txn: &DatabaseTransaction, batch: Uuid) -> Result<()> {
-    let now = now();
+    let now = crate::now();
     let failed = batch_items::Entity::update_many()
         .col_expr(
             batch_items::Column::Status,
@@ -466,7 +466,7 @@ where
     run_as(db, actor, Access::Write, move |txn| {
         Box::pin(async move {
             use batch_jobs::Column as Col;
-            let now = now();
+            let now = crate::now();
             let mut update = batch_jobs::Entity::update_many()
                 .col_expr(Col::Status, change.status())
                 .col_expr(Col::UpdatedAt, Expr::val(now));

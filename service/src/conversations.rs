@@ -18,7 +18,7 @@
 //! work. A user sees only their own conversations and turns; another user's conversation
 //! is [`ForgeError::NotFound`].
 
-use chrono::{DateTime, SubsecRound, Utc};
+use chrono::{DateTime, Utc};
 use forge_entity::conversation_turns::{self, TurnRole};
 use forge_entity::conversations::{
     self, Categories, ConversationStatus, ConversationTier, ReviewAction, ReviewActionKind,
@@ -32,7 +32,7 @@ use sea_orm::{
 use serde_json::Value as Json;
 use uuid::Uuid;
 
-use crate::actor::{Access, Actor, Connection, run_as};
+use crate::actor::{Access, Actor, Connection, owner_of_new, run_as};
 use crate::batches::insert_chunked;
 use crate::error::{ForgeError, Result};
 use crate::pagination::{self, Direction, Page, PageRequest};
@@ -144,12 +144,6 @@ pub struct ConversationWithTurns {
     pub turns: Vec<conversation_turns::Model>,
 }
 
-/// Now, to the microsecond: the precision PostgreSQL keeps, so rows and review actions
-/// built in Rust and returned to the caller equal what is stored, on both backends.
-pub(crate) fn now() -> DateTime<Utc> {
-    Utc::now().trunc_subsecs(6)
-}
-
 /// The owner condition for `actor`: their own rows, or none for the service.
 fn owned_by(actor: Actor) -> Condition {
     match actor {
@@ -161,55 +155,6 @@ fn owned_by(actor: Actor) -> Condition {
 /// Conversations visible to `actor`: their own, or all for the service.
 pub fn visible_to(actor: Actor) -> Select<conversations::Entity> {
     conversations::Entity::find().filter(owned_by(actor))
-}
-
-/// The owner of a new row: a user creates only for themselves, the service names one.
-pub(crate) fn owner_of_new(
-    actor: Actor,
-    owner: Option<Uuid>,
-    action: &'static str,
-) -> Result<Uuid> {
-    match (actor, owner) {
-        (Actor::User(uid), None) => Ok(uid),
-        (Actor::User(uid), Some(o)) if o == uid => Ok(uid),
-        (Actor::User(_), Some(_)) => Err(ForgeError::Forbidden { action }),
-        (Actor::Service, Some(o)) => Ok(o),
-        (Actor::Service, None) => Err(ForgeError::invalid(
-            "owner",
-            "the service must name the owner",
-        )),
-    }
-}
-
-/// A JSON object input; `null` becomes `{}`.
-pub(crate) fn json_object(field: &'static str, value: Json) -> Result<Json> {
-    match value {
-        Json::Null => Ok(Json::Object(serde_json::Map::new())),
-        Json::Object(_) => Ok(value),
-        _ => Err(ForgeError::invalid(field, "must be a JSON object")),
-    }
-}
-
-/// Runs a keyset-paginated `select` for `actor`, ordered by `(created_at, id)`.
-pub(crate) async fn keyset_page<C, E>(
-    db: &C,
-    actor: Actor,
-    select: Select<E>,
-    columns: (E::Column, E::Column),
-    direction: Direction,
-    request: &PageRequest,
-    key: fn(&E::Model) -> (DateTime<Utc>, Uuid),
-) -> Result<Page<E::Model>>
-where
-    C: Connection,
-    E: EntityTrait,
-    E::Model: Send + Sync,
-{
-    let (select, size) = pagination::keyset(select, columns.0, columns.1, direction, request)?;
-    run_as(db, actor, Access::Read, move |txn| {
-        Box::pin(async move { Ok(pagination::page(select.all(txn).await?, size, key)) })
-    })
-    .await
 }
 
 fn turn_content(content: &str) -> Result<()> {
@@ -297,7 +242,7 @@ fn prepare(
     let title = validate::optional_text("title", new.title.as_deref(), MAX_TITLE)?;
     let [persona, emotion, topic, intent, tone] = labels(&new)?;
     let category = categories(&new.category)?;
-    let parameters = json_object("parameters", new.parameters)?;
+    let parameters = validate::json_object("parameters", new.parameters)?;
     if new.turns.len() > MAX_TURNS {
         return Err(ForgeError::invalid(
             "turns",
@@ -305,7 +250,7 @@ fn prepare(
         ));
     }
     let id = Uuid::new_v4();
-    let now = now();
+    let now = crate::now();
     let mut turns = Vec::with_capacity(new.turns.len());
     for (number, turn) in (1..).zip(new.turns) {
         check_turn(&turn, Some(number))?;
@@ -485,7 +430,7 @@ where
     run_as(db, actor, Access::Write, move |txn| {
         Box::pin(async move {
             use conversations::Column as Col;
-            let now = now();
+            let now = crate::now();
             let moved = conversations::Entity::update_many()
                 .col_expr(Col::TotalTurns, Expr::col(Col::TotalTurns).add(1))
                 .col_expr(
@@ -571,7 +516,7 @@ where
     C: Connection,
 {
     let columns = (conversations::Column::CreatedAt, conversations::Column::Id);
-    keyset_page(db, actor, select, columns, direction, page, |c| {
+    pagination::fetch_page(db, actor, select, columns, direction, page, |c| {
         (c.created_at, c.id)
     })
     .await
@@ -627,7 +572,7 @@ where
                 }
                 None => actor.user_id().unwrap_or(current.created_by),
             };
-            let now = now();
+            let now = crate::now();
             let action = ReviewAction {
                 action: step.action,
                 performed_by,

@@ -27,4 +27,11 @@ pub mod sessions;
 pub use actor::{Access, Actor, Connection, ScopedFuture, run_as};
 pub use error::{ForgeError, Result};
 pub use forge_entity as entity;
+/// Now, to the microsecond: the precision PostgreSQL keeps, so a row written with it reads
+/// back equal on both backends (and a page cursor names it exactly).
+pub(crate) fn now() -> chrono::DateTime<chrono::Utc> {
+    use chrono::SubsecRound;
+    chrono::Utc::now().trunc_subsecs(6)
+}
+
 pub use pagination::{Cursor, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page, PageRequest};

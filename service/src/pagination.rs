@@ -13,6 +13,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
+use crate::actor::{Access, Actor, Connection, run_as};
 use crate::error::{ForgeError, Result};
 
 /// Page size when a request gives none.
@@ -189,6 +190,28 @@ pub(crate) fn page<T>(
     Page { items: rows, next }
 }
 
+/// Runs a keyset-paginated `select` for `actor`, ordered by `(created_at, id)`.
+pub(crate) async fn fetch_page<C, E>(
+    db: &C,
+    actor: Actor,
+    select: Select<E>,
+    columns: (E::Column, E::Column),
+    direction: Direction,
+    request: &PageRequest,
+    key: fn(&E::Model) -> (DateTime<Utc>, Uuid),
+) -> Result<Page<E::Model>>
+where
+    C: Connection,
+    E: EntityTrait,
+    E::Model: Send + Sync,
+{
+    let (select, size) = keyset(select, columns.0, columns.1, direction, request)?;
+    run_as(db, actor, Access::Read, move |txn| {
+        Box::pin(async move { Ok(page(select.all(txn).await?, size, key)) })
+    })
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,10 +221,7 @@ mod tests {
         let c = Cursor::after(Utc::now(), Uuid::new_v4());
         let parsed: Cursor = c.to_string().parse().unwrap();
         assert_eq!(parsed.id, c.id);
-        assert_eq!(
-            parsed.created_at.timestamp_micros(),
-            c.created_at.timestamp_micros()
-        );
+        assert_eq!(parsed.created_at, c.created_at, "exact to the nanosecond");
         for bad in [
             "",
             "abc",

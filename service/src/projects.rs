@@ -15,7 +15,6 @@
 //! - Lists are newest first by `(created_at, id)` with keyset pagination, and leave out
 //!   deleted projects unless asked.
 
-use chrono::{SubsecRound, Utc};
 use forge_entity::projects::{self, ProjectStatus};
 use sea_orm::prelude::Json;
 use sea_orm::{
@@ -119,11 +118,7 @@ fn optional_field(
 }
 
 fn expo_config(value: Json) -> Result<Json> {
-    if value.is_object() {
-        Ok(value)
-    } else {
-        Err(ForgeError::invalid("expo_config", "must be a JSON object"))
-    }
+    validate::json_object("expo_config", value)
 }
 
 /// Creates a project for `new.owner`.
@@ -140,7 +135,7 @@ where
     let owner = new.owner;
     // Whole microseconds, as PostgreSQL stores them, so that a page cursor (which keeps
     // microseconds) names this row exactly on SQLite too, where the text keeps nanoseconds.
-    let now = Utc::now().trunc_subsecs(6);
+    let now = crate::now();
     let mut row = projects::ActiveModel {
         user_id: Set(owner),
         created_at: Set(now),
@@ -234,19 +229,15 @@ where
         }
         None => select,
     };
-    let (select, size) = pagination::keyset(
+    pagination::fetch_page(
+        db,
+        actor,
         select,
-        projects::Column::CreatedAt,
-        projects::Column::Id,
+        (projects::Column::CreatedAt, projects::Column::Id),
         Direction::NewestFirst,
         request,
-    )?;
-    run_as(db, actor, Access::Read, move |txn| {
-        Box::pin(async move {
-            let rows = select.all(txn).await?;
-            Ok(pagination::page(rows, size, |p| (p.created_at, p.id)))
-        })
-    })
+        |p| (p.created_at, p.id),
+    )
     .await
 }
 

@@ -115,11 +115,7 @@ fn new_row(actor: Actor, new: NewSession) -> Result<coding_sessions::ActiveModel
         .checked_add_signed(new.ttl)
         .ok_or_else(|| ForgeError::invalid("ttl", "is too long"))?;
     let expires_at = validate::future("ttl", expires_at)?;
-    let metadata = match new.metadata {
-        None => Json::Object(Default::default()),
-        Some(m @ Json::Object(_)) => m,
-        Some(_) => return Err(ForgeError::invalid("metadata", "must be a JSON object")),
-    };
+    let metadata = validate::json_object("metadata", new.metadata.unwrap_or(Json::Null))?;
     Ok(coding_sessions::ActiveModel {
         user_id: Set(new.owner),
         project_id: Set(new.project_id),
@@ -264,19 +260,18 @@ where
         .apply_if(filter.project_id, |q, p| {
             q.filter(coding_sessions::Column::ProjectId.eq(p))
         });
-    let (select, size) = pagination::keyset(
+    pagination::fetch_page(
+        db,
+        actor,
         select,
-        coding_sessions::Column::CreatedAt,
-        coding_sessions::Column::Id,
+        (
+            coding_sessions::Column::CreatedAt,
+            coding_sessions::Column::Id,
+        ),
         Direction::NewestFirst,
         &request,
-    )?;
-    run_as(db, actor, Access::Read, move |txn| {
-        Box::pin(async move {
-            let rows = select.all(txn).await?;
-            Ok(pagination::page(rows, size, |s| (s.created_at, s.id)))
-        })
-    })
+        |s| (s.created_at, s.id),
+    )
     .await
 }
 

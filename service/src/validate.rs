@@ -48,6 +48,18 @@ pub(crate) fn in_range(field: &'static str, value: i64, min: i64, max: i64) -> R
     Ok(value)
 }
 
+/// A JSON object input; `null` becomes `{}`.
+pub(crate) fn json_object(
+    field: &'static str,
+    value: serde_json::Value,
+) -> Result<serde_json::Value> {
+    match value {
+        serde_json::Value::Null => Ok(serde_json::Value::Object(serde_json::Map::new())),
+        serde_json::Value::Object(_) => Ok(value),
+        _ => Err(ForgeError::invalid(field, "must be a JSON object")),
+    }
+}
+
 /// Parses a caller's string into one of the entity enums, as a validation error.
 pub(crate) fn parse_enum<T>(field: &'static str, value: &str) -> Result<T>
 where

@@ -105,6 +105,18 @@ impl TestDb {
     }
 }
 
+/// A user signed up through the service; their profile id.
+pub async fn signup(db: &DatabaseConnection, email: &str) -> uuid::Uuid {
+    forge_db::service::profiles::create(
+        db,
+        forge_db::service::Actor::Service,
+        forge_db::service::profiles::NewProfile::new(email),
+    )
+    .await
+    .expect("signup")
+    .id
+}
+
 /// Runs `sql` and returns the error, panicking if it succeeded.
 pub async fn expect_sql_error<C: ConnectionTrait>(db: &C, sql: &str) -> String {
     match db.execute_unprepared(sql).await {

@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use forge_db::entity::projects::{self, ProjectStatus};
 use forge_db::entity::{coding_sessions, profiles::Tier};
 use forge_db::sea_orm::{ActiveModelTrait, DatabaseConnection, DbBackend, EntityTrait, Set};
-use forge_db::service::profiles::NewProfile;
 use forge_db::service::sessions::NewSession;
 use forge_db::service::{Access, Actor, profiles, run_as, sessions};
 use forge_db::{Migrator, MigratorTrait, connect};
@@ -17,13 +16,11 @@ use crate::common::TestDb;
 
 /// A new profile (via signup) with `sessions_limit` live sessions allowed.
 pub async fn owner(db: &DatabaseConnection, email: &str, sessions_limit: i32) -> Uuid {
-    let p = profiles::create(db, Actor::Service, NewProfile::new(email))
-        .await
-        .expect("signup");
-    profiles::set_plan(db, Actor::Service, p.id, Tier::Pro, sessions_limit)
+    let id = crate::common::signup(db, email).await;
+    profiles::set_plan(db, Actor::Service, id, Tier::Pro, sessions_limit)
         .await
         .expect("set plan");
-    p.id
+    id
 }
 
 /// A project of `owner` in `status` (written directly: the projects repository is not
