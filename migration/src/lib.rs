@@ -24,6 +24,7 @@ mod m20251121_000001_create_core_tables;
 mod m20251121_000002_create_conversation_tables;
 mod m20251121_000003_postgres_triggers;
 mod m20251121_000004_postgres_rls;
+mod m20251122_000005_queue_tuning;
 mod schema;
 
 pub use connect::{Backend, ConnectError, DEFAULT_DATABASE_URL, connect, redact_url};
@@ -43,6 +44,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20251121_000002_create_conversation_tables::Migration),
             Box::new(m20251121_000003_postgres_triggers::Migration),
             Box::new(m20251121_000004_postgres_rls::Migration),
+            Box::new(m20251122_000005_queue_tuning::Migration),
         ]
     }
 }

@@ -56,6 +56,15 @@ pub enum ForgeError {
         /// What was attempted.
         action: &'static str,
     },
+    /// A worker acted on a job whose lease it no longer holds (it expired and the job was
+    /// claimed again, or the job was finished by someone else).
+    #[error("lease lost: job {job} is no longer held by worker {worker}")]
+    LeaseLost {
+        /// The job.
+        job: uuid::Uuid,
+        /// The worker that acted.
+        worker: String,
+    },
     /// Any other database error.
     #[error("database error: {0}")]
     Db(DbErr),

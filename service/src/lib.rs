@@ -17,9 +17,11 @@ mod error;
 mod pagination;
 mod validate;
 
+pub mod batch_items;
 pub mod batches;
 pub mod conversations;
 pub mod events;
+pub mod jobs;
 pub mod profiles;
 pub mod projects;
 pub mod sessions;
