@@ -1,6 +1,8 @@
-//! A tour of Forge: migrate a database, then walk one new user through the whole model —
-//! profile → project → coding session → jobs → events → conversation with turns → batch
-//! with items — printing each step, and end with how many rows the user has per table.
+//! A tour of Forge through its typed repositories (`forge_db::service`): migrate a
+//! database, sign up a new user and walk them through the whole model — profile → project →
+//! coding session → jobs → events → conversation with turns and its review → batch with
+//! items — then show that another user cannot see their project, and end with how many
+//! rows the user has per table. Every call names its [`Actor`]: the user, or the service.
 //!
 //! ```sh
 //! cargo run --example quickstart                                # embedded SQLite, ./forge.db
@@ -8,24 +10,27 @@
 //! scripts/with-postgres.sh cargo run --example quickstart      # a throwaway PostgreSQL
 //! ```
 //!
-//! Each run creates a fresh user (`ada+<random>@example.com`), so it can be run again and
-//! again on the same database. Errors print as one line on stderr, with exit code 1.
+//! Each run signs up fresh users (`ada+<random>@example.com` and a reviewer), so it can be
+//! run again and again on the same database. On PostgreSQL every user call also runs under
+//! that user's row-level security. Errors print as one line on stderr, with exit code 1.
 
 use std::io::Write;
 use std::process::ExitCode;
 
 use chrono::{Duration, Utc};
 use forge_db::entity::prelude::*;
-use forge_db::entity::{
-    batch_items, batch_jobs, coding_jobs, coding_sessions, conversation_turns, conversations,
-    profiles, projects, session_events,
-};
+use forge_db::entity::{coding_jobs, coding_sessions};
 use forge_db::migration::{Backend, redact_url};
-use forge_db::sea_orm::sea_query::{Expr, ExprTrait};
 use forge_db::sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, DbErr, EntityTrait,
-    ModelTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait,
+    PaginatorTrait, QueryFilter, QueryOrder,
 };
+use forge_db::service::batches::{self, ItemPageRequest, NewBatch, NewBatchItem};
+use forge_db::service::conversations::{self, ConversationFilter, NewConversation, NewTurn};
+use forge_db::service::profiles::{self, NewProfile};
+use forge_db::service::projects::{self, ListProjects, NewProject};
+use forge_db::service::sessions::{self, NewSession, SessionFilter};
+use forge_db::service::{Actor, ForgeError, PageRequest, events};
 use forge_db::{DEFAULT_DATABASE_URL, Migrator, MigratorTrait};
 use serde_json::json;
 
@@ -55,52 +60,37 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     Migrator::up(&db, None).await?;
     writeln!(out, "migrate   {pending} migration(s) applied")?;
 
-    // A profile. `id` and the timestamps come from the entity's ActiveModelBehavior; the
-    // columns left out (tier, sessions_limit) take their database defaults.
+    // Signup is the service's: it creates the profile (tier and sessions_limit take their
+    // database defaults). From then on the user acts as themself.
     let short = Uuid::new_v4().simple().to_string()[..8].to_owned();
-    let profile = profiles::ActiveModel {
-        email: Set(format!("ada+{short}@example.com")),
-        display_name: Set("Ada".to_owned()),
-        ..Default::default()
-    }
-    .insert(&db)
-    .await?;
+    let email = format!("ada+{short}@example.com");
+    let profile = profiles::create(&db, Actor::Service, NewProfile::new(email)).await?;
+    let ada = Actor::User(profile.id);
     writeln!(
         out,
         "profile   {} (tier {}, {} live sessions allowed)",
         profile.email, profile.tier, profile.sessions_limit
     )?;
 
-    let project = projects::ActiveModel {
-        user_id: Set(profile.id),
-        name: Set("Weather app".to_owned()),
-        ..Default::default()
-    }
-    .insert(&db)
-    .await?;
+    let project = projects::create(&db, ada, NewProject::new(profile.id, "Weather app")).await?;
     writeln!(out, "project   {} ({})", project.name, project.status)?;
 
-    // A coding session expiring in an hour, started: pending → active.
-    let session = coding_sessions::ActiveModel {
-        user_id: Set(profile.id),
-        project_id: Set(project.id),
-        initial_prompt: Set("Add a settings screen".to_owned()),
-        expires_at: Set(Utc::now() + Duration::hours(1)),
-        ..Default::default()
-    }
-    .insert(&db)
-    .await?;
+    // A coding session living one hour; it starts pending, the user moves it to active.
+    let new = NewSession {
+        ttl: Duration::hours(1),
+        ..NewSession::new(profile.id, project.id, "Add a settings screen")
+    };
+    let session = sessions::start(&db, ada, new).await?;
     let was = session.status;
-    if !was.can_transition_to(SessionStatus::Active) {
-        return Err(format!("a {was} session cannot become active").into());
-    }
-    let mut session: coding_sessions::ActiveModel = session.into();
-    session.status = Set(SessionStatus::Active);
-    let session = session.update(&db).await?;
-    let now = session.status;
+    let session = sessions::transition(&db, ada, session.id, SessionStatus::Active).await?;
     let minutes = ((session.expires_at - Utc::now()).num_seconds() + 30) / 60;
-    writeln!(out, "session   {was} → {now}, expires in {minutes} min")?;
+    writeln!(
+        out,
+        "session   {was} → {}, expires in {minutes} min",
+        session.status
+    )?;
 
+    // Jobs: there is no jobs repository yet, so this block writes the entity directly.
     // Two jobs, and the order a worker claims them: pending, by priority, oldest first.
     for (prompt, priority) in [("Write the README", 0), ("Build the screen", 10)] {
         coding_jobs::ActiveModel {
@@ -126,219 +116,182 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .collect();
     writeln!(out, "jobs      claim order: {}", queue.join(", "))?;
 
-    // Three events in the session's log.
-    let mut log = Vec::new();
+    // The service (a worker) appends three events; the user tails the log from seq 0.
     for (event_type, data) in [
         (EventType::Thinking, json!({"text": "Plan the screen"})),
         (EventType::FileChange, json!({"path": "app/settings.tsx"})),
         (EventType::PreviewReady, json!({"url": "https://x.example"})),
     ] {
-        let event = append_event(&db, session.id, event_type, data).await?;
-        log.push(format!("{} {}", event.seq, event.event_type));
+        events::append(&db, Actor::Service, session.id, event_type, data).await?;
     }
-    writeln!(out, "events    seq {}", log.join(", "))?;
+    let tail = events::after(&db, ada, session.id, 0, 50).await?;
+    let log: Vec<_> = tail
+        .iter()
+        .map(|event| format!("{} {}", event.seq, event.event_type))
+        .collect();
+    writeln!(out, "events    user tails seq {}", log.join(", "))?;
 
-    // A conversation and its three turns in one transaction; its totals match the turns.
-    let turns = [
-        (TurnRole::User, "I want to save for a trip to Japan.", 11),
-        (TurnRole::Assistant, "Let's work out a monthly amount.", 38),
-        (TurnRole::User, "About 300 a month works for me.", 9),
-    ];
-    let txn = db.begin().await?;
-    let conversation = conversations::ActiveModel {
-        conversation_id: Set(format!("conv-{short}")),
-        created_by: Set(profile.id),
-        status: Set(ConversationStatus::PendingReview),
-        tier: Set(ConversationTier::Scenario),
-        persona: Set("first-time saver".to_owned()),
-        emotion: Set("hopeful".to_owned()),
-        topic: Set("travel budgeting".to_owned()),
-        intent: Set("plan savings".to_owned()),
-        tone: Set("friendly".to_owned()),
-        category: Set(Categories(vec!["finance".to_owned(), "travel".to_owned()])),
-        total_turns: Set(turns.len() as i32),
-        total_tokens: Set(turns.iter().map(|(_, _, tokens)| tokens).sum()),
-        quality_metrics: Set(Some(QualityMetrics {
-            overall: 8.5,
-            coherence: 9.0,
-            ..Default::default()
-        })),
-        review_history: Set(ReviewHistory(vec![ReviewAction {
-            action: ReviewActionKind::Submitted,
-            performed_by: profile.id,
-            at: Utc::now(),
-            comment: None,
-        }])),
-        generated_at: Set(Some(Utc::now())),
-        ..Default::default()
-    }
-    .insert(&txn)
-    .await?;
-    for (number, (role, content, tokens)) in (1..).zip(turns) {
-        conversation_turns::ActiveModel {
-            conversation_id: Set(conversation.id),
-            turn_number: Set(number),
-            role: Set(role),
-            content: Set(content.to_owned()),
-            token_count: Set(tokens),
-            ..Default::default()
-        }
-        .insert(&txn)
-        .await?;
-    }
-    txn.commit().await?;
-    // Read it back together with its turns, through the relation.
-    let (conversation, stored) = Conversations::find_by_id(conversation.id)
-        .find_with_related(ConversationTurns)
-        .all(&db)
-        .await?
-        .pop()
-        .ok_or("the conversation just inserted is missing")?;
-    writeln!(
-        out,
-        "convo     {} ({}, {}): {} turns, {} tokens; {} turns read back",
-        conversation.conversation_id,
-        conversation.status,
-        conversation.tier,
-        conversation.total_turns,
-        conversation.total_tokens,
-        stored.len()
-    )?;
-
-    // A batch and its three items in one transaction.
-    let txn = db.begin().await?;
-    let batch = batch_jobs::ActiveModel {
-        created_by: Set(profile.id),
-        name: Set("Budgeting".to_owned()),
-        status: Set(BatchStatus::Processing),
-        total_items: Set(3),
-        configuration: Set(BatchConfiguration {
-            concurrent_processing: 2,
-            ..BatchConfiguration::new(ConversationTier::Scenario)
-        }),
-        started_at: Set(Some(Utc::now())),
-        ..Default::default()
-    }
-    .insert(&txn)
-    .await?;
-    let mut items = Vec::new();
-    for (position, topic) in (1..).zip(["travel", "debt", "an emergency fund"]) {
-        let item = batch_items::ActiveModel {
-            batch_job_id: Set(batch.id),
-            position: Set(position),
-            topic: Set(topic.to_owned()),
-            tier: Set(ConversationTier::Scenario),
-            ..Default::default()
-        };
-        items.push(item.insert(&txn).await?);
-    }
-    txn.commit().await?;
-    let statuses: Vec<_> = items.iter().map(|item| item.status.as_str()).collect();
-    writeln!(
-        out,
-        "batch     {}: total_items {}, items [{}]",
-        batch.name,
-        batch.total_items,
-        statuses.join(", ")
-    )?;
-
-    // The first item is done and produced the conversation: the item and the batch's
-    // counters change in one transaction. The counters are bumped in SQL, so concurrent
-    // workers cannot lose an update; bulk updates skip ActiveModelBehavior, so updated_at
-    // is set here too.
-    let txn = db.begin().await?;
-    let mut item: batch_items::ActiveModel = items.remove(0).into();
-    item.status = Set(ItemStatus::Completed);
-    item.progress = Set(Some(100));
-    item.conversation_id = Set(Some(conversation.id));
-    let item = item.update(&txn).await?;
-    BatchJobs::update_many()
-        .col_expr(
-            batch_jobs::Column::CompletedItems,
-            Expr::col(batch_jobs::Column::CompletedItems).add(1),
-        )
-        .col_expr(
-            batch_jobs::Column::SuccessfulItems,
-            Expr::col(batch_jobs::Column::SuccessfulItems).add(1),
-        )
-        .col_expr(batch_jobs::Column::UpdatedAt, Expr::value(Utc::now()))
-        .filter(batch_jobs::Column::Id.eq(batch.id))
-        .exec(&txn)
-        .await?;
-    txn.commit().await?;
-    // Follow the item's relations: to its batch and to its conversation.
-    let batch = item.find_related(BatchJobs).one(&db).await?;
-    let made = item.find_related(Conversations).one(&db).await?;
-    let (Some(batch), Some(made)) = (batch, made) else {
-        return Err("the item's batch or conversation is missing".into());
+    // A conversation with its three turns in one call: numbered 1..3, totals from the turns.
+    let new = NewConversation {
+        owner: None,
+        conversation_id: format!("conv-{short}"),
+        title: None,
+        tier: ConversationTier::Scenario,
+        persona: "first-time saver".to_owned(),
+        emotion: "hopeful".to_owned(),
+        topic: "travel budgeting".to_owned(),
+        intent: "plan savings".to_owned(),
+        tone: "friendly".to_owned(),
+        category: vec!["finance".to_owned(), "travel".to_owned()],
+        parameters: json!({}),
+        turns: vec![
+            NewTurn::new(TurnRole::User, "I want to save for a trip to Japan.", 11),
+            NewTurn::new(TurnRole::Assistant, "Let's work out a monthly amount.", 38),
+            NewTurn::new(TurnRole::User, "About 300 a month works for me.", 9),
+        ],
     };
+    let created = conversations::create(&db, ada, new).await?;
+    let conversation = created.conversation;
+    // One more turn, numbered 4; total_turns and total_tokens follow in the same write.
+    let reply = NewTurn::new(TurnRole::Assistant, "Then you are there in ten months.", 12);
+    conversations::append_turn(&db, ada, conversation.id, reply).await?;
+    let stored = conversations::get_with_turns(&db, ada, conversation.id).await?;
     writeln!(
         out,
-        "item      #{} {} → {}; batch {}/{} done ({} ok, {} failed)",
-        item.position,
-        item.status,
-        made.conversation_id,
-        batch.completed_items,
-        batch.total_items,
-        batch.successful_items,
-        batch.failed_items
+        "convo     {} ({}, {}): {} turns created + 1 appended = {} turns, {} tokens",
+        stored.conversation.conversation_id,
+        conversation.status,
+        stored.conversation.tier,
+        created.turns.len(),
+        stored.turns.len(),
+        stored.conversation.total_tokens
     )?;
 
-    writeln!(out, "summary   {}", summary(&db, &profile).await?)?;
+    // The review: the owner submits, the service approves for a reviewer (never the owner).
+    let reviewer = NewProfile::new(format!("grace+{short}@example.com"));
+    let reviewer = profiles::create(&db, Actor::Service, reviewer).await?;
+    let submitted = conversations::submit_for_review(&db, ada, conversation.id, None).await?;
+    let approved = conversations::approve(
+        &db,
+        Actor::Service,
+        conversation.id,
+        reviewer.id,
+        Some("Clear and friendly"),
+    )
+    .await?;
+    let history: Vec<_> = approved
+        .review_history
+        .0
+        .iter()
+        .map(|step| step.action.to_string())
+        .collect();
+    writeln!(
+        out,
+        "review    {} → {} by {}; history {} ({})",
+        submitted.status,
+        approved.status,
+        reviewer.email,
+        history.len(),
+        history.join(", ")
+    )?;
+
+    // A batch with its three items in one call (positions 1..3, total_items 3).
+    let config = BatchConfiguration {
+        concurrent_processing: 2,
+        ..BatchConfiguration::new(ConversationTier::Scenario)
+    };
+    let topics = ["travel", "debt", "an emergency fund"];
+    let items = topics.into_iter().map(NewBatchItem::new).collect();
+    let batch = batches::create(&db, ada, NewBatch::new("Budgeting", config, items)).await?;
+    let listed = batches::list_items(&db, ada, batch.id, ItemPageRequest::default()).await?;
+    let listed: Vec<_> = listed
+        .items
+        .iter()
+        .map(|item| format!("#{} {} {}", item.position, item.topic, item.status))
+        .collect();
+    writeln!(
+        out,
+        "batch     {} ({}): total_items {}, items [{}]",
+        batch.name,
+        batch.status,
+        batch.total_items,
+        listed.join(", ")
+    )?;
+    // Processing items belongs to the job queue (not here yet); pausing and resuming do
+    // not. Never started, the batch resumes to queued.
+    let paused = batches::pause(&db, ada, batch.id).await?;
+    let resumed = batches::resume(&db, ada, batch.id).await?;
+    writeln!(
+        out,
+        "batch     {} → {} → {}; {}/{} done ({} ok, {} failed)",
+        batch.status,
+        paused.status,
+        resumed.status,
+        resumed.completed_items,
+        resumed.total_items,
+        resumed.successful_items,
+        resumed.failed_items
+    )?;
+
+    // Isolation: to another user, Ada's project looks exactly like a missing one.
+    let other = Actor::User(reviewer.id);
+    match projects::get(&db, other, project.id).await {
+        Err(err @ ForgeError::NotFound { .. }) => {
+            writeln!(out, "isolation other user gets: {err}")?;
+        }
+        Ok(_) => return Err("isolation broken: another user can see the project".into()),
+        Err(err) => return Err(err.into()),
+    }
+
+    writeln!(out, "summary   {}", summary(&db, ada).await?)?;
     Ok(())
 }
 
-/// Appends an event to a session's log with the next `seq` (MAX(seq) + 1), in one
-/// transaction. On PostgreSQL a trigger assigns `seq` when it is left out; setting it
-/// works on both backends.
-async fn append_event(
+/// How many rows of each table `user` has, read back through the repositories (the jobs,
+/// which have no repository yet, are counted through the entity).
+async fn summary(
     db: &DatabaseConnection,
-    session_id: Uuid,
-    event_type: EventType,
-    data: Json,
-) -> Result<session_events::Model, DbErr> {
-    let txn = db.begin().await?;
-    let last: Option<i64> = SessionEvents::find()
-        .select_only()
-        .column_as(session_events::Column::Seq.max(), "last_seq")
-        .filter(session_events::Column::SessionId.eq(session_id))
-        .into_tuple()
-        .one(&txn)
-        .await?
-        .flatten();
-    let event = session_events::ActiveModel {
-        session_id: Set(session_id),
-        seq: Set(last.unwrap_or(0) + 1),
-        event_type: Set(event_type),
-        data: Set(data),
-        ..Default::default()
+    user: Actor,
+) -> Result<String, Box<dyn std::error::Error>> {
+    let uid = user.user_id().ok_or("the summary is per user")?;
+    let first = PageRequest::first();
+    let profiles = usize::from(profiles::find(db, user, uid).await?.is_some());
+    let projects = projects::list(db, user, &ListProjects::default(), &first).await?;
+    let sessions = sessions::list(db, user, SessionFilter::default(), first.clone()).await?;
+    let conversations = conversations::list(db, user, ConversationFilter::default(), &first);
+    let conversations = conversations.await?;
+    let batches = batches::list(db, user, &first).await?;
+    let (mut events, mut turns, mut items) = (0, 0, 0);
+    for session in &sessions.items {
+        events += events::after(db, user, session.id, 0, 50).await?.len();
     }
-    .insert(&txn)
-    .await?;
-    txn.commit().await?;
-    Ok(event)
-}
-
-/// How many rows of each table belong to the user: owned directly, or via their parent.
-async fn summary(db: &DatabaseConnection, profile: &profiles::Model) -> Result<String, DbErr> {
-    let by_session = coding_sessions::Column::UserId.eq(profile.id);
-    let by_conversation = conversations::Column::CreatedBy.eq(profile.id);
-    let by_batch = batch_jobs::Column::CreatedBy.eq(profile.id);
-    let jobs = CodingJobs::find().inner_join(CodingSessions);
-    let events = SessionEvents::find().inner_join(CodingSessions);
-    let turns = ConversationTurns::find().inner_join(Conversations);
-    let items = BatchItems::find().inner_join(BatchJobs);
+    for conversation in &conversations.items {
+        let stored = conversations::get_with_turns(db, user, conversation.id).await?;
+        turns += stored.turns.len();
+    }
+    for batch in &batches.items {
+        let request = ItemPageRequest::default();
+        items += batches::list_items(db, user, batch.id, request)
+            .await?
+            .items
+            .len();
+    }
+    let jobs = CodingJobs::find()
+        .inner_join(CodingSessions)
+        .filter(coding_sessions::Column::UserId.eq(uid))
+        .count(db)
+        .await?;
     let tables = "profiles projects sessions jobs events conversations turns batches items";
     let counts = [
-        Profiles::find_by_id(profile.id).count(db).await?,
-        profile.find_related(Projects).count(db).await?,
-        profile.find_related(CodingSessions).count(db).await?,
-        jobs.filter(by_session.clone()).count(db).await?,
-        events.filter(by_session).count(db).await?,
-        profile.find_related(Conversations).count(db).await?,
-        turns.filter(by_conversation).count(db).await?,
-        profile.find_related(BatchJobs).count(db).await?,
-        items.filter(by_batch).count(db).await?,
+        profiles,
+        projects.items.len(),
+        sessions.items.len(),
+        usize::try_from(jobs)?,
+        events,
+        conversations.items.len(),
+        turns,
+        batches.items.len(),
+        items,
     ];
     let counts: Vec<_> = (tables.split(' ').zip(counts))
         .map(|(table, n)| format!("{table} {n}"))
