@@ -111,8 +111,9 @@ impl std::error::Error for ConnectError {
 
 /// Opens a connection pool to `url` with Forge's settings.
 ///
-/// On SQLite every connection enforces foreign keys (`PRAGMA foreign_keys = ON`) and waits
-/// up to five seconds on a locked database instead of failing at once. Statement logging is
+/// On SQLite every connection enforces foreign keys (`PRAGMA foreign_keys = ON`), waits
+/// up to five seconds on a locked database instead of failing at once, and a writable
+/// database file is switched to write-ahead logging (`journal_mode = WAL`). Statement logging is
 /// off; enable `sqlx` logging in your own [`ConnectOptions`] if you need it.
 ///
 /// # Errors
@@ -136,7 +137,21 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, ConnectError> {
         .connect_timeout(CONNECT_TIMEOUT)
         .acquire_timeout(CONNECT_TIMEOUT);
     #[cfg(feature = "sqlite")]
-    options.map_sqlx_sqlite_opts(|o| o.foreign_keys(true).busy_timeout(Duration::from_secs(5)));
+    {
+        use sea_orm_migration::sea_orm::sqlx::sqlite::SqliteJournalMode;
+        // WAL lets readers run beside the one writer and makes `BEGIN IMMEDIATE` queue
+        // fairly; it only applies to a writable file (memory and read-only opens keep theirs).
+        let wal =
+            !(url.contains(":memory:") || url.contains("mode=memory") || url.contains("mode=ro"));
+        options.map_sqlx_sqlite_opts(move |o| {
+            let o = o.foreign_keys(true).busy_timeout(Duration::from_secs(5));
+            if wal {
+                o.journal_mode(SqliteJournalMode::Wal)
+            } else {
+                o
+            }
+        });
+    }
     Database::connect(options)
         .await
         .map_err(|source| ConnectError::Connect {

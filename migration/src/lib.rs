@@ -15,8 +15,10 @@
 //! ```
 //!
 //! The `forge-migration` binary wraps the same migrator: `up`, `down`, `status`, `fresh`,
-//! `refresh`, `reset`, with `DATABASE_URL` (or `-u`) choosing the database and
-//! [`DEFAULT_DATABASE_URL`] when neither is given.
+//! `refresh`, `reset`, `verify`, with `DATABASE_URL` (or `-u`) choosing the database and
+//! [`DEFAULT_DATABASE_URL`] when neither is given. [`verify()`] (the `verify` command)
+//! checks that a live database is exactly the schema these migrations and the entities
+//! describe.
 #![warn(missing_docs)]
 
 mod connect;
@@ -26,27 +28,54 @@ mod m20251121_000003_postgres_triggers;
 mod m20251121_000004_postgres_rls;
 mod m20251122_000005_queue_tuning;
 mod schema;
+pub mod verify;
 
 pub use connect::{Backend, ConnectError, DEFAULT_DATABASE_URL, connect, redact_url};
 pub use sea_orm_migration::{MigratorTrait, sea_orm};
+pub use verify::{Finding, Report, Severity, VerifyError, verify};
 
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::sea_orm::DbBackend;
 
-/// Every Forge migration, oldest first.
+/// Every Forge migration, oldest first. Each one records a checksum of its source when
+/// applied (see [`verify()`]).
 pub struct Migrator;
 
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![
-            Box::new(m20251121_000001_create_core_tables::Migration),
-            Box::new(m20251121_000002_create_conversation_tables::Migration),
-            Box::new(m20251121_000003_postgres_triggers::Migration),
-            Box::new(m20251121_000004_postgres_rls::Migration),
-            Box::new(m20251122_000005_queue_tuning::Migration),
-        ]
+        verify::checksum::checksummed(sources())
     }
+}
+
+/// A migration module and the files its checksum covers: its own `.rs` file, plus the
+/// files it `include_str!`s (a unit test fails when one is left out).
+macro_rules! source {
+    ($module:ident $(, $include:literal)* $(,)?) => {
+        verify::checksum::Source {
+            migration: Box::new($module::Migration),
+            files: &[include_str!(concat!(stringify!($module), ".rs")) $(, include_str!($include))*],
+        }
+    };
+}
+
+/// Every migration with its source, oldest first.
+pub(crate) fn sources() -> Vec<verify::checksum::Source> {
+    vec![
+        source!(m20251121_000001_create_core_tables),
+        source!(m20251121_000002_create_conversation_tables),
+        source!(
+            m20251121_000003_postgres_triggers,
+            "sql/triggers_up.sql",
+            "sql/triggers_down.sql"
+        ),
+        source!(
+            m20251121_000004_postgres_rls,
+            "sql/rls_up.sql",
+            "sql/rls_down.sql"
+        ),
+        source!(m20251122_000005_queue_tuning),
+    ]
 }
 
 /// The tables Forge owns, parents before children.

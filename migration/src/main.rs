@@ -3,11 +3,18 @@
 //! The database is `--database-url`, else `DATABASE_URL`, else the embedded SQLite file
 //! `forge.db` in the working directory. Every run says which one it used. Failures print
 //! one line on stderr and exit non-zero.
+//!
+//! `verify` checks the database against the schema this binary's migrations and entities
+//! describe: exit 0 when it matches, 2 when it drifts (one line per difference), 1 when it
+//! cannot check.
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-use forge_migration::{DEFAULT_DATABASE_URL, Migrator, MigratorTrait, connect, redact_url};
+use clap::{Parser, Subcommand, ValueEnum};
+use forge_migration::verify::backend_id;
+use forge_migration::{
+    Backend, DEFAULT_DATABASE_URL, Migrator, MigratorTrait, connect, redact_url, verify,
+};
 use sea_orm_migration::MigrationStatus;
 use sea_orm_migration::sea_orm::{DatabaseConnection, DbErr};
 
@@ -54,7 +61,29 @@ enum Command {
     Refresh,
     /// Roll back all applied migrations.
     Reset,
+    /// Check that the database is exactly the schema Forge expects: exit 0 when it is,
+    /// 2 when it drifts (one line per difference), 1 when it cannot be checked.
+    Verify {
+        /// How to print the result.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        /// Accept tables (and PostgreSQL functions) the migrations do not create.
+        #[arg(long)]
+        allow_extra: bool,
+    },
 }
+
+/// Output of `verify`.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    /// One line per difference, then a summary.
+    Text,
+    /// One JSON document on stdout.
+    Json,
+}
+
+/// `verify`'s exit code when the database drifts (1 is "could not check").
+const EXIT_DRIFT: u8 = 2;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -66,6 +95,14 @@ async fn main() -> ExitCode {
             "default: no DATABASE_URL set",
         ),
     };
+    let command = cli.command.unwrap_or(Command::Up { num: None });
+    if let Command::Verify {
+        format,
+        allow_extra,
+    } = command
+    {
+        return run_verify(&url, source, format, allow_extra).await;
+    }
     println!("forge-migration: database {} ({source})", redact_url(&url));
 
     let db = match connect(&url).await {
@@ -75,7 +112,7 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match run(&db, cli.command.unwrap_or(Command::Up { num: None })).await {
+    match run(&db, command).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             let line = err.to_string().replace('\n', " ");
@@ -103,6 +140,8 @@ async fn run(db: &DatabaseConnection, command: Command) -> Result<(), DbErr> {
         Command::Fresh => Migrator::fresh(db).await?,
         Command::Refresh => Migrator::refresh(db).await?,
         Command::Reset => Migrator::reset(db).await?,
+        // Dispatched in `main` before connecting.
+        Command::Verify { .. } => return Ok(()),
     }
     let after = applied(db).await?;
     report(&before, &after);
@@ -134,4 +173,49 @@ fn report(before: &[String], after: &[String]) {
         after.len(),
         Migrator::migrations().len()
     );
+}
+
+/// `verify`: text or JSON on stdout, the reason on stderr when it cannot check.
+async fn run_verify(url: &str, source: &str, format: Format, allow_extra: bool) -> ExitCode {
+    let database = redact_url(url);
+    if format == Format::Text {
+        println!("forge-migration: database {database} ({source})");
+    }
+    let report = match verify(url).await {
+        Ok(report) => report,
+        Err(err) => {
+            let line = err.to_string().replace('\n', " ");
+            if format == Format::Json {
+                let backend = Backend::from_url(url).map(backend_id);
+                let doc = serde_json::json!({
+                    "status": "error",
+                    "backend": backend,
+                    "database": database,
+                    "error": line,
+                    "findings": [],
+                });
+                println!("{doc}");
+            }
+            eprintln!("forge-migration: error: cannot verify: {line}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match format {
+        Format::Text => {
+            for finding in &report.findings {
+                println!("{finding}");
+            }
+            println!("{}", report.summary_line(allow_extra));
+        }
+        Format::Json => {
+            let mut doc = report.to_json(allow_extra);
+            doc["database"] = serde_json::Value::String(database);
+            println!("{doc}");
+        }
+    }
+    if report.passes(allow_extra) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_DRIFT)
+    }
 }

@@ -1,1 +1,863 @@
-//! (being written)
+//! Coding jobs: the work queue of coding sessions, claimed by a fleet of workers.
+//!
+//! Owns `coding_jobs`. Enqueueing, claiming, leases, completion, failure and housekeeping
+//! are the service's; a user may only read the jobs of their own sessions ([`find`],
+//! [`get`], [`list`]) — another user's job is [`ForgeError::NotFound`], exactly like a
+//! missing one.
+//!
+//! Invariants:
+//! - **Claim order.** [`claim`] / [`claim_many`] take the claimable jobs with the highest
+//!   `priority` first, oldest `created_at` first within a priority. A job is
+//!   claimable when it is `pending` and its `run_after` has passed, or when it is
+//!   `processing` and its lease (`locked_until`) has run out. Jobs enqueued by one
+//!   [`enqueue_many`] call keep the order of the call.
+//! - **One holder.** A claim marks the job `processing`, records the worker (`locked_by`)
+//!   and the lease end, and sets `started_at` once (the first claim). On PostgreSQL the claim
+//!   is one statement: a `MATERIALIZED` CTE selects the ids `FOR UPDATE SKIP LOCKED` (so the
+//!   planner cannot run the `LIMIT`ed subquery twice and claim more rows than asked), and the
+//!   `UPDATE` joins on it; concurrent claimers skip each other's rows instead of waiting.
+//!   On SQLite it is one `UPDATE … WHERE id IN (SELECT … LIMIT n) RETURNING *` inside
+//!   `BEGIN IMMEDIATE`, which serialises writers.
+//! - **Leases.** [`heartbeat`], [`complete`] and [`fail`] are single guarded updates
+//!   (`WHERE id = … AND status = 'processing' AND locked_by = <worker>`): a worker whose
+//!   lease was taken over (the job was claimed again after the lease ran out, finished,
+//!   or failed because its session ended) gets [`ForgeError::LeaseLost`] and changes
+//!   nothing, so two workers never both finish one job. A lease that ran out but was not
+//!   yet taken over still counts as held.
+//! - **Attempts.** Re-claiming a job whose lease ran out counts as an attempt
+//!   (`retry_count + 1`); a job whose attempts are used up (`retry_count = max_retries`)
+//!   is failed instead ("lease expired too often"). [`fail`] retries with exponential
+//!   back-off and jitter ([`RetryPolicy`]) while `retry_count < max_retries`, and fails
+//!   for good after that, keeping the last error.
+//! - **Ended sessions** leave no claimable job: nothing can be enqueued on a completed,
+//!   failed or expired session, and when a session ends its pending *and* in-flight jobs
+//!   are failed ("session completed before the job finished") in the same transaction. On
+//!   PostgreSQL a `SECURITY DEFINER` trigger on `coding_sessions` does it (users, who end
+//!   their own sessions, have no UPDATE on `coding_jobs`; and it also holds for SQL run
+//!   outside Forge); on SQLite [`crate::sessions`] calls `fail_jobs_of_ended_sessions`.
+//! - **Housekeeping.** [`purge_finished`] deletes completed and failed jobs older than a
+//!   given age in bounded batches, each its own short transaction.
+//!
+//! Queue tuning (PostgreSQL, migration `m20251122_000005_queue_tuning`): every claim and
+//! completion leaves a dead row version behind, and the claim query walks the queue from
+//! its head, where those dead versions pile up; until vacuum removes them each claim
+//! visits them again (and `SKIP LOCKED` has to look at every row it skips), so claims slow
+//! down as a busy queue runs. The migration therefore makes autovacuum visit
+//! `coding_jobs` and `batch_items` after 1 % of the rows (plus 200) changed instead of
+//! the default 20 %, analyse them after 2 % (plus 200), and leaves 20 %
+//! free space in each page (`fillfactor = 80`) so updates of unindexed columns (an item's
+//! progress) stay on the page (HOT) and add no index entries. It also adds
+//! `idx_coding_jobs_lease (locked_until) WHERE locked_until IS NOT NULL` for the claim's
+//! expired-lease branch; the pending branch reads `idx_coding_jobs_pending` in claim
+//! order. Neither walks over the jobs in flight, so a claim costs the same with 10 or
+//! 10,000 jobs being worked on.
+//!
+//! Writes of the service that are one statement (claim, heartbeat, complete) run without
+//! an explicit transaction on PostgreSQL: the statement is atomic on its own, and the
+//! `BEGIN`/`COMMIT` round trips would cost a third of the queue's throughput.
+
+use std::time::Duration;
+
+use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
+use forge_entity::coding_jobs::{self, JobStatus};
+use forge_entity::coding_sessions::{self, SessionStatus};
+use sea_orm::sea_query::{Expr, ExprTrait, Query};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbBackend,
+    EntityTrait, FromQueryResult, QueryFilter, QuerySelect, QueryTrait, Select, Statement,
+    UpdateMany, Value,
+};
+use serde_json::Value as Json;
+use uuid::Uuid;
+
+use crate::actor::{Access, Actor, Connection, run_as};
+use crate::error::{ForgeError, Result};
+use crate::pagination::{self, Direction, Page, PageRequest};
+use crate::validate;
+
+/// Longest accepted prompt and error message, in characters.
+const MAX_TEXT: usize = 100_000;
+/// Longest accepted worker name, in characters.
+const MAX_WORKER: usize = 200;
+/// Most retries a job may be given.
+pub const MAX_RETRIES: i32 = 100;
+/// Most jobs one [`enqueue_many`] call takes.
+pub const MAX_ENQUEUE: usize = 10_000;
+/// Most jobs one [`claim_many`] call claims.
+pub const MAX_CLAIM: u64 = 1_000;
+/// Longest lease a claim or heartbeat may take.
+pub const MAX_LEASE: Duration = Duration::from_secs(24 * 60 * 60);
+/// Rows per multi-row `INSERT` (10 bound values each: well under both backends' limits).
+const INSERT_CHUNK: usize = 500;
+/// Error message of a job failed because its lease ran out once too often.
+const LEASE_EXHAUSTED: &str = "lease expired too often: the job was claimed max_retries + 1 \
+                               times and never finished";
+
+/// A job to enqueue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewJob {
+    /// The session the job works for; it must not have ended.
+    pub session_id: Uuid,
+    /// What to do; trimmed, must not be blank.
+    pub prompt: String,
+    /// Higher runs first.
+    pub priority: i32,
+    /// How many times the job may be retried after a failure (`0..=MAX_RETRIES`).
+    pub max_retries: i32,
+    /// Not claimable before this instant (`None`: at once).
+    pub run_after: Option<DateTime<Utc>>,
+}
+
+impl NewJob {
+    /// A job for `session_id` with priority 0, 3 retries, claimable at once.
+    pub fn new(session_id: Uuid, prompt: impl Into<String>) -> Self {
+        Self {
+            session_id,
+            prompt: prompt.into(),
+            priority: 0,
+            max_retries: 3,
+            run_after: None,
+        }
+    }
+}
+
+/// Which jobs [`list`] returns. `None` fields do not filter.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct JobFilter {
+    /// Only the jobs of this session.
+    pub session_id: Option<Uuid>,
+    /// Only jobs in this state.
+    pub status: Option<JobStatus>,
+}
+
+/// How long a failed job waits before it is claimable again: `base * 2^retry_count`,
+/// at most `max`, then ±25 % jitter (still at most `max`), so a fleet of failing jobs does
+/// not come back in lockstep.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// The wait after the first failure.
+    pub base: Duration,
+    /// The longest wait.
+    pub max: Duration,
+}
+
+impl Default for RetryPolicy {
+    /// 5 seconds, doubling up to 10 minutes.
+    fn default() -> Self {
+        Self {
+            base: Duration::from_secs(5),
+            max: Duration::from_secs(600),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait before the retry that follows `retry_count` earlier retries, with jitter.
+    pub fn backoff(&self, retry_count: i32) -> Duration {
+        let exponent = u32::try_from(retry_count.clamp(0, 31)).unwrap_or(31);
+        let plain = self
+            .base
+            .checked_mul(1u32 << exponent)
+            .map_or(self.max, |d| d.min(self.max));
+        // A uniform factor in [0.75, 1.25) from random bits: no dependency for a dice roll.
+        let bits = u64::from_le_bytes(Uuid::new_v4().as_bytes()[..8].try_into().unwrap_or([0; 8]));
+        let unit = (bits >> 11) as f64 / (1u64 << 53) as f64;
+        plain.mul_f64(0.75 + unit / 2.0).min(self.max)
+    }
+}
+
+/// Jobs visible to `actor`: those of their own sessions, or all for the service.
+pub fn visible_to(actor: Actor) -> Select<coding_jobs::Entity> {
+    let select = coding_jobs::Entity::find();
+    match actor {
+        Actor::User(uid) => select
+            .inner_join(coding_sessions::Entity)
+            .filter(coding_sessions::Column::UserId.eq(uid)),
+        Actor::Service => select,
+    }
+}
+
+/// `d` as a chrono delta; `field` names it in the error when it is out of range.
+fn lease_delta(field: &'static str, d: Duration) -> Result<TimeDelta> {
+    if d.is_zero() || d > MAX_LEASE {
+        return Err(ForgeError::invalid(
+            field,
+            format!("must be positive and at most {} s", MAX_LEASE.as_secs()),
+        ));
+    }
+    TimeDelta::from_std(d).map_err(|_| ForgeError::invalid(field, "is too long"))
+}
+
+fn worker_name(worker: &str) -> Result<String> {
+    validate::text("worker", worker, MAX_WORKER)
+}
+
+/// Validates `new` and turns it into the row to insert, created at `created_at`.
+fn new_row(new: NewJob, created_at: DateTime<Utc>) -> Result<coding_jobs::ActiveModel> {
+    let prompt = validate::text("prompt", &new.prompt, MAX_TEXT)?;
+    validate::in_range(
+        "max_retries",
+        i64::from(new.max_retries),
+        0,
+        i64::from(MAX_RETRIES),
+    )?;
+    Ok(coding_jobs::ActiveModel {
+        id: Set(Uuid::new_v4()),
+        session_id: Set(new.session_id),
+        prompt: Set(prompt),
+        status: Set(JobStatus::Pending),
+        priority: Set(new.priority),
+        retry_count: Set(0),
+        max_retries: Set(new.max_retries),
+        // Microseconds, as PostgreSQL keeps them, so the row reads back equal everywhere.
+        run_after: Set(new.run_after.map_or(created_at, |at| at.trunc_subsecs(6))),
+        locked_by: Set(None),
+        locked_until: Set(None),
+        result: Set(None),
+        error_message: Set(None),
+        started_at: Set(None),
+        completed_at: Set(None),
+        created_at: Set(created_at),
+        updated_at: Set(created_at),
+    })
+}
+
+/// Locks the sessions against ending until the transaction ends (PostgreSQL: `FOR SHARE`,
+/// which a status change waits for; SQLite: the write transaction) and refuses a missing
+/// or ended one.
+async fn require_live_sessions(txn: &DatabaseTransaction, ids: &[Uuid]) -> Result<()> {
+    let found = coding_sessions::Entity::find()
+        .filter(coding_sessions::Column::Id.is_in(ids.iter().copied()))
+        .lock_shared()
+        .all(txn)
+        .await?;
+    for id in ids {
+        let session = found
+            .iter()
+            .find(|s| s.id == *id)
+            .ok_or_else(|| ForgeError::not_found("session", id))?;
+        if !session.status.is_live() {
+            return Err(ForgeError::invalid(
+                "session_id",
+                format!(
+                    "session {id} is {}; jobs are enqueued on live sessions only",
+                    session.status
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Enqueues one job (service only).
+///
+/// # Errors
+/// [`ForgeError::Forbidden`] for a user; [`ForgeError::Validation`] for a blank or
+/// over-long `prompt`, `max_retries` outside `0..=MAX_RETRIES`, or a session that has
+/// ended (`session_id`); [`ForgeError::NotFound`] for an unknown session.
+#[tracing::instrument(skip_all, fields(entity = "job", op = "enqueue", session_id = %new.session_id))]
+pub async fn enqueue<C>(db: &C, actor: Actor, new: NewJob) -> Result<coding_jobs::Model>
+where
+    C: Connection,
+{
+    let mut jobs = enqueue_many(db, actor, vec![new]).await?;
+    jobs.pop()
+        .ok_or_else(|| ForgeError::Db(sea_orm::DbErr::RecordNotInserted))
+}
+
+/// Enqueues `jobs` (of one or several sessions) in one transaction, with chunked multi-row
+/// inserts, and returns them in the given order, which is also their claim order within a
+/// priority (service only). All or nothing.
+///
+/// # Errors
+/// As [`enqueue`], for the first job at fault; [`ForgeError::Validation`] (`jobs`) for
+/// more than [`MAX_ENQUEUE`] jobs.
+#[tracing::instrument(skip_all, fields(entity = "job", op = "enqueue_many", n = jobs.len()))]
+pub async fn enqueue_many<C>(
+    db: &C,
+    actor: Actor,
+    jobs: Vec<NewJob>,
+) -> Result<Vec<coding_jobs::Model>>
+where
+    C: Connection,
+{
+    actor.require_service("enqueueing coding jobs")?;
+    if jobs.len() > MAX_ENQUEUE {
+        return Err(ForgeError::invalid(
+            "jobs",
+            format!("{} jobs, at most {MAX_ENQUEUE} per call", jobs.len()),
+        ));
+    }
+    let mut sessions: Vec<Uuid> = jobs.iter().map(|j| j.session_id).collect();
+    sessions.sort_unstable();
+    sessions.dedup();
+    // One microsecond apart, so the jobs of a call are claimed in the order given.
+    let start = crate::now();
+    let rows = jobs
+        .into_iter()
+        .zip(0..)
+        .map(|(job, i)| new_row(job, start + TimeDelta::microseconds(i)))
+        .collect::<Result<Vec<_>>>()?;
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    run_as(db, actor, Access::Write, move |txn| {
+        Box::pin(async move {
+            require_live_sessions(txn, &sessions).await?;
+            let mut out = Vec::with_capacity(rows.len());
+            let mut rows = rows.into_iter().peekable();
+            while rows.peek().is_some() {
+                let chunk: Vec<_> = rows.by_ref().take(INSERT_CHUNK).collect();
+                let mut inserted = coding_jobs::Entity::insert_many(chunk)
+                    .exec_with_returning(txn)
+                    .await?;
+                inserted.sort_by_key(|j| (j.created_at, j.id));
+                out.append(&mut inserted);
+            }
+            Ok(out)
+        })
+    })
+    .await
+}
+
+/// The job `id`, if `actor` may see it.
+///
+/// # Errors
+/// [`ForgeError::Db`] on a database failure.
+#[tracing::instrument(skip_all, fields(entity = "job", op = "find", id = %id))]
+pub async fn find<C>(db: &C, actor: Actor, id: Uuid) -> Result<Option<coding_jobs::Model>>
+where
+    C: Connection,
+{
+    run_as(db, actor, Access::Read, move |txn| {
+        Box::pin(async move {
+            Ok(visible_to(actor)
+                .filter(coding_jobs::Column::Id.eq(id))
+                .one(txn)
+                .await?)
+        })
+    })
+    .await
+}
+
+/// The job `id`.
+///
+/// # Errors
+/// [`ForgeError::NotFound`] when it does not exist or is not in one of `actor`'s sessions.
+pub async fn get<C>(db: &C, actor: Actor, id: Uuid) -> Result<coding_jobs::Model>
+where
+    C: Connection,
+{
+    find(db, actor, id)
+        .await?
+        .ok_or_else(|| ForgeError::not_found("job", id))
+}
+
+/// The jobs `actor` may see (those of their own sessions; all for the service), oldest
+/// first, one page at a time. A session that is not the user's lists as empty.
+///
+/// # Errors
+/// [`ForgeError::Validation`] for a page size outside `1..=MAX_PAGE_SIZE`.
+#[tracing::instrument(skip_all, fields(entity = "job", op = "list"))]
+pub async fn list<C>(
+    db: &C,
+    actor: Actor,
+    filter: JobFilter,
+    request: PageRequest,
+) -> Result<Page<coding_jobs::Model>>
+where
+    C: Connection,
+{
+    let select = visible_to(actor)
+        .apply_if(filter.session_id, |q, s| {
+            q.filter(coding_jobs::Column::SessionId.eq(s))
+        })
+        .apply_if(filter.status, |q, s| {
+            q.filter(coding_jobs::Column::Status.eq(s))
+        });
+    pagination::fetch_page(
+        db,
+        actor,
+        select,
+        (coding_jobs::Column::CreatedAt, coding_jobs::Column::Id),
+        Direction::OldestFirst,
+        &request,
+        |j| (j.created_at, j.id),
+    )
+    .await
+}
+
+/// A service write that is one statement returning job rows.
+#[derive(Clone)]
+enum Write {
+    Update(Box<UpdateMany<coding_jobs::Entity>>),
+    Raw(Statement),
+}
+
+impl Write {
+    async fn run<C: ConnectionTrait>(self, c: &C) -> Result<Vec<coding_jobs::Model>> {
+        Ok(match self {
+            Self::Update(update) => update.exec_with_returning(c).await?,
+            Self::Raw(stmt) => coding_jobs::Model::find_by_statement(stmt).all(c).await?,
+        })
+    }
+}
+
+/// How often a SQLite queue write is tried when the database stays locked.
+const SQLITE_BUSY_ATTEMPTS: u32 = 10;
+
+/// Runs one statement for the service: directly on PostgreSQL (atomic on its own; no
+/// `BEGIN`/`COMMIT` round trips), in a `BEGIN IMMEDIATE` transaction on SQLite.
+///
+/// SQLite's busy handler polls for the write lock, so under many competing workers one of
+/// them can miss every chance for the whole busy timeout; a failed attempt wrote nothing
+/// (it was rolled back), so it is simply tried again a few times.
+async fn service_write<C: Connection>(db: &C, write: Write) -> Result<Vec<coding_jobs::Model>> {
+    if db.get_database_backend() == DbBackend::Postgres {
+        return write.run(db).await;
+    }
+    let mut attempt = 1;
+    loop {
+        let this = write.clone();
+        let out = run_as(db, Actor::Service, Access::Write, move |txn| {
+            Box::pin(async move { this.run(txn).await })
+        })
+        .await;
+        match out {
+            Err(err) if attempt < SQLITE_BUSY_ATTEMPTS && is_sqlite_busy(&err) => attempt += 1,
+            out => return out,
+        }
+    }
+}
+
+/// SQLite's `SQLITE_BUSY` ("database is locked"): the busy timeout ran out.
+fn is_sqlite_busy(err: &ForgeError) -> bool {
+    use sea_orm::{DbErr, RuntimeErr};
+    let (ForgeError::Db(DbErr::Query(RuntimeErr::SqlxError(e)))
+    | ForgeError::Db(DbErr::Exec(RuntimeErr::SqlxError(e)))) = err
+    else {
+        return false;
+    };
+    match e.as_ref() {
+        sea_orm::sqlx::Error::Database(db) => db
+            .code()
+            .and_then(|code| code.parse::<i32>().ok())
+            .is_some_and(|code| code & 0xff == 5),
+        _ => false,
+    }
+}
+
+/// The claim statement for `backend`, claiming at most `limit` jobs.
+///
+/// Nothing that steers the plan is a parameter, so PostgreSQL plans the prepared statement
+/// once and reuses that generic plan: with a bound `LIMIT` it would plan for a tenth of the
+/// table, find that too dear and plan every execution anew (which costs more than running
+/// it), and with a bound "now" in the `WHERE` it may do the same. So the limit is written
+/// into the text (each distinct limit is one cached statement) and on PostgreSQL due-ness
+/// and lease expiry are judged by the database clock, `now()`. On SQLite `{now}` is the
+/// bound application time.
+fn claim_statement(backend: DbBackend, limit: u64, values: Vec<Value>) -> Statement {
+    let sql = CLAIM_SQL.replace("{limit}", &limit.to_string());
+    let sql = match backend {
+        DbBackend::Postgres => sql
+            .replace("{lock}", " FOR UPDATE SKIP LOCKED")
+            .replace("{now}", "now()"),
+        _ => sql
+            .replace("{lock}", "")
+            .replace("{now}", "$1")
+            .replace('$', "?"),
+    };
+    Statement::from_sql_and_values(backend, sql, values)
+}
+
+/// Claims up to `{limit}` jobs at `$1` for worker `$2` until `$3`; `$4` is the error of a
+/// job whose attempts ran out.
+///
+/// The two kinds of claimable job are picked apart, each by its own index (pending and
+/// due: `idx_coding_jobs_pending` in claim order; expired leases: `idx_coding_jobs_lease`,
+/// longest expired first), so neither scan walks over the jobs in flight; the best
+/// `limit` of both, in claim order, win. Rows locked but not picked are released when the
+/// statement ends. (`status || ''` keeps PostgreSQL's planner off
+/// `idx_coding_jobs_status_priority` for the expired branch: right after a burst of claims
+/// its statistics may still say "no job is processing", and that index would then walk
+/// every job in flight on each claim.) `CASE`s read the row before the update: an expired lease is an attempt,
+/// and the last one fails the job instead.
+const CLAIM_SQL: &str = "\
+WITH due AS MATERIALIZED (
+    SELECT id, priority, created_at FROM coding_jobs
+    WHERE status = 'pending' AND run_after <= {now}
+    ORDER BY priority DESC, created_at
+    LIMIT {limit}{lock}
+), expired AS MATERIALIZED (
+    SELECT id, priority, created_at FROM coding_jobs
+    WHERE locked_until < {now} AND status || '' = 'processing'
+    ORDER BY locked_until
+    LIMIT {limit}{lock}
+), picked AS MATERIALIZED (
+    SELECT id FROM (SELECT * FROM due UNION ALL SELECT * FROM expired) AS claimable
+    ORDER BY priority DESC, created_at
+    LIMIT {limit}
+)
+UPDATE coding_jobs SET
+    status = CASE WHEN status = 'processing' AND retry_count >= max_retries
+                  THEN 'failed' ELSE 'processing' END,
+    retry_count = CASE WHEN status = 'processing' AND retry_count < max_retries
+                       THEN retry_count + 1 ELSE retry_count END,
+    locked_by = CASE WHEN status = 'processing' AND retry_count >= max_retries
+                     THEN locked_by ELSE $2 END,
+    locked_until = CASE WHEN status = 'processing' AND retry_count >= max_retries
+                        THEN NULL ELSE $3 END,
+    error_message = CASE WHEN status = 'processing' AND retry_count >= max_retries
+                         THEN $4 ELSE error_message END,
+    completed_at = CASE WHEN status = 'processing' AND retry_count >= max_retries
+                        THEN $1 ELSE completed_at END,
+    started_at = COALESCE(started_at, $1),
+    updated_at = $1
+WHERE id IN (SELECT id FROM picked)
+RETURNING *";
+
+/// Claims the next claimable job for `worker`, holding it for `lease` (service only).
+/// `None` when nothing is claimable.
+///
+/// # Errors
+/// As [`claim_many`].
+pub async fn claim<C>(
+    db: &C,
+    actor: Actor,
+    worker: &str,
+    lease: Duration,
+) -> Result<Option<coding_jobs::Model>>
+where
+    C: Connection,
+{
+    Ok(claim_many(db, actor, worker, lease, 1).await?.pop())
+}
+
+/// Claims up to `n` claimable jobs for `worker`, holding them for `lease` (service only),
+/// in claim order. Fewer (or none) when fewer are claimable. Jobs whose lease ran out once
+/// too often are failed on the way and not returned.
+///
+/// # Errors
+/// [`ForgeError::Forbidden`] for a user; [`ForgeError::Validation`] for a blank or
+/// over-long `worker`, a zero or longer than [`MAX_LEASE`] `lease`, or `n` outside
+/// `1..=MAX_CLAIM`.
+#[tracing::instrument(skip_all, fields(entity = "job", op = "claim", worker = %worker, n = n))]
+pub async fn claim_many<C>(
+    db: &C,
+    actor: Actor,
+    worker: &str,
+    lease: Duration,
+    n: u64,
+) -> Result<Vec<coding_jobs::Model>>
+where
+    C: Connection,
+{
+    actor.require_service("claiming coding jobs")?;
+    let worker = worker_name(worker)?;
+    let lease = lease_delta("lease", lease)?;
+    validate::in_range(
+        "n",
+        i64::try_from(n).unwrap_or(i64::MAX),
+        1,
+        MAX_CLAIM as i64,
+    )?;
+    let backend = db.get_database_backend();
+    let mut claimed = Vec::new();
+    loop {
+        let want = n - claimed.len() as u64;
+        let now = crate::now();
+        let values = vec![
+            now.into(),
+            worker.clone().into(),
+            (now + lease).into(),
+            LEASE_EXHAUSTED.into(),
+        ];
+        let rows = service_write(db, Write::Raw(claim_statement(backend, want, values))).await?;
+        let picked = rows.len() as u64;
+        claimed.extend(
+            rows.into_iter()
+                .filter(|j| j.status == JobStatus::Processing),
+        );
+        // Only jobs failed on the way leave a shortfall worth another round.
+        if picked < want || claimed.len() as u64 >= n {
+            break;
+        }
+    }
+    // RETURNING gives no order: put them back into claim order.
+    claimed.sort_by_key(|j| (std::cmp::Reverse(j.priority), j.created_at, j.id));
+    Ok(claimed)
+}
+
+/// The jobs `worker` holds: `id`, still processing, still locked by it.
+fn held_by(id: Uuid, worker: &str) -> Condition {
+    Condition::all()
+        .add(coding_jobs::Column::Id.eq(id))
+        .add(coding_jobs::Column::Status.eq(JobStatus::Processing))
+        .add(coding_jobs::Column::LockedBy.eq(worker))
+}
+
+/// The job an update guarded by [`held_by`] returned, or [`ForgeError::LeaseLost`].
+fn held_or_lost(
+    rows: Vec<coding_jobs::Model>,
+    id: Uuid,
+    worker: String,
+) -> Result<coding_jobs::Model> {
+    rows.into_iter()
+        .next()
+        .ok_or(ForgeError::LeaseLost { job: id, worker })
+}
+
+/// Applies `update` to job `id` if `worker` still holds it.
+async fn update_held<C: Connection>(
+    db: &C,
+    id: Uuid,
+    worker: String,
+    update: UpdateMany<coding_jobs::Entity>,
+) -> Result<coding_jobs::Model> {
+    let update = update.filter(held_by(id, &worker));
+    held_or_lost(
+        service_write(db, Write::Update(Box::new(update))).await?,
+        id,
+        worker,
+    )
+}
+
+/// An update of coding jobs stamped with `now`.
+fn stamped(now: DateTime<Utc>) -> UpdateMany<coding_jobs::Entity> {
+    coding_jobs::Entity::update_many().col_expr(coding_jobs::Column::UpdatedAt, Expr::value(now))
+}
+
+/// Extends `worker`'s lease on job `id` to `lease` from now (service only).
+///
+/// # Errors
+/// [`ForgeError::Forbidden`] for a user; [`ForgeError::Validation`] for a bad `worker` or
+/// `lease`; [`ForgeError::LeaseLost`] when `worker` no longer holds the job (also for an
+/// unknown job).
+#[tracing::instrument(skip_all, fields(entity = "job", op = "heartbeat", id = %id))]
+pub async fn heartbeat<C>(
+    db: &C,
+    actor: Actor,
+    id: Uuid,
+    worker: &str,
+    lease: Duration,
+) -> Result<coding_jobs::Model>
+where
+    C: Connection,
+{
+    actor.require_service("extending a job lease")?;
+    let worker = worker_name(worker)?;
+    let lease = lease_delta("lease", lease)?;
+    let now = crate::now();
+    let update = stamped(now).col_expr(
+        coding_jobs::Column::LockedUntil,
+        Expr::value(Some(now + lease)),
+    );
+    update_held(db, id, worker, update).await
+}
+
+/// Completes job `id` with `result`, if `worker` holds it (service only).
+///
+/// # Errors
+/// [`ForgeError::Forbidden`] for a user; [`ForgeError::Validation`] for a bad `worker`;
+/// [`ForgeError::LeaseLost`] when `worker` no longer holds the job (also for an unknown
+/// job): it was claimed again, finished, or failed meanwhile, and stays as it is.
+#[tracing::instrument(skip_all, fields(entity = "job", op = "complete", id = %id))]
+pub async fn complete<C>(
+    db: &C,
+    actor: Actor,
+    id: Uuid,
+    worker: &str,
+    result: Json,
+) -> Result<coding_jobs::Model>
+where
+    C: Connection,
+{
+    actor.require_service("completing a job")?;
+    let worker = worker_name(worker)?;
+    let now = crate::now();
+    let update = finished(stamped(now), JobStatus::Completed, now)
+        .col_expr(coding_jobs::Column::Result, Expr::value(Some(result)));
+    update_held(db, id, worker, update).await
+}
+
+/// `update` ending a job in `status` at `now`, lease released.
+fn finished(
+    update: UpdateMany<coding_jobs::Entity>,
+    status: JobStatus,
+    now: DateTime<Utc>,
+) -> UpdateMany<coding_jobs::Entity> {
+    update
+        .col_expr(coding_jobs::Column::Status, Expr::value(status))
+        .col_expr(coding_jobs::Column::CompletedAt, Expr::value(Some(now)))
+        .col_expr(
+            coding_jobs::Column::LockedUntil,
+            Expr::value(Option::<DateTime<Utc>>::None),
+        )
+}
+
+/// Fails `worker`'s attempt at job `id` with `error` (service only). While attempts remain
+/// (`retry_count < max_retries`) the job goes back to `pending`, claimable after
+/// [`RetryPolicy::backoff`], with `retry_count + 1`; otherwise it is `failed` for good.
+/// Either way `error_message` is `error`.
+///
+/// # Errors
+/// [`ForgeError::Forbidden`] for a user; [`ForgeError::Validation`] for a bad `worker` or
+/// a blank or over-long `error`; [`ForgeError::LeaseLost`] when `worker` no longer holds
+/// the job (also for an unknown job).
+#[tracing::instrument(skip_all, fields(entity = "job", op = "fail", id = %id))]
+pub async fn fail<C>(
+    db: &C,
+    actor: Actor,
+    id: Uuid,
+    worker: &str,
+    error: &str,
+    policy: RetryPolicy,
+) -> Result<coding_jobs::Model>
+where
+    C: Connection,
+{
+    actor.require_service("failing a job")?;
+    let worker = worker_name(worker)?;
+    let error = validate::text("error", error, MAX_TEXT)?;
+    run_as(db, actor, Access::Write, move |txn| {
+        Box::pin(async move {
+            let held = coding_jobs::Entity::find()
+                .filter(held_by(id, &worker))
+                .one(txn)
+                .await?
+                .ok_or_else(|| ForgeError::LeaseLost {
+                    job: id,
+                    worker: worker.clone(),
+                })?;
+            let now = crate::now();
+            let update = stamped(now)
+                .col_expr(coding_jobs::Column::ErrorMessage, Expr::value(Some(error)))
+                // Guarded by the attempt that was read, so the back-off matches it.
+                .filter(coding_jobs::Column::RetryCount.eq(held.retry_count));
+            let update = if held.retry_count < held.max_retries {
+                retried(update, now + policy.backoff(held.retry_count))
+            } else {
+                finished(update, JobStatus::Failed, now)
+            };
+            let rows = Write::Update(Box::new(update.filter(held_by(id, &worker))))
+                .run(txn)
+                .await?;
+            held_or_lost(rows, id, worker)
+        })
+    })
+    .await
+}
+
+/// `update` sending a job back to the queue, claimable from `run_after`.
+fn retried(
+    update: UpdateMany<coding_jobs::Entity>,
+    run_after: DateTime<Utc>,
+) -> UpdateMany<coding_jobs::Entity> {
+    update
+        .col_expr(coding_jobs::Column::Status, Expr::value(JobStatus::Pending))
+        .col_expr(
+            coding_jobs::Column::RetryCount,
+            Expr::col(coding_jobs::Column::RetryCount).add(1),
+        )
+        .col_expr(coding_jobs::Column::RunAfter, Expr::value(run_after))
+        .col_expr(
+            coding_jobs::Column::LockedBy,
+            Expr::value(Option::<String>::None),
+        )
+        .col_expr(
+            coding_jobs::Column::LockedUntil,
+            Expr::value(Option::<DateTime<Utc>>::None),
+        )
+}
+
+/// Deletes completed and failed jobs that finished more than `older_than` ago, at most
+/// `batch_size` per transaction, until none is left; returns how many it deleted
+/// (service only). Short transactions keep locks and WAL bursts small on a busy queue.
+///
+/// # Errors
+/// [`ForgeError::Forbidden`] for a user; [`ForgeError::Validation`] for a `batch_size`
+/// outside `1..=100_000` or an `older_than` too large to subtract from now.
+#[tracing::instrument(skip_all, fields(entity = "job", op = "purge_finished"))]
+pub async fn purge_finished<C>(
+    db: &C,
+    actor: Actor,
+    older_than: Duration,
+    batch_size: u64,
+) -> Result<u64>
+where
+    C: Connection,
+{
+    actor.require_service("purging finished jobs")?;
+    let batch = validate::in_range(
+        "batch_size",
+        i64::try_from(batch_size).unwrap_or(i64::MAX),
+        1,
+        100_000,
+    )?;
+    let cutoff = TimeDelta::from_std(older_than)
+        .ok()
+        .and_then(|age| crate::now().checked_sub_signed(age))
+        .ok_or_else(|| ForgeError::invalid("older_than", "is too large"))?;
+    let mut total = 0;
+    loop {
+        let done = run_as(db, actor, Access::Write, move |txn| {
+            Box::pin(async move { purge_batch(txn, cutoff, batch).await })
+        })
+        .await?;
+        total += done;
+        if done < batch_size {
+            return Ok(total);
+        }
+    }
+}
+
+/// Deletes one batch of finished jobs older than `cutoff`.
+async fn purge_batch(txn: &DatabaseTransaction, cutoff: DateTime<Utc>, batch: i64) -> Result<u64> {
+    let doomed = Query::select()
+        .column(coding_jobs::Column::Id)
+        .from(coding_jobs::Entity)
+        .and_where(coding_jobs::Column::Status.is_in([JobStatus::Completed, JobStatus::Failed]))
+        .and_where(coding_jobs::Column::CompletedAt.lt(cutoff))
+        .limit(u64::try_from(batch).unwrap_or(1))
+        .to_owned();
+    // No SKIP LOCKED here: however often the planner evaluates the subquery, it sees the
+    // same snapshot and the same at most `batch` rows.
+    let done = coding_jobs::Entity::delete_many()
+        .filter(coding_jobs::Column::Id.in_subquery(doomed))
+        .exec(txn)
+        .await?;
+    Ok(done.rows_affected)
+}
+
+/// On SQLite: fails the pending and in-flight jobs of ended sessions with
+/// "session <state> before the job finished" — of session `id`, or of every session in
+/// state `ended` when `id` is `None` (after a bulk expiry). Call it in the transaction that
+/// ended the session(s). On PostgreSQL it does nothing: the trigger
+/// `coding_sessions_fail_jobs_when_ended` has already done the same within the statement
+/// that changed the status (it also runs for users, who may not update jobs).
+pub(crate) async fn fail_jobs_of_ended_sessions(
+    txn: &DatabaseTransaction,
+    id: Option<Uuid>,
+    ended: SessionStatus,
+) -> Result<()> {
+    if txn.get_database_backend() == DbBackend::Postgres || ended.is_live() {
+        return Ok(());
+    }
+    let sessions = Query::select()
+        .column(coding_sessions::Column::Id)
+        .from(coding_sessions::Entity)
+        .and_where(coding_sessions::Column::Status.eq(ended))
+        .and_where_option(id.map(|id| coding_sessions::Column::Id.eq(id)))
+        .to_owned();
+    let now = crate::now();
+    finished(stamped(now), JobStatus::Failed, now)
+        .col_expr(
+            coding_jobs::Column::ErrorMessage,
+            Expr::value(Some(format!("session {ended} before the job finished"))),
+        )
+        .filter(coding_jobs::Column::Status.is_in([JobStatus::Pending, JobStatus::Processing]))
+        .filter(coding_jobs::Column::SessionId.in_subquery(sessions))
+        .exec(txn)
+        .await?;
+    Ok(())
+}

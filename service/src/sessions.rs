@@ -12,6 +12,9 @@
 //!   pending→active, active⇄paused, any live state → completed, failed or expired).
 //!   [`transition`] applies a change with a conditional `UPDATE … WHERE status = <read>`,
 //!   so of two racing transitions from the same state only one wins.
+//! - A session that ends (completed, failed, expired — by [`transition`] or
+//!   [`expire_overdue`]) fails its pending and in-flight jobs in the same transaction, so
+//!   it leaves no claimable job behind (see [`crate::jobs`]).
 //! - Users see and change only their own sessions; sessions cannot be deleted through this
 //!   module (the `authenticated` role has no DELETE on them). Expiring overdue sessions is
 //!   the service's.
@@ -319,6 +322,10 @@ where
                 .exec(txn)
                 .await?
                 .rows_affected;
+            if changed > 0 {
+                // An ended session leaves no claimable job behind.
+                crate::jobs::fail_jobs_of_ended_sessions(txn, Some(id), to).await?;
+            }
             let now = fetch(txn, actor, id).await?;
             match changed {
                 0 if now.status.can_transition_to(to) => Err(ForgeError::Conflict {
@@ -389,6 +396,7 @@ where
                 .filter(coding_sessions::Column::ExpiresAt.lte(now))
                 .exec(txn)
                 .await?;
+            crate::jobs::fail_jobs_of_ended_sessions(txn, None, SessionStatus::Expired).await?;
             Ok(done.rows_affected)
         })
     })
