@@ -19,14 +19,11 @@ use std::process::ExitCode;
 
 use chrono::{Duration, Utc};
 use forge_db::entity::prelude::*;
-use forge_db::entity::{coding_jobs, coding_sessions};
 use forge_db::migration::{Backend, redact_url};
-use forge_db::sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait,
-    PaginatorTrait, QueryFilter, QueryOrder,
-};
+use forge_db::sea_orm::DatabaseConnection;
 use forge_db::service::batches::{self, ItemPageRequest, NewBatch, NewBatchItem};
 use forge_db::service::conversations::{self, ConversationFilter, NewConversation, NewTurn};
+use forge_db::service::jobs::{self, JobFilter, NewJob};
 use forge_db::service::profiles::{self, NewProfile};
 use forge_db::service::projects::{self, ListProjects, NewProject};
 use forge_db::service::sessions::{self, NewSession, SessionFilter};
@@ -90,31 +87,39 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         session.status
     )?;
 
-    // Jobs: there is no jobs repository yet, so this block writes the entity directly.
-    // Two jobs, and the order a worker claims them: pending, by priority, oldest first.
-    for (prompt, priority) in [("Write the README", 0), ("Build the screen", 10)] {
-        coding_jobs::ActiveModel {
-            session_id: Set(session.id),
-            prompt: Set(prompt.to_owned()),
-            priority: Set(priority),
-            ..Default::default()
-        }
-        .insert(&db)
-        .await?;
-    }
-    let queue = CodingJobs::find()
-        .filter(coding_jobs::Column::SessionId.eq(session.id))
-        .filter(coding_jobs::Column::Status.eq(JobStatus::Pending))
-        .filter(coding_jobs::Column::RunAfter.lte(Utc::now()))
-        .order_by_desc(coding_jobs::Column::Priority)
-        .order_by_asc(coding_jobs::Column::CreatedAt)
-        .all(&db)
-        .await?;
-    let queue: Vec<_> = queue
-        .iter()
-        .map(|job| format!("{} (priority {})", job.prompt, job.priority))
-        .collect();
-    writeln!(out, "jobs      claim order: {}", queue.join(", "))?;
+    // Jobs: the service queues two; a worker claims the next (highest priority first) on a
+    // 30 s lease and completes it.
+    let queued = jobs::enqueue_many(
+        &db,
+        Actor::Service,
+        vec![
+            NewJob::new(session.id, "Write the README"),
+            NewJob {
+                priority: 10,
+                ..NewJob::new(session.id, "Build the screen")
+            },
+        ],
+    )
+    .await?;
+    let lease = std::time::Duration::from_secs(30);
+    let claimed = jobs::claim(&db, Actor::Service, "worker-1", lease).await?;
+    let claimed = claimed.ok_or("a queued job should be claimable")?;
+    let done = jobs::complete(
+        &db,
+        Actor::Service,
+        claimed.id,
+        "worker-1",
+        json!({"ok": true}),
+    )
+    .await?;
+    writeln!(
+        out,
+        "jobs      {} queued; worker-1 claimed \"{}\" (priority {}) → {}",
+        queued.len(),
+        done.prompt,
+        done.priority,
+        done.status
+    )?;
 
     // The service (a worker) appends three events; the user tails the log from seq 0.
     for (event_type, data) in [
@@ -217,8 +222,9 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         batch.total_items,
         listed.join(", ")
     )?;
-    // Processing items belongs to the job queue (not here yet); pausing and resuming do
-    // not. Never started, the batch resumes to queued.
+    // Workers process items through `forge_service::batch_items` (claim, progress,
+    // complete or fail); here the owner only pauses and resumes. Never started, the batch
+    // resumes to queued.
     let paused = batches::pause(&db, ada, batch.id).await?;
     let resumed = batches::resume(&db, ada, batch.id).await?;
     writeln!(
@@ -247,8 +253,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// How many rows of each table `user` has, read back through the repositories (the jobs,
-/// which have no repository yet, are counted through the entity).
+/// How many rows of each table `user` has, read back through the repositories.
 async fn summary(
     db: &DatabaseConnection,
     user: Actor,
@@ -276,17 +281,13 @@ async fn summary(
             .items
             .len();
     }
-    let jobs = CodingJobs::find()
-        .inner_join(CodingSessions)
-        .filter(coding_sessions::Column::UserId.eq(uid))
-        .count(db)
-        .await?;
+    let jobs = jobs::list(db, user, JobFilter::default(), first.clone()).await?;
     let tables = "profiles projects sessions jobs events conversations turns batches items";
     let counts = [
         profiles,
         projects.items.len(),
         sessions.items.len(),
-        usize::try_from(jobs)?,
+        jobs.items.len(),
         events,
         conversations.items.len(),
         turns,
