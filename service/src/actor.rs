@@ -133,11 +133,7 @@ where
         Access::Write => Some(SqliteTransactionMode::Immediate),
     };
     let txn = if db.get_database_backend() == DbBackend::Sqlite && mode.is_some() {
-        db.begin_with_options(TransactionOptions {
-            sqlite_transaction_mode: mode,
-            ..Default::default()
-        })
-        .await?
+        begin_immediate(db).await?
     } else {
         db.begin().await?
     };
@@ -161,6 +157,49 @@ where
             txn.rollback().await?;
             Err(err)
         }
+    }
+}
+
+/// How often `BEGIN IMMEDIATE` is tried when SQLite's write lock stays taken.
+const SQLITE_BUSY_ATTEMPTS: u32 = 10;
+
+/// `BEGIN IMMEDIATE` on SQLite, tried again while the database stays locked.
+///
+/// SQLite's busy handler polls for the write lock, so under many competing writers one of
+/// them can miss every chance for the whole busy timeout. Nothing has happened yet when
+/// `BEGIN IMMEDIATE` fails, so trying again is always safe; once it succeeds the
+/// transaction holds the write lock and (in WAL mode) nothing later in it waits for a lock.
+async fn begin_immediate<C: Connection>(db: &C) -> Result<DatabaseTransaction> {
+    let mut attempt = 1;
+    loop {
+        let begun = db
+            .begin_with_options(TransactionOptions {
+                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                ..Default::default()
+            })
+            .await;
+        match begun {
+            Err(err) if attempt < SQLITE_BUSY_ATTEMPTS && is_sqlite_busy(&err) => attempt += 1,
+            begun => return Ok(begun?),
+        }
+    }
+}
+
+/// SQLite's `SQLITE_BUSY` ("database is locked"): the busy timeout ran out.
+fn is_sqlite_busy(err: &sea_orm::DbErr) -> bool {
+    use sea_orm::{DbErr, RuntimeErr};
+    let (DbErr::Query(RuntimeErr::SqlxError(e))
+    | DbErr::Exec(RuntimeErr::SqlxError(e))
+    | DbErr::Conn(RuntimeErr::SqlxError(e))) = err
+    else {
+        return false;
+    };
+    match e.as_ref() {
+        sea_orm::sqlx::Error::Database(db) => db
+            .code()
+            .and_then(|code| code.parse::<i32>().ok())
+            .is_some_and(|code| code & 0xff == 5),
+        _ => false,
     }
 }
 

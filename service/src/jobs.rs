@@ -403,48 +403,17 @@ impl Write {
     }
 }
 
-/// How often a SQLite queue write is tried when the database stays locked.
-const SQLITE_BUSY_ATTEMPTS: u32 = 10;
-
 /// Runs one statement for the service: directly on PostgreSQL (atomic on its own; no
-/// `BEGIN`/`COMMIT` round trips), in a `BEGIN IMMEDIATE` transaction on SQLite.
-///
-/// SQLite's busy handler polls for the write lock, so under many competing workers one of
-/// them can miss every chance for the whole busy timeout; a failed attempt wrote nothing
-/// (it was rolled back), so it is simply tried again a few times.
+/// `BEGIN`/`COMMIT` round trips), in a `BEGIN IMMEDIATE` transaction on SQLite (which
+/// `run_as` retries while the database stays locked).
 async fn service_write<C: Connection>(db: &C, write: Write) -> Result<Vec<coding_jobs::Model>> {
     if db.get_database_backend() == DbBackend::Postgres {
         return write.run(db).await;
     }
-    let mut attempt = 1;
-    loop {
-        let this = write.clone();
-        let out = run_as(db, Actor::Service, Access::Write, move |txn| {
-            Box::pin(async move { this.run(txn).await })
-        })
-        .await;
-        match out {
-            Err(err) if attempt < SQLITE_BUSY_ATTEMPTS && is_sqlite_busy(&err) => attempt += 1,
-            out => return out,
-        }
-    }
-}
-
-/// SQLite's `SQLITE_BUSY` ("database is locked"): the busy timeout ran out.
-fn is_sqlite_busy(err: &ForgeError) -> bool {
-    use sea_orm::{DbErr, RuntimeErr};
-    let (ForgeError::Db(DbErr::Query(RuntimeErr::SqlxError(e)))
-    | ForgeError::Db(DbErr::Exec(RuntimeErr::SqlxError(e)))) = err
-    else {
-        return false;
-    };
-    match e.as_ref() {
-        sea_orm::sqlx::Error::Database(db) => db
-            .code()
-            .and_then(|code| code.parse::<i32>().ok())
-            .is_some_and(|code| code & 0xff == 5),
-        _ => false,
-    }
+    run_as(db, Actor::Service, Access::Write, move |txn| {
+        Box::pin(async move { write.run(txn).await })
+    })
+    .await
 }
 
 /// The claim statement for `backend`, claiming at most `limit` jobs.
