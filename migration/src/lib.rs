@@ -28,10 +28,13 @@ mod m20251121_000003_postgres_triggers;
 mod m20251121_000004_postgres_rls;
 mod m20251122_000005_queue_tuning;
 mod schema;
+pub mod schema_doc;
+pub mod seed;
 pub mod verify;
 
 pub use connect::{Backend, ConnectError, DEFAULT_DATABASE_URL, connect, redact_url};
 pub use sea_orm_migration::{MigratorTrait, sea_orm};
+pub use seed::{SeedError, SeedReport, seed};
 pub use verify::{Finding, Report, Severity, VerifyError, verify};
 
 use sea_orm_migration::prelude::*;

@@ -7,13 +7,19 @@
 //! `verify` checks the database against the schema this binary's migrations and entities
 //! describe: exit 0 when it matches, 2 when it drifts (one line per difference), 1 when it
 //! cannot check.
+//!
+//! `seed [--users N]` loads the development data set (idempotently) into a migrated
+//! database; `schema-doc` regenerates `docs/schema.md` from the entities (no database).
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use forge_migration::schema_doc::{self, SCHEMA_DOC_PATH};
+use forge_migration::seed::MAX_SEED_USERS;
 use forge_migration::verify::backend_id;
 use forge_migration::{
-    Backend, DEFAULT_DATABASE_URL, Migrator, MigratorTrait, connect, redact_url, verify,
+    Backend, DEFAULT_DATABASE_URL, Migrator, MigratorTrait, connect, redact_url, seed, verify,
 };
 use sea_orm_migration::MigrationStatus;
 use sea_orm_migration::sea_orm::{DatabaseConnection, DbErr};
@@ -71,6 +77,23 @@ enum Command {
         #[arg(long)]
         allow_extra: bool,
     },
+    /// Load the development data set (seed 002's user, project, session, jobs and events,
+    /// plus conversations in every review status and a batch): idempotent, fixed ids.
+    /// Needs a fully migrated database.
+    Seed {
+        /// Load the set for this many users (dev1@forge.local, dev2@…).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_SEED_USERS)))]
+        users: u32,
+    },
+    /// Regenerate docs/schema.md (Mermaid ER diagram and table notes) from the entities.
+    SchemaDoc {
+        /// Where to write it.
+        #[arg(long, default_value = SCHEMA_DOC_PATH)]
+        output: PathBuf,
+        /// Write nothing; exit 1 when the file differs from what would be generated.
+        #[arg(long)]
+        check: bool,
+    },
 }
 
 /// Output of `verify`.
@@ -103,6 +126,9 @@ async fn main() -> ExitCode {
     {
         return run_verify(&url, source, format, allow_extra).await;
     }
+    if let Command::SchemaDoc { output, check } = command {
+        return run_schema_doc(&output, check);
+    }
     println!("forge-migration: database {} ({source})", redact_url(&url));
 
     let db = match connect(&url).await {
@@ -112,6 +138,9 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Command::Seed { users } = command {
+        return run_seed(&db, users).await;
+    }
     match run(&db, command).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -140,8 +169,10 @@ async fn run(db: &DatabaseConnection, command: Command) -> Result<(), DbErr> {
         Command::Fresh => Migrator::fresh(db).await?,
         Command::Refresh => Migrator::refresh(db).await?,
         Command::Reset => Migrator::reset(db).await?,
-        // Dispatched in `main` before connecting.
-        Command::Verify { .. } => return Ok(()),
+        // Dispatched in `main`.
+        Command::Verify { .. } | Command::Seed { .. } | Command::SchemaDoc { .. } => {
+            return Ok(());
+        }
     }
     let after = applied(db).await?;
     report(&before, &after);
@@ -217,5 +248,56 @@ async fn run_verify(url: &str, source: &str, format: Format, allow_extra: bool) 
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_DRIFT)
+    }
+}
+
+/// `seed`: what it loaded on stdout, the reason on stderr when it loaded nothing.
+async fn run_seed(db: &DatabaseConnection, users: u32) -> ExitCode {
+    match seed(db, users).await {
+        Ok(report) => {
+            println!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            let line = err.to_string().replace('\n', " ");
+            eprintln!("forge-migration: error: seed: {line}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `schema-doc`: writes (or with `--check`, compares) the generated document.
+fn run_schema_doc(output: &std::path::Path, check: bool) -> ExitCode {
+    let doc = schema_doc::render();
+    if check {
+        let current = std::fs::read_to_string(output).unwrap_or_default();
+        if current == doc {
+            println!("forge-migration: {} is up to date", output.display());
+            return ExitCode::SUCCESS;
+        }
+        eprintln!(
+            "forge-migration: error: {} is stale: run `{}`",
+            output.display(),
+            schema_doc::SCHEMA_DOC_COMMAND
+        );
+        return ExitCode::FAILURE;
+    }
+    let written = output
+        .parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| std::fs::write(output, &doc));
+    match written {
+        Ok(()) => {
+            println!("forge-migration: wrote {}", output.display());
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!(
+                "forge-migration: error: cannot write {}: {err}",
+                output.display()
+            );
+            ExitCode::FAILURE
+        }
     }
 }

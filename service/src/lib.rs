@@ -25,6 +25,8 @@ pub mod jobs;
 pub mod profiles;
 pub mod projects;
 pub mod sessions;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use actor::{Access, Actor, Connection, ScopedFuture, run_as};
 pub use error::{ForgeError, Result};

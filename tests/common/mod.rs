@@ -1,25 +1,26 @@
-//! A fresh, migrated database per test, on SQLite or PostgreSQL.
+//! A fresh, migrated database per test, on SQLite or PostgreSQL: a thin wrapper over
+//! [`forge_db::service::testing::TestDb`], the helper applications use too.
 //!
 //! PostgreSQL tests need `FORGE_TEST_DATABASE_URL` (a superuser URL; `scripts/test.sh`
 //! starts a throwaway cluster and sets it). Without it they fail: they never skip.
 #![allow(dead_code)]
 
 use forge_db::sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
-use forge_db::{Migrator, MigratorTrait, connect};
+use forge_db::service::testing::{self, TEST_DATABASE_URL_ENV};
 
-/// A migrated database that exists only for one test.
+/// A migrated database that exists only for one test (dropped with it).
 pub struct TestDb {
+    /// The pool of the test's database.
     pub db: DatabaseConnection,
-    /// PostgreSQL: the admin URL and the database name, to drop it in [`TestDb::finish`].
-    pg: Option<(String, String)>,
+    inner: testing::TestDb,
 }
 
-/// The admin URL of the test PostgreSQL cluster.
+/// The admin URL of the test PostgreSQL cluster; panics when it is not set.
 pub fn pg_admin_url() -> String {
-    match std::env::var("FORGE_TEST_DATABASE_URL") {
+    match std::env::var(TEST_DATABASE_URL_ENV) {
         Ok(url) if !url.is_empty() => url,
         _ => panic!(
-            "FORGE_TEST_DATABASE_URL is not set: PostgreSQL tests need a server. \
+            "{TEST_DATABASE_URL_ENV} is not set: PostgreSQL tests need a server. \
              Run scripts/test.sh, which starts a throwaway PostgreSQL and sets it."
         ),
     }
@@ -27,94 +28,53 @@ pub fn pg_admin_url() -> String {
 
 /// `admin_url` with its database name replaced by `name`.
 pub fn url_for_database(admin_url: &str, name: &str) -> String {
-    let (base, query) = match admin_url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (admin_url, None),
-    };
-    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
-    let root = match base[scheme_end..].find('/') {
-        Some(i) => &base[..scheme_end + i],
-        None => base,
-    };
-    match query {
-        Some(q) => format!("{root}/{name}?{q}"),
-        None => format!("{root}/{name}"),
-    }
+    testing::url_for_database(admin_url, name)
 }
 
 impl TestDb {
+    fn wrap(inner: Result<testing::TestDb, testing::TestDbError>) -> Self {
+        let inner = inner.unwrap_or_else(|e| panic!("set up the test database: {e}"));
+        Self {
+            db: inner.db().clone(),
+            inner,
+        }
+    }
+
     /// An in-memory SQLite database, migrated.
     pub async fn sqlite() -> Self {
-        let db = connect("sqlite::memory:").await.expect("open SQLite");
-        Migrator::up(&db, None).await.expect("migrate SQLite");
-        Self { db, pg: None }
+        Self::wrap(testing::TestDb::sqlite().await)
     }
 
     /// A new, empty PostgreSQL database (not migrated).
     pub async fn postgres_empty() -> Self {
-        let admin_url = pg_admin_url();
-        let admin = connect(&admin_url)
-            .await
-            .expect("connect to the test PostgreSQL");
-        let name = format!("forge_test_{}", uuid::Uuid::new_v4().simple());
-        admin
-            .execute_unprepared(&format!("CREATE DATABASE {name}"))
-            .await
-            .expect("create test database");
-        admin.close().await.ok();
-        let db = connect(&url_for_database(&admin_url, &name))
-            .await
-            .expect("connect to the test database");
-        Self {
-            db,
-            pg: Some((admin_url, name)),
-        }
+        Self::wrap(testing::TestDb::postgres_empty(&pg_admin_url()).await)
     }
 
-    /// A new PostgreSQL database, migrated.
+    /// A new PostgreSQL database, migrated (cloned from the migrated template).
     pub async fn postgres() -> Self {
-        let t = Self::postgres_empty().await;
-        Migrator::up(&t.db, None).await.expect("migrate PostgreSQL");
-        t
+        Self::wrap(testing::TestDb::postgres(&pg_admin_url()).await)
     }
 
     /// The URL of this test's database (PostgreSQL only).
     pub fn pg_url(&self) -> Option<String> {
-        self.pg
-            .as_ref()
-            .map(|(admin, name)| url_for_database(admin, name))
+        self.inner.pg_url()
     }
 
     pub fn backend(&self) -> DbBackend {
-        self.db.get_database_backend()
+        self.inner.backend()
     }
 
-    /// Drops the PostgreSQL database. (A failed test leaves it behind; the test cluster is
-    /// thrown away as a whole.)
+    /// Closes the pool and drops the database now (dropping the `TestDb` does the same).
     pub async fn finish(self) {
-        let Self { db, pg } = self;
+        let Self { db, inner } = self;
         db.close().await.ok();
-        if let Some((admin_url, name)) = pg {
-            let admin = connect(&admin_url).await.expect("reconnect as admin");
-            admin
-                .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                .await
-                .expect("drop test database");
-            admin.close().await.ok();
-        }
+        inner.finish().await.expect("drop the test database");
     }
 }
 
 /// A user signed up through the service; their profile id.
 pub async fn signup(db: &DatabaseConnection, email: &str) -> uuid::Uuid {
-    forge_db::service::profiles::create(
-        db,
-        forge_db::service::Actor::Service,
-        forge_db::service::profiles::NewProfile::new(email),
-    )
-    .await
-    .expect("signup")
-    .id
+    testing::fixtures::user(db, email).await.expect("signup").id
 }
 
 /// Runs `sql` and returns the error, panicking if it succeeded.

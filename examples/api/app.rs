@@ -1,0 +1,239 @@
+//! The HTTP layer of the `api` example: an axum [`Router`] over Forge's repositories.
+//!
+//! Every handler names the acting user as an [`Actor::User`] taken from the request, so the
+//! repositories (and, on PostgreSQL, row-level security) confine it to that user's rows:
+//! another user's project answers 404, exactly like a missing one. No handler filters by
+//! owner itself, and none acts as [`Actor::Service`].
+//!
+//! Routes:
+//!
+//! | method | path | does |
+//! |---|---|---|
+//! | `GET` | `/projects?after=CURSOR&limit=N` | a page of the user's projects, newest first |
+//! | `POST` | `/projects` `{"name", "description"?}` | creates a project (201) |
+//! | `GET` | `/projects/{id}` | one project |
+//! | `POST` | `/projects/{id}/sessions` `{"prompt", "ttl_minutes"?}` | starts a session (201) |
+//! | `GET` | `/sessions/{id}/events?after=SEQ&limit=N` | the session's events after `SEQ` |
+//!
+//! Errors are JSON, `{"error": {"code": "not_found", "message": "…"}}`, with the status
+//! [`status_of`] gives each [`ForgeError`]; a request without a user is 401.
+
+use std::str::FromStr;
+
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use forge_db::entity::{coding_sessions, projects, session_events};
+use forge_db::sea_orm::DatabaseConnection;
+use forge_db::service::projects::{ListProjects, NewProject};
+use forge_db::service::sessions::NewSession;
+use forge_db::service::{Actor, Cursor, ForgeError, Page, PageRequest};
+use forge_db::service::{events, projects as project_repo, sessions};
+use serde::Deserialize;
+use serde_json::json;
+use uuid::Uuid;
+
+/// The header carrying the acting user's id.
+///
+/// **A STAND-IN FOR AUTHENTICATION — NEVER DO THIS IN PRODUCTION.** Anyone can send any
+/// id in a header. A real service verifies a signed token (e.g. the `Authorization:
+/// Bearer` JWT from your identity provider: signature, issuer, audience, expiry) and takes
+/// the user id from its verified `sub` claim; only [`AuthUser`] has to change.
+pub const USER_HEADER: &str = "x-user-id";
+
+/// The router, with every route, over the database `db` (already migrated).
+pub fn router(db: DatabaseConnection) -> Router {
+    Router::new()
+        .route("/projects", get(list_projects).post(create_project))
+        .route("/projects/{id}", get(get_project))
+        .route("/projects/{id}/sessions", post(start_session))
+        .route("/sessions/{id}/events", get(session_events))
+        .with_state(db)
+}
+
+/// The authenticated user of a request, as the [`Actor`] every repository call takes.
+///
+/// Here it is read from [`USER_HEADER`] — see the warning there: in production this
+/// extractor verifies a JWT and maps its `sub` claim to `Actor::User`.
+#[derive(Clone, Copy, Debug)]
+pub struct AuthUser(pub Actor);
+
+impl<S: Send + Sync> FromRequestParts<S> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        let header = parts
+            .headers
+            .get(USER_HEADER)
+            .ok_or(ApiError::Unauthenticated("missing x-user-id header"))?;
+        let id = header
+            .to_str()
+            .ok()
+            .and_then(|s| Uuid::parse_str(s.trim()).ok())
+            .ok_or(ApiError::Unauthenticated("x-user-id is not a user id"))?;
+        Ok(Self(Actor::User(id)))
+    }
+}
+
+/// What a handler can fail with; its response is a status and a JSON error body.
+#[derive(Debug)]
+pub enum ApiError {
+    /// No (valid) user on the request: 401.
+    Unauthenticated(&'static str),
+    /// A repository refused or failed: see [`status_of`].
+    Forge(ForgeError),
+}
+
+impl From<ForgeError> for ApiError {
+    fn from(err: ForgeError) -> Self {
+        Self::Forge(err)
+    }
+}
+
+/// The HTTP status and the stable error code of a repository error.
+pub fn status_of(err: &ForgeError) -> (StatusCode, &'static str) {
+    match err {
+        ForgeError::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
+        ForgeError::Validation { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "validation"),
+        ForgeError::Conflict { .. } => (StatusCode::CONFLICT, "conflict"),
+        ForgeError::InvalidTransition { .. } => (StatusCode::CONFLICT, "invalid_transition"),
+        ForgeError::LimitReached { .. } => (StatusCode::TOO_MANY_REQUESTS, "limit_reached"),
+        ForgeError::Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden"),
+        ForgeError::LeaseLost { .. } => (StatusCode::CONFLICT, "lease_lost"),
+        ForgeError::Db(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, message) = match self {
+            Self::Unauthenticated(why) => (StatusCode::UNAUTHORIZED, "unauthenticated", why.into()),
+            // Database details stay in the server's log, not in the response.
+            Self::Forge(ForgeError::Db(err)) => {
+                eprintln!("api: database error: {err}");
+                let (status, code) = status_of(&ForgeError::Db(err));
+                (status, code, "internal error".to_owned())
+            }
+            Self::Forge(err) => {
+                let (status, code) = status_of(&err);
+                (status, code, err.to_string())
+            }
+        };
+        let body = json!({ "error": { "code": code, "message": message } });
+        (status, Json(body)).into_response()
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// `?after=CURSOR&limit=N` of a project list.
+#[derive(Debug, Default, Deserialize)]
+pub struct ListQuery {
+    /// The `next` cursor of the previous page.
+    pub after: Option<String>,
+    /// Page size (default 50, at most 200).
+    pub limit: Option<u64>,
+}
+
+async fn list_projects(
+    State(db): State<DatabaseConnection>,
+    AuthUser(user): AuthUser,
+    Query(query): Query<ListQuery>,
+) -> ApiResult<Json<Page<projects::Model>>> {
+    let after = query.after.as_deref().map(Cursor::from_str).transpose()?;
+    let request = PageRequest {
+        after,
+        limit: query.limit,
+    };
+    let filter = ListProjects::default();
+    Ok(Json(
+        project_repo::list(&db, user, &filter, &request).await?,
+    ))
+}
+
+/// The body of `POST /projects`.
+#[derive(Debug, Deserialize)]
+pub struct CreateProject {
+    /// The project's name.
+    pub name: String,
+    /// An optional description.
+    pub description: Option<String>,
+}
+
+async fn create_project(
+    State(db): State<DatabaseConnection>,
+    AuthUser(user): AuthUser,
+    Json(body): Json<CreateProject>,
+) -> ApiResult<(StatusCode, Json<projects::Model>)> {
+    let owner = user_id(user)?;
+    let new = NewProject {
+        description: body.description,
+        ..NewProject::new(owner, body.name)
+    };
+    let project = project_repo::create(&db, user, new).await?;
+    Ok((StatusCode::CREATED, Json(project)))
+}
+
+async fn get_project(
+    State(db): State<DatabaseConnection>,
+    AuthUser(user): AuthUser,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<projects::Model>> {
+    Ok(Json(project_repo::get(&db, user, id).await?))
+}
+
+/// The body of `POST /projects/{id}/sessions`.
+#[derive(Debug, Deserialize)]
+pub struct StartSession {
+    /// What the session should do.
+    pub prompt: String,
+    /// How long it lives, in minutes (default 60).
+    pub ttl_minutes: Option<i64>,
+}
+
+async fn start_session(
+    State(db): State<DatabaseConnection>,
+    AuthUser(user): AuthUser,
+    Path(project_id): Path<Uuid>,
+    Json(body): Json<StartSession>,
+) -> ApiResult<(StatusCode, Json<coding_sessions::Model>)> {
+    let owner = user_id(user)?;
+    let mut new = NewSession::new(owner, project_id, body.prompt);
+    if let Some(minutes) = body.ttl_minutes {
+        // An out-of-range value becomes a zero TTL, which the repository refuses (422).
+        new.ttl = chrono::TimeDelta::try_minutes(minutes).unwrap_or_default();
+    }
+    let session = sessions::start(&db, user, new).await?;
+    Ok((StatusCode::CREATED, Json(session)))
+}
+
+/// `?after=SEQ&limit=N` of an event tail.
+#[derive(Debug, Default, Deserialize)]
+pub struct EventsQuery {
+    /// The last `seq` seen (default 0: from the first event).
+    pub after: Option<i64>,
+    /// At most this many events (default 50).
+    pub limit: Option<u64>,
+}
+
+async fn session_events(
+    State(db): State<DatabaseConnection>,
+    AuthUser(user): AuthUser,
+    Path(session_id): Path<Uuid>,
+    Query(query): Query<EventsQuery>,
+) -> ApiResult<Json<Vec<session_events::Model>>> {
+    let after = query.after.unwrap_or(0);
+    let limit = query.limit.unwrap_or(forge_db::service::DEFAULT_PAGE_SIZE);
+    Ok(Json(
+        events::after(&db, user, session_id, after, limit).await?,
+    ))
+}
+
+fn user_id(actor: Actor) -> Result<Uuid, ApiError> {
+    actor
+        .user_id()
+        .ok_or(ApiError::Unauthenticated("the request has no user"))
+}

@@ -1,0 +1,339 @@
+//! A coding-job worker: claims queued jobs on a lease (`jobs::claim_many`), streams events
+//! to their session (`events::append`), heartbeats while it works, and completes or fails
+//! each job — a failed job is retried with backoff until its `max_retries` are used up.
+//!
+//! ```sh
+//! cargo run --example worker                                # embedded SQLite, ./forge.db
+//! DATABASE_URL=postgres://user:pass@host/db cargo run --example worker
+//! scripts/with-postgres.sh cargo run --example worker      # a throwaway PostgreSQL
+//! ```
+//!
+//! When no job is queued it first enqueues a demo session's five jobs: one fails once and
+//! then succeeds, one always fails (retried once, then `failed`), one is long and
+//! heartbeats its lease. The work is simulated; the failures are deterministic (by
+//! prompt), so every run shows the retries. It stops on Ctrl-C (after finishing the job in
+//! hand; jobs claimed but not started are handed back), or by itself once the queue has
+//! stayed empty for `WORKER_IDLE_SECS` (default 8) — so it terminates in CI. Errors print
+//! as one line on stderr, with exit code 1.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use forge_db::entity::coding_jobs::Model as CodingJob;
+use forge_db::entity::prelude::*;
+use forge_db::migration::{Backend, redact_url};
+use forge_db::sea_orm::DatabaseConnection;
+use forge_db::service::jobs::{self, JobFilter, NewJob, RetryPolicy};
+use forge_db::service::profiles::{self, NewProfile};
+use forge_db::service::projects::{self, NewProject};
+use forge_db::service::sessions::{self, NewSession};
+use forge_db::service::{Actor, ForgeError, PageRequest, events};
+use forge_db::{DEFAULT_DATABASE_URL, Migrator, MigratorTrait};
+use serde_json::json;
+use tokio::sync::Notify;
+
+type AnyResult<T> = Result<T, Box<dyn std::error::Error>>;
+
+/// The worker's name: its claims carry it, and only it may finish what it claimed.
+const WORKER: &str = "example-worker";
+/// How long a claim holds a job before another worker may take it over.
+const LEASE: Duration = Duration::from_secs(10);
+/// How many jobs one claim takes.
+const CLAIM: u64 = 2;
+/// How long one simulated step of work takes.
+const STEP: Duration = Duration::from_millis(200);
+/// How often an idle worker asks for work.
+const POLL: Duration = Duration::from_millis(500);
+/// Short backoff so the demo's retries come back within seconds.
+const RETRY: RetryPolicy = RetryPolicy {
+    base: Duration::from_secs(1),
+    max: Duration::from_secs(4),
+};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("worker: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Set once Ctrl-C was pressed; the loop stops at the next safe point.
+#[derive(Clone, Default)]
+struct Shutdown {
+    requested: Arc<AtomicBool>,
+    notify: Arc<Notify>,
+}
+
+impl Shutdown {
+    fn listen(&self) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                println!("ctrl-c    stopping after the job in hand");
+                this.requested.store(true, Ordering::SeqCst);
+                this.notify.notify_waiters();
+            }
+        });
+    }
+
+    fn requested(&self) -> bool {
+        self.requested.load(Ordering::SeqCst)
+    }
+
+    /// Sleeps `d`, or less when Ctrl-C comes first; true when it did.
+    async fn sleep(&self, d: Duration) -> bool {
+        let notified = self.notify.notified();
+        if self.requested() {
+            return true;
+        }
+        tokio::select! {
+            () = notified => true,
+            () = tokio::time::sleep(d) => self.requested(),
+        }
+    }
+}
+
+async fn run() -> AnyResult<()> {
+    let url = std::env::var("DATABASE_URL")
+        .ok()
+        .filter(|url| !url.is_empty())
+        .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
+    let idle = std::env::var("WORKER_IDLE_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map_or(Duration::from_secs(8), Duration::from_secs);
+    let backend = Backend::from_url(&url).map_or(String::new(), |b| format!(" ({b})"));
+    let mut out = std::io::stdout();
+    writeln!(out, "database  {}{backend}", redact_url(&url))?;
+    let db = forge_db::connect(&url).await?;
+    Migrator::up(&db, None).await?;
+
+    enqueue_demo_if_idle(&db).await?;
+    let shutdown = Shutdown::default();
+    shutdown.listen();
+    let stats = work(&db, &shutdown, idle).await?;
+    writeln!(
+        out,
+        "stopped   {} completed, {} failed for a retry, {} failed for good",
+        stats.completed, stats.retried, stats.failed
+    )?;
+    Ok(())
+}
+
+/// Enqueues a demo session's jobs unless some job is already waiting.
+async fn enqueue_demo_if_idle(db: &DatabaseConnection) -> AnyResult<()> {
+    let pending = JobFilter {
+        status: Some(JobStatus::Pending),
+        ..JobFilter::default()
+    };
+    let waiting = jobs::list(db, Actor::Service, pending, PageRequest::with_limit(1)).await?;
+    if !waiting.items.is_empty() {
+        println!("queue     jobs are waiting: working on those");
+        return Ok(());
+    }
+    let short = Uuid::new_v4().simple().to_string()[..8].to_owned();
+    let email = format!("worker-demo+{short}@example.com");
+    let owner = profiles::create(db, Actor::Service, NewProfile::new(email)).await?;
+    let user = Actor::User(owner.id);
+    let project = projects::create(db, user, NewProject::new(owner.id, "Worker demo")).await?;
+    let new = NewSession::new(owner.id, project.id, "Ship the demo app");
+    let session = sessions::start(db, user, new).await?;
+    sessions::transition(db, user, session.id, SessionStatus::Active).await?;
+    let job = |prompt: &str, priority, max_retries| NewJob {
+        priority,
+        max_retries,
+        ..NewJob::new(session.id, prompt)
+    };
+    let queued = jobs::enqueue_many(
+        db,
+        Actor::Service,
+        vec![
+            job("Scaffold the app", 10, 3),
+            job("Write the tests (flaky)", 5, 3),
+            job("Refactor the build (long)", 5, 3),
+            job("Deploy to production (broken)", 0, 1),
+            job("Write the changelog", 0, 3),
+        ],
+    )
+    .await?;
+    println!(
+        "queue     enqueued {} demo jobs for session {}",
+        queued.len(),
+        session.id
+    );
+    Ok(())
+}
+
+#[derive(Default)]
+struct Stats {
+    completed: usize,
+    retried: usize,
+    failed: usize,
+}
+
+/// Claims and works jobs until Ctrl-C or until the queue stayed empty for `idle`.
+async fn work(db: &DatabaseConnection, shutdown: &Shutdown, idle: Duration) -> AnyResult<Stats> {
+    let mut stats = Stats::default();
+    let mut idle_since = Instant::now();
+    while !shutdown.requested() {
+        let claimed = jobs::claim_many(db, Actor::Service, WORKER, LEASE, CLAIM).await?;
+        if claimed.is_empty() {
+            if idle_since.elapsed() >= idle {
+                println!("idle      queue empty for {}s", idle.as_secs());
+                break;
+            }
+            shutdown.sleep(POLL).await;
+            continue;
+        }
+        for job in claimed {
+            if shutdown.requested() {
+                hand_back(db, &job).await?;
+                continue;
+            }
+            let finished = process(db, &job, shutdown).await?;
+            match finished.status {
+                JobStatus::Completed => stats.completed += 1,
+                JobStatus::Pending => stats.retried += 1,
+                _ => stats.failed += 1,
+            }
+        }
+        idle_since = Instant::now();
+    }
+    Ok(stats)
+}
+
+/// Gives a claimed but unstarted job back to the queue (this uses up one of its retries,
+/// as any failure does).
+async fn hand_back(db: &DatabaseConnection, job: &CodingJob) -> AnyResult<()> {
+    let reason = "worker stopped before starting the job";
+    match jobs::fail(db, Actor::Service, job.id, WORKER, reason, RETRY).await {
+        Ok(job) => println!("release   \"{}\" → {}", job.prompt, job.status),
+        // Its lease ran out meanwhile: it is back in the queue already.
+        Err(ForgeError::LeaseLost { .. }) => println!("release   \"{}\": lease gone", job.prompt),
+        Err(err) => return Err(err.into()),
+    }
+    Ok(())
+}
+
+/// Works one job, then completes or fails it. A job whose lease was lost, or whose
+/// session ended, is reported and skipped instead of stopping the worker.
+async fn process(
+    db: &DatabaseConnection,
+    job: &CodingJob,
+    shutdown: &Shutdown,
+) -> AnyResult<CodingJob> {
+    let attempt = job.retry_count + 1;
+    println!("claim     \"{}\" (attempt {attempt})", job.prompt);
+    let outcome = simulate(db, job, shutdown).await;
+    let finished = match outcome {
+        Ok(files) => {
+            let result = json!({ "files_changed": files });
+            jobs::complete(db, Actor::Service, job.id, WORKER, result).await
+        }
+        Err(Failure::Job(reason)) => {
+            jobs::fail(db, Actor::Service, job.id, WORKER, &reason, RETRY).await
+        }
+        Err(Failure::Db(err)) => return Err(err.into()),
+    };
+    match finished {
+        Ok(done) => {
+            let note = match done.status {
+                JobStatus::Pending => {
+                    format!(" (retry {} of {})", done.retry_count, done.max_retries)
+                }
+                _ => String::new(),
+            };
+            println!("finish    \"{}\" → {}{note}", done.prompt, done.status);
+            Ok(done)
+        }
+        Err(err @ ForgeError::LeaseLost { .. }) => {
+            println!("lost      \"{}\": {err}", job.prompt);
+            Ok(job.clone())
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// Why a job's work did not succeed.
+enum Failure {
+    /// The job failed: the reason is stored on it.
+    Job(String),
+    /// The database failed: the worker stops.
+    Db(ForgeError),
+}
+
+impl From<ForgeError> for Failure {
+    fn from(err: ForgeError) -> Self {
+        match err {
+            // The job's session ended, or the job was taken over: fail it, go on.
+            ForgeError::InvalidTransition { .. }
+            | ForgeError::NotFound { .. }
+            | ForgeError::LeaseLost { .. } => Self::Job(err.to_string()),
+            other => Self::Db(other),
+        }
+    }
+}
+
+/// Simulated work: a few steps, each streaming an event and extending the lease. Fails
+/// deterministically by prompt: "(flaky)" on the first attempt, "(broken)" always.
+async fn simulate(
+    db: &DatabaseConnection,
+    job: &CodingJob,
+    shutdown: &Shutdown,
+) -> Result<usize, Failure> {
+    let long = job.prompt.contains("(long)");
+    let steps = if long { 6 } else { 2 };
+    let thinking = json!({ "text": format!("Planning: {}", job.prompt) });
+    events::append(
+        db,
+        Actor::Service,
+        job.session_id,
+        EventType::Thinking,
+        thinking,
+    )
+    .await?;
+    for step in 1..=steps {
+        // Finish the job in hand even when Ctrl-C comes: the sleep only ends sooner.
+        shutdown.sleep(STEP).await;
+        let change = json!({ "path": format!("src/step_{step}.rs") });
+        events::append(
+            db,
+            Actor::Service,
+            job.session_id,
+            EventType::FileChange,
+            change,
+        )
+        .await?;
+        if long {
+            jobs::heartbeat(db, Actor::Service, job.id, WORKER, LEASE).await?;
+            println!(
+                "heartbeat \"{}\" step {step}/{steps}, lease renewed",
+                job.prompt
+            );
+        }
+    }
+    let flaky = job.prompt.contains("(flaky)") && job.retry_count == 0;
+    if flaky || job.prompt.contains("(broken)") {
+        let reason = "simulated failure: the build broke";
+        let data = json!({ "message": reason });
+        events::append(db, Actor::Service, job.session_id, EventType::Error, data).await?;
+        return Err(Failure::Job(reason.to_owned()));
+    }
+    let done = json!({ "summary": format!("Done: {}", job.prompt) });
+    events::append(
+        db,
+        Actor::Service,
+        job.session_id,
+        EventType::Completion,
+        done,
+    )
+    .await?;
+    Ok(steps)
+}

@@ -1,0 +1,498 @@
+//! `docs/schema.md`, generated: `forge-migration schema-doc`.
+//!
+//! The Mermaid ER diagram and each table's column list come from the entities of
+//! `forge-entity` (their `Column`s, primary keys and `belongs_to` relations), so they
+//! cannot drift from the code. Each table's purpose, invariants, RLS policies and
+//! indexes are prose kept here in [`NOTES`]. A test compares [`render`] with the file in
+//! the repository and fails, naming the command to run, when the file is stale.
+
+use std::fmt::Write as _;
+
+use forge_entity::{
+    batch_items, batch_jobs, coding_jobs, coding_sessions, conversation_turns, conversations,
+    profiles, projects, session_events,
+};
+use sea_orm_migration::sea_orm::sea_query::ForeignKeyAction;
+use sea_orm_migration::sea_orm::{
+    ColumnTrait, ColumnType, EntityTrait, IdenStatic, Iterable, PrimaryKeyToColumn, RelationTrait,
+};
+
+/// Where the document lives, relative to the workspace root.
+pub const SCHEMA_DOC_PATH: &str = "docs/schema.md";
+
+/// The command that regenerates the document.
+pub const SCHEMA_DOC_COMMAND: &str = "cargo run -p forge-migration -- schema-doc";
+
+/// The hand-written part of one table's section.
+#[derive(Clone, Copy, Debug)]
+pub struct TableNotes {
+    /// The table's name.
+    pub table: &'static str,
+    /// What the table is for, one paragraph.
+    pub purpose: &'static str,
+    /// Rules that always hold for its rows.
+    pub invariants: &'static [&'static str],
+    /// Its row-level security on PostgreSQL.
+    pub rls: &'static [&'static str],
+    /// Its indexes besides the primary key.
+    pub indexes: &'static [&'static str],
+}
+
+/// One column as its entity declares it.
+struct Column {
+    name: String,
+    ty: &'static str,
+    nullable: bool,
+    key: Vec<&'static str>,
+}
+
+/// A `belongs_to` relation: `table.from` references `to_table.to`.
+struct ForeignKey {
+    from: String,
+    to_table: String,
+    to: String,
+    on_delete: &'static str,
+    nullable: bool,
+}
+
+/// One entity: its table, columns and foreign keys.
+struct Table {
+    name: &'static str,
+    columns: Vec<Column>,
+    foreign_keys: Vec<ForeignKey>,
+}
+
+/// The table of entity `E`.
+fn table<E: EntityTrait>() -> Table {
+    let entity = E::default();
+    let primary: Vec<String> = E::PrimaryKey::iter()
+        .map(|pk| pk.into_column().as_str().to_owned())
+        .collect();
+    let mut foreign_keys = Vec::new();
+    for relation in E::Relation::iter() {
+        let def = relation.def();
+        if def.is_owner {
+            continue; // has_one / has_many: drawn from the child's side
+        }
+        for (from, to) in def.from_col.iter().zip(def.to_col.iter()) {
+            foreign_keys.push(ForeignKey {
+                from: from.to_string(),
+                to_table: def.to_tbl.sea_orm_table().to_string(),
+                to: to.to_string(),
+                on_delete: on_delete(def.on_delete.as_ref()),
+                nullable: false,
+            });
+        }
+    }
+    let columns = E::Column::iter()
+        .map(|c| {
+            let def = c.def();
+            let name = c.as_str().to_owned();
+            let mut key = Vec::new();
+            if primary.contains(&name) {
+                key.push("PK");
+            }
+            if foreign_keys.iter().any(|fk| fk.from == name) {
+                key.push("FK");
+            }
+            if def.is_unique() {
+                key.push("UK");
+            }
+            Column {
+                ty: type_name(def.get_column_type()),
+                nullable: def.is_null(),
+                name,
+                key,
+            }
+        })
+        .collect::<Vec<_>>();
+    for fk in &mut foreign_keys {
+        fk.nullable = columns.iter().any(|c| c.name == fk.from && c.nullable);
+    }
+    Table {
+        name: entity.table_name(),
+        columns,
+        foreign_keys,
+    }
+}
+
+/// Every entity of `forge-entity`, parents before children.
+fn tables() -> Vec<Table> {
+    vec![
+        table::<profiles::Entity>(),
+        table::<projects::Entity>(),
+        table::<coding_sessions::Entity>(),
+        table::<coding_jobs::Entity>(),
+        table::<session_events::Entity>(),
+        table::<conversations::Entity>(),
+        table::<conversation_turns::Entity>(),
+        table::<batch_jobs::Entity>(),
+        table::<batch_items::Entity>(),
+    ]
+}
+
+/// The PostgreSQL name of a column type, as the document shows it.
+fn type_name(ty: &ColumnType) -> &'static str {
+    match ty {
+        ColumnType::Uuid => "uuid",
+        ColumnType::Integer => "integer",
+        ColumnType::BigInteger => "bigint",
+        ColumnType::Double => "double_precision",
+        ColumnType::Boolean => "boolean",
+        ColumnType::Json | ColumnType::JsonBinary => "jsonb",
+        ColumnType::TimestampWithTimeZone | ColumnType::Timestamp | ColumnType::DateTime => {
+            "timestamptz"
+        }
+        ColumnType::Text
+        | ColumnType::String(_)
+        | ColumnType::Char(_)
+        | ColumnType::Enum { .. } => "text",
+        _ => "other",
+    }
+}
+
+fn on_delete(action: Option<&ForeignKeyAction>) -> &'static str {
+    match action {
+        Some(ForeignKeyAction::Cascade) => "cascade",
+        Some(ForeignKeyAction::SetNull) => "set null",
+        Some(ForeignKeyAction::Restrict) => "restrict",
+        Some(ForeignKeyAction::SetDefault) => "set default",
+        Some(ForeignKeyAction::NoAction) | None => "no action",
+        Some(_) => "other",
+    }
+}
+
+/// The whole of `docs/schema.md`.
+#[must_use]
+pub fn render() -> String {
+    let tables = tables();
+    let mut out = String::from(HEADER);
+    out.push_str("\n## Diagram\n\n");
+    diagram(&mut out, &tables);
+    out.push_str("\n## Tables\n");
+    for t in &tables {
+        section(&mut out, t);
+    }
+    out.push_str(FOOTER);
+    out
+}
+
+/// The Mermaid `erDiagram`: every table with its columns, every foreign key as an edge
+/// from parent to child labelled with the child's column and its ON DELETE rule.
+fn diagram(out: &mut String, tables: &[Table]) {
+    out.push_str("```mermaid\nerDiagram\n");
+    for t in tables {
+        let _ = writeln!(out, "    {} {{", t.name);
+        for c in &t.columns {
+            let _ = write!(out, "        {} {}", c.ty, c.name);
+            if !c.key.is_empty() {
+                let _ = write!(out, " {}", c.key.join(", "));
+            }
+            out.push_str(if c.nullable { " \"null\"\n" } else { "\n" });
+        }
+        out.push_str("    }\n");
+    }
+    for t in tables {
+        for fk in &t.foreign_keys {
+            let parent = if fk.nullable { "|o" } else { "||" };
+            let _ = writeln!(
+                out,
+                "    {} {parent}--o{{ {} : \"{} ({})\"",
+                fk.to_table, t.name, fk.from, fk.on_delete
+            );
+        }
+    }
+    out.push_str("```\n");
+}
+
+/// One table's section: purpose, columns, foreign keys, then the notes.
+fn section(out: &mut String, t: &Table) {
+    let notes = NOTES.iter().find(|n| n.table == t.name);
+    let _ = writeln!(out, "\n### {}\n", t.name);
+    if let Some(n) = notes {
+        let _ = writeln!(out, "{}\n", n.purpose);
+    }
+    out.push_str("| column | type | null | key |\n|---|---|---|---|\n");
+    for c in &t.columns {
+        let null = if c.nullable { "NULL" } else { "NOT NULL" };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {null} | {} |",
+            c.name,
+            c.ty,
+            c.key.join(", ")
+        );
+    }
+    if !t.foreign_keys.is_empty() {
+        out.push_str("\nForeign keys:\n");
+        for fk in &t.foreign_keys {
+            let _ = writeln!(
+                out,
+                "- `{}` → `{}({})` ON DELETE {}",
+                fk.from,
+                fk.to_table,
+                fk.to,
+                fk.on_delete.to_uppercase()
+            );
+        }
+    }
+    let Some(n) = notes else {
+        out.push_str("\n(no notes for this table in migration/src/schema_doc.rs)\n");
+        return;
+    };
+    list(out, "Invariants", n.invariants);
+    list(out, "Row-level security (PostgreSQL)", n.rls);
+    list(out, "Indexes", n.indexes);
+}
+
+fn list(out: &mut String, title: &str, lines: &[&str]) {
+    let _ = writeln!(out, "\n{title}:");
+    for line in lines {
+        let _ = writeln!(out, "- {line}");
+    }
+}
+
+const HEADER: &str = "# Forge's database schema
+
+<!-- Generated by `cargo run -p forge-migration -- schema-doc` from the entities of
+forge-entity and the notes in migration/src/schema_doc.rs. Do not edit by hand: a test
+(migration/tests/seed_and_docs.rs) fails when this file is stale. -->
+
+Forge keeps two aggregates in nine tables. A **profile** owns **projects**, and a project's
+**coding sessions** carry a queue of **coding jobs** and an append-only stream of
+**session events** (seed 002). A profile also owns generated **conversations** with their
+**turns**, and **batch jobs** whose **items** each produce one conversation (seed 003).
+Every table has a `uuid` primary key `id` (the application sets it; PostgreSQL also
+defaults it to `gen_random_uuid()`) and `created_at`; every table but `session_events`
+and `conversation_turns` has `updated_at`, kept current by the entities'
+`ActiveModelBehavior` and, on PostgreSQL, by a `BEFORE UPDATE` trigger. Enum-like columns
+are `text` with a `CHECK (col IN (...))`; JSON columns are `jsonb` on PostgreSQL and JSON
+text on SQLite. The same migrations build the schema on SQLite and PostgreSQL;
+row-level security exists on PostgreSQL only.
+";
+
+const FOOTER: &str = "
+## Row-level security
+
+On PostgreSQL the migrations enable RLS on every table, Supabase-compatible: roles
+`anon`, `authenticated` and `service_role` (created when missing), and `auth.uid()`
+reading the `sub` of the request's JWT claims (`request.jwt.claim.sub` or
+`request.jwt.claims`). Every policy is for `authenticated` and compares the owner with
+`(select auth.uid())`; `service_role` and the tables' owner bypass RLS. The service layer
+filters by owner in Rust as well, so RLS is the second wall, not the only one.
+
+## Triggers and functions (PostgreSQL)
+
+- `updated_at` triggers on every table that has the column.
+- `session_events_assign_seq` (`BEFORE INSERT`): assigns the next `seq` of the session
+  when an insert leaves it out, locking the session row so appends are serialised and
+  readers polling \"seq > N\" never skip an event.
+- `forge_fail_jobs_of_ended_session`: when a session ends, its unfinished jobs fail.
+- `on_auth_user_created` on `auth.users`, where that table exists (Supabase): creates the
+  profile on signup.
+
+## Development data
+
+`forge-migration seed [--users N]` loads, for each of N users, the data set of seed 002
+step 9 (a profile `dev{n}@forge.local`, the project \"Test Todo App\", a live session, its
+jobs and events) plus seven conversations, one in every review status, with their turns,
+and a batch of six items. Ids are fixed, so running it again inserts nothing new. It
+refuses to run on a database with pending migrations.
+
+## Testing
+
+`scripts/test.sh` runs every test on SQLite and on a throwaway PostgreSQL
+(`scripts/with-postgres.sh`): the repositories' isolation tests (user B sees none of user
+A's rows, through the Rust filters and through RLS), `forge-migration verify` on freshly
+migrated and seeded databases, and the check that this file is up to date.
+
+## Migrations and checks
+
+`forge-migration up | down | status | fresh | refresh | reset` apply and roll back the
+migrations; `forge-migration verify` checks a live database against these migrations and
+entities; `forge-migration schema-doc` regenerates this file.
+";
+
+/// The hand-written part of every table's section.
+pub const NOTES: &[TableNotes] = &[
+    TableNotes {
+        table: "profiles",
+        purpose: "One row per user: identity, display name and plan. Its `id` equals the \
+                  auth user's id where one exists; every other table is owned through it.",
+        invariants: &[
+            "`email` is unique; `stripe_customer_id` is unique when set.",
+            "`tier` is one of free, pro, enterprise; `sessions_limit` ≥ 0 is how many live \
+             sessions the user may have at once.",
+        ],
+        rls: &[
+            "`profiles_select_own`, `profiles_update_own`: a user reads and updates only the \
+             row with `id = auth.uid()`.",
+            "No INSERT (signup creates the row) and no DELETE for users.",
+        ],
+        indexes: &["`email` (unique)", "`idx_profiles_tier` on `tier`"],
+    },
+    TableNotes {
+        table: "projects",
+        purpose: "A user's app project: name, template, Expo configuration and sandbox.",
+        invariants: &[
+            "`name` is not blank and at most 200 characters.",
+            "`status` is active, archived or deleted; deleting is soft (status = deleted).",
+        ],
+        rls: &["SELECT, INSERT (WITH CHECK), UPDATE, DELETE where `user_id = auth.uid()`."],
+        indexes: &[
+            "`idx_projects_user_id` on `user_id`",
+            "`idx_projects_status` on `status`",
+            "`idx_projects_created_at` on `created_at DESC`",
+        ],
+    },
+    TableNotes {
+        table: "coding_sessions",
+        purpose: "A live coding session on a project, started from a prompt, with its \
+                  preview URLs once ready.",
+        invariants: &[
+            "The project belongs to the session's `user_id`.",
+            "Live sessions (pending, active, paused) of a user never exceed the profile's \
+             `sessions_limit`, even under concurrent starts.",
+            "Transitions: pending→active, active⇄paused, pending|active|paused→\
+             completed|failed|expired; nothing leaves completed, failed or expired.",
+        ],
+        rls: &[
+            "SELECT, INSERT, UPDATE where `user_id = auth.uid()`; INSERT only for the user's \
+             own projects.",
+            "No DELETE for users.",
+        ],
+        indexes: &[
+            "`idx_coding_sessions_user_id` on `user_id`",
+            "`idx_coding_sessions_project_id` on `project_id`",
+            "`idx_coding_sessions_status` on `status`",
+            "`idx_coding_sessions_expires_at` on `expires_at`",
+        ],
+    },
+    TableNotes {
+        table: "coding_jobs",
+        purpose: "The work queue of a session: workers claim pending jobs by priority, hold \
+                  a lease, and complete or fail them.",
+        invariants: &[
+            "Higher `priority` runs first, FIFO by `created_at` within a priority; a job is \
+             not claimable before `run_after` (retry back-off).",
+            "A job still processing after `locked_until` may be claimed again.",
+            "`retry_count` ≥ 0 and `max_retries` ≥ 0.",
+            "On PostgreSQL claiming uses `FOR UPDATE SKIP LOCKED`.",
+        ],
+        rls: &[
+            "SELECT where the session is the user's; nothing else (workers use \
+                `service_role`).",
+        ],
+        indexes: &[
+            "`idx_coding_jobs_status_priority` on `(status, priority DESC, created_at)`",
+            "`idx_coding_jobs_session_id` on `(session_id, created_at)`",
+            "`idx_coding_jobs_pending` on `(priority DESC, created_at) WHERE status = 'pending'`",
+            "`idx_coding_jobs_lease` on `locked_until WHERE locked_until IS NOT NULL` \
+             (PostgreSQL)",
+        ],
+    },
+    TableNotes {
+        table: "session_events",
+        purpose: "The append-only stream of what happened in a session (thinking, terminal \
+                  output, file changes, preview ready, completion, errors).",
+        invariants: &[
+            "`seq` is 1, 2, 3 … within a session with no gaps, unique per session.",
+            "Events never change (no `updated_at`).",
+            "A reader tailing \"events after seq N\" never skips an event, even with \
+             concurrent writers.",
+        ],
+        rls: &["SELECT where the session is the user's; nothing else."],
+        indexes: &[
+            "`(session_id, seq)` unique",
+            "`idx_session_events_created_at` on `created_at DESC`",
+        ],
+    },
+    TableNotes {
+        table: "conversations",
+        purpose: "A generated training conversation and its review: status, tier, the \
+                  generation parameters, quality and the history of review actions.",
+        invariants: &[
+            "`conversation_id` (the human-facing id) is unique.",
+            "`total_turns` and `total_tokens` always equal the count and token sum of its \
+             turns.",
+            "`quality_score` is between 0 and 10 when set.",
+            "`review_history` is a JSON array of review actions (who, what, comment, when).",
+        ],
+        rls: &["SELECT, INSERT, UPDATE, DELETE where `created_by = auth.uid()`."],
+        indexes: &[
+            "`idx_conversations_created_by` on `created_by`",
+            "`idx_conversations_status` on `status`",
+            "`idx_conversations_tier` on `tier`",
+            "`idx_conversations_created_at` on `created_at DESC`",
+        ],
+    },
+    TableNotes {
+        table: "conversation_turns",
+        purpose: "The messages of a conversation, in order.",
+        invariants: &[
+            "`turn_number` ≥ 1 and unique within the conversation.",
+            "`token_count` ≥ 0; turns never change (no `updated_at`).",
+        ],
+        rls: &["SELECT, INSERT, UPDATE, DELETE through the conversation's owner."],
+        indexes: &["`(conversation_id, turn_number)` unique"],
+    },
+    TableNotes {
+        table: "batch_jobs",
+        purpose: "A batch of conversations to generate, with its configuration and progress \
+                  counters.",
+        invariants: &[
+            "`completed_items = successful_items + failed_items ≤ total_items`, all ≥ 0 \
+             (a CHECK).",
+            "The counters always equal what the batch's items say, even with many workers \
+             finishing items at once.",
+        ],
+        rls: &["SELECT, INSERT, UPDATE, DELETE where `created_by = auth.uid()`."],
+        indexes: &[
+            "`idx_batch_jobs_created_by` on `created_by`",
+            "`idx_batch_jobs_status` on `status`",
+        ],
+    },
+    TableNotes {
+        table: "batch_items",
+        purpose: "One conversation to generate within a batch, and the conversation it \
+                  produced.",
+        invariants: &[
+            "`progress` is between 0 and 100.",
+            "`conversation_id` becomes NULL when the conversation is deleted.",
+        ],
+        rls: &["SELECT, INSERT, UPDATE, DELETE through the batch's owner."],
+        indexes: &[
+            "`idx_batch_items_job_id` on `batch_job_id`",
+            "`idx_batch_items_status` on `status`",
+            "`idx_batch_items_conversation_id` on `conversation_id WHERE conversation_id IS \
+             NOT NULL`",
+        ],
+    },
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_table_has_notes_and_an_entity() {
+        let names: Vec<_> = tables().iter().map(|t| t.name).collect();
+        assert_eq!(names, crate::TABLES);
+        let noted: Vec<_> = NOTES.iter().map(|n| n.table).collect();
+        assert_eq!(noted, crate::TABLES);
+    }
+
+    #[test]
+    fn the_diagram_draws_every_foreign_key() {
+        let doc = render();
+        assert!(
+            doc.contains("profiles ||--o{ projects : \"user_id (cascade)\""),
+            "{doc}"
+        );
+        assert!(
+            doc.contains("profiles |o--o{ conversations : \"approved_by (set null)\""),
+            "{doc}"
+        );
+        assert!(doc.contains("uuid id PK"), "{doc}");
+    }
+}

@@ -1,0 +1,654 @@
+//! Development data: `forge-migration seed [--users N]`.
+//!
+//! For each of `N` users (numbered from 1) this loads the data set of seed 002 step 9 —
+//! a profile, a project "Test Todo App", a live coding session, its jobs (completed,
+//! pending, failed) and its events — plus seven conversations, one in every review
+//! status, each with its turns, and a batch of six items in every item status.
+//!
+//! Loading is idempotent: every row has a fixed id derived from the user number and the
+//! row's place in the set (`5eed0000-0000-4000-8000-UUUUUUUUKKNN`), emails are
+//! `dev{n}@forge.local`, and every insert is `ON CONFLICT (id) DO NOTHING`. Running it
+//! twice leaves the same rows; running it with a larger `N` adds the missing users.
+//!
+//! The set holds to the schema's invariants: a conversation's `total_turns` and
+//! `total_tokens` are the count and token sum of its turns, its `review_history` matches
+//! its status, and the batch's counters are what its items say
+//! (`completed = successful + failed ≤ total`). Everything is written in one transaction.
+
+use std::fmt;
+
+use chrono::{DateTime, Duration, Utc};
+use forge_entity::batch_items::{self, ItemStatus};
+use forge_entity::batch_jobs::{
+    self, BatchConfiguration, BatchPriority, BatchStatus, ErrorHandling,
+};
+use forge_entity::coding_jobs::{self, JobStatus};
+use forge_entity::coding_sessions::{self, SessionStatus};
+use forge_entity::conversation_turns::{self, TurnRole};
+use forge_entity::conversations::{
+    self, Categories, ConversationStatus, ConversationTier, QualityMetrics, ReviewAction,
+    ReviewActionKind, ReviewHistory,
+};
+use forge_entity::profiles::{self, Tier};
+use forge_entity::projects::{self, ProjectStatus};
+use forge_entity::session_events::{self, EventType};
+use sea_orm_migration::MigratorTrait;
+use sea_orm_migration::sea_orm::{
+    ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, IntoActiveModel, PaginatorTrait,
+    TransactionTrait, TryInsertResult,
+};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::{Migrator, TABLES};
+
+/// The most users one `seed` run loads.
+pub const MAX_SEED_USERS: u32 = 10_000;
+
+/// What a `seed` run did, table by table (in [`TABLES`] order).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SeedReport {
+    /// How many users the data set was loaded for.
+    pub users: u32,
+    /// One entry per table, parents before children.
+    pub tables: Vec<TableCount>,
+}
+
+/// Rows of one table after a `seed` run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableCount {
+    /// The table's name.
+    pub table: &'static str,
+    /// Rows this run inserted (0 for rows that were already there).
+    pub inserted: u64,
+    /// Rows in the table afterwards (seeded or not).
+    pub total: u64,
+}
+
+impl fmt::Display for SeedReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for t in &self.tables {
+            writeln!(
+                f,
+                "  {:20} {:>6} new, {:>7} in the table",
+                t.table, t.inserted, t.total
+            )?;
+        }
+        let inserted: u64 = self.tables.iter().map(|t| t.inserted).sum();
+        write!(
+            f,
+            "forge-migration: seeded {} user(s) (dev1@forge.local …): {inserted} new rows",
+            self.users
+        )
+    }
+}
+
+/// Why `seed` loaded nothing.
+#[derive(Debug)]
+pub enum SeedError {
+    /// The database is not migrated to this binary's latest migration.
+    SchemaNotReady {
+        /// Migrations applied to the database.
+        applied: usize,
+        /// Migrations this binary carries.
+        total: usize,
+    },
+    /// `--users` outside `1..=MAX_SEED_USERS`.
+    InvalidUsers(u32),
+    /// The database refused a statement; the transaction was rolled back.
+    Db(DbErr),
+}
+
+impl fmt::Display for SeedError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::SchemaNotReady { applied, total } => write!(
+                f,
+                "the schema is missing or out of date ({applied} of {total} migrations \
+                 applied): run `forge-migration up` first"
+            ),
+            Self::InvalidUsers(n) => {
+                write!(f, "--users must be between 1 and {MAX_SEED_USERS}, not {n}")
+            }
+            Self::Db(err) => write!(f, "{err}"),
+        }
+    }
+}
+
+impl std::error::Error for SeedError {}
+
+impl From<DbErr> for SeedError {
+    fn from(err: DbErr) -> Self {
+        Self::Db(err)
+    }
+}
+
+/// Loads the development data set for users `1..=users` into a migrated database.
+///
+/// # Errors
+/// [`SeedError::InvalidUsers`] for `users` outside `1..=MAX_SEED_USERS`,
+/// [`SeedError::SchemaNotReady`] when a migration is pending (nothing is written), and
+/// [`SeedError::Db`] when a statement fails (the whole run is rolled back).
+pub async fn seed(db: &DatabaseConnection, users: u32) -> Result<SeedReport, SeedError> {
+    if !(1..=MAX_SEED_USERS).contains(&users) {
+        return Err(SeedError::InvalidUsers(users));
+    }
+    ensure_migrated(db).await?;
+    let now = Utc::now();
+    let txn = db.begin().await?;
+    let mut inserted = [0_u64; TABLES.len()];
+    for user in 1..=users {
+        load(&txn, &UserSet::new(user, now), &mut inserted).await?;
+    }
+    let tables = totals(&txn, &inserted).await?;
+    txn.commit().await?;
+    Ok(SeedReport { users, tables })
+}
+
+/// Fails unless every migration of this binary is applied.
+async fn ensure_migrated(db: &DatabaseConnection) -> Result<(), SeedError> {
+    let total = Migrator::migrations().len();
+    // No migration table at all reads as "nothing applied".
+    let applied = Migrator::get_applied_migrations_read_only(db)
+        .await
+        .map_or(0, |m| m.len());
+    if applied < total {
+        return Err(SeedError::SchemaNotReady { applied, total });
+    }
+    Ok(())
+}
+
+/// The seed's fixed ids: `5eed0000-0000-4000-8000-UUUUUUUUKKNN` for user `U`, kind `K`
+/// (which table) and row `N`.
+fn id(user: u32, kind: u8, n: u8) -> Uuid {
+    const BASE: u128 = 0x5eed_0000_0000_4000_8000_0000_0000_0000;
+    Uuid::from_u128(BASE | (u128::from(user) << 16) | (u128::from(kind) << 8) | u128::from(n))
+}
+
+/// Every row of one user's data set.
+struct UserSet {
+    profile: profiles::Model,
+    project: projects::Model,
+    session: coding_sessions::Model,
+    jobs: Vec<coding_jobs::Model>,
+    events: Vec<session_events::Model>,
+    conversations: Vec<conversations::Model>,
+    turns: Vec<conversation_turns::Model>,
+    batch: batch_jobs::Model,
+    items: Vec<batch_items::Model>,
+}
+
+/// When each row was made, counted back from a run's `now`.
+#[derive(Clone, Copy)]
+struct Clock {
+    start: DateTime<Utc>,
+}
+
+impl Clock {
+    fn at(self, minutes: i64) -> DateTime<Utc> {
+        self.start + Duration::minutes(minutes)
+    }
+}
+
+impl UserSet {
+    fn new(user: u32, now: DateTime<Utc>) -> Self {
+        let clock = Clock {
+            start: now - Duration::days(1),
+        };
+        let owner = id(user, 0, 0);
+        let (conversations, turns): (Vec<_>, Vec<_>) = ConversationStatus::ALL
+            .iter()
+            .zip(0_u8..)
+            .map(|(status, n)| conversation(owner, user, n, *status, clock))
+            .unzip();
+        let items = items(user, &conversations, clock);
+        Self {
+            profile: profile(user, clock),
+            project: project(user, clock),
+            session: session(user, now, clock),
+            jobs: jobs(user, clock),
+            events: events(user, clock),
+            batch: batch(user, &items, clock),
+            conversations,
+            turns: turns.into_iter().flatten().collect(),
+            items,
+        }
+    }
+}
+
+fn profile(user: u32, clock: Clock) -> profiles::Model {
+    profiles::Model {
+        id: id(user, 0, 0),
+        email: format!("dev{user}@forge.local"),
+        display_name: format!("dev{user}"),
+        avatar_url: None,
+        tier: if user.is_multiple_of(2) {
+            Tier::Pro
+        } else {
+            Tier::Free
+        },
+        sessions_limit: 3,
+        stripe_customer_id: None,
+        created_at: clock.at(0),
+        updated_at: clock.at(0),
+    }
+}
+
+fn project(user: u32, clock: Clock) -> projects::Model {
+    projects::Model {
+        id: id(user, 1, 0),
+        user_id: id(user, 0, 0),
+        name: "Test Todo App".to_owned(),
+        description: Some("A sample todo application for testing".to_owned()),
+        template_id: None,
+        expo_config: json!({"sdkVersion": "52.0.0", "name": "todo"}),
+        sandbox_id: None,
+        status: ProjectStatus::Active,
+        created_at: clock.at(1),
+        updated_at: clock.at(1),
+    }
+}
+
+fn session(user: u32, now: DateTime<Utc>, clock: Clock) -> coding_sessions::Model {
+    coding_sessions::Model {
+        id: id(user, 2, 0),
+        user_id: id(user, 0, 0),
+        project_id: id(user, 1, 0),
+        initial_prompt: "Build a todo app with React".to_owned(),
+        status: SessionStatus::Active,
+        expires_at: now + Duration::hours(1),
+        metadata: json!({"files": 12}),
+        eas_update_url: None,
+        webview_url: None,
+        created_at: clock.at(2),
+        updated_at: clock.at(2),
+    }
+}
+
+fn jobs(user: u32, clock: Clock) -> Vec<coding_jobs::Model> {
+    let job = |n: u8, prompt: &str, status: JobStatus| coding_jobs::Model {
+        id: id(user, 3, n),
+        session_id: id(user, 2, 0),
+        prompt: prompt.to_owned(),
+        status,
+        priority: i32::from(n),
+        retry_count: 0,
+        max_retries: 3,
+        run_after: clock.at(3),
+        locked_by: None,
+        locked_until: None,
+        result: None,
+        error_message: None,
+        started_at: None,
+        completed_at: None,
+        created_at: clock.at(3 + i64::from(n)),
+        updated_at: clock.at(3 + i64::from(n)),
+    };
+    let mut done = job(0, "Build a todo app with React", JobStatus::Completed);
+    done.started_at = Some(clock.at(4));
+    done.completed_at = Some(clock.at(9));
+    done.result = Some(json!({"files_changed": 7, "summary": "Todo list with add/remove"}));
+    let mut failed = job(2, "Add offline sync", JobStatus::Failed);
+    failed.retry_count = 3;
+    failed.started_at = Some(clock.at(10));
+    failed.completed_at = Some(clock.at(11));
+    failed.error_message = Some("sandbox timed out after 3 attempts".to_owned());
+    vec![
+        done,
+        job(1, "Add a dark mode toggle", JobStatus::Pending),
+        failed,
+    ]
+}
+
+fn events(user: u32, clock: Clock) -> Vec<session_events::Model> {
+    let data = [
+        (
+            EventType::Thinking,
+            json!({"message": "Planning the todo app structure..."}),
+        ),
+        (
+            EventType::Terminal,
+            json!({"command": "npm install", "output": "Installing dependencies..."}),
+        ),
+        (
+            EventType::FileChange,
+            json!({"path": "App.tsx", "change": "created"}),
+        ),
+        (EventType::Completion, json!({"message": "Todo app ready"})),
+    ];
+    data.into_iter()
+        .zip(1_u8..)
+        .map(|((event_type, data), seq)| session_events::Model {
+            id: id(user, 4, seq),
+            session_id: id(user, 2, 0),
+            seq: i64::from(seq),
+            event_type,
+            data,
+            created_at: clock.at(4 + i64::from(seq)),
+        })
+        .collect()
+}
+
+const TOPICS: [&str; 7] = [
+    "Refund for a late delivery",
+    "Resetting a forgotten password",
+    "Upgrading to the pro plan",
+    "Reporting a billing error",
+    "Cancelling a subscription",
+    "Changing the delivery address",
+    "A damaged item on arrival",
+];
+
+/// Conversation `n` of `owner`, in `status`, and its turns.
+fn conversation(
+    owner: Uuid,
+    user: u32,
+    n: u8,
+    status: ConversationStatus,
+    clock: Clock,
+) -> (conversations::Model, Vec<conversation_turns::Model>) {
+    let conv_id = id(user, 5, n);
+    let created = clock.at(30 + i64::from(n));
+    let turns = turns(user, n, conv_id, status, created);
+    let generated = status != ConversationStatus::Draft && status != ConversationStatus::Failed;
+    let approved = status == ConversationStatus::Approved;
+    let score = 6.0 + f64::from(n) / 2.0;
+    let model = conversations::Model {
+        id: conv_id,
+        conversation_id: format!("seed-{user}-{}", status.as_str()),
+        created_by: owner,
+        title: Some(TOPICS[usize::from(n)].to_owned()),
+        status,
+        tier: [
+            ConversationTier::Template,
+            ConversationTier::Scenario,
+            ConversationTier::EdgeCase,
+        ][usize::from(n) % 3],
+        persona: "customer".to_owned(),
+        emotion: if n.is_multiple_of(2) {
+            "frustrated"
+        } else {
+            "calm"
+        }
+        .to_owned(),
+        topic: TOPICS[usize::from(n)].to_owned(),
+        intent: "resolve an issue".to_owned(),
+        tone: "friendly".to_owned(),
+        category: Categories(vec!["support".to_owned(), "seed".to_owned()]),
+        parameters: json!({"temperature": 0.7}),
+        total_turns: i32::try_from(turns.len()).unwrap_or(i32::MAX),
+        total_tokens: turns.iter().map(|t| t.token_count).sum(),
+        quality_score: generated.then_some(score),
+        quality_metrics: generated.then(|| metrics(score)),
+        template_id: None,
+        parent_id: None,
+        parent_type: None,
+        review_history: review_history(owner, status, created),
+        generated_at: generated.then(|| created + Duration::minutes(1)),
+        approved_at: approved.then(|| created + Duration::minutes(3)),
+        approved_by: approved.then_some(owner),
+        created_at: created,
+        updated_at: created,
+    };
+    (model, turns)
+}
+
+fn metrics(score: f64) -> QualityMetrics {
+    QualityMetrics {
+        overall: score,
+        relevance: score,
+        accuracy: score,
+        naturalness: score,
+        coherence: score,
+        confidence: 0.9,
+        extra: serde_json::Map::new(),
+    }
+}
+
+/// Drafts and failed generations have an opening exchange; the rest four turns.
+fn turns(
+    user: u32,
+    n: u8,
+    conversation_id: Uuid,
+    status: ConversationStatus,
+    created: DateTime<Utc>,
+) -> Vec<conversation_turns::Model> {
+    let count: u8 = match status {
+        ConversationStatus::Draft | ConversationStatus::Failed => 2,
+        _ => 4,
+    };
+    (1..=count)
+        .map(|turn| {
+            let (role, content) = if turn % 2 == 1 {
+                (
+                    TurnRole::User,
+                    format!("Hi, I need help: {}.", TOPICS[usize::from(n)]),
+                )
+            } else {
+                (
+                    TurnRole::Assistant,
+                    "Of course, let me look into that for you.".to_owned(),
+                )
+            };
+            conversation_turns::Model {
+                // Turns of conversation n are ids (kind 6, n * 16 + turn).
+                id: id(user, 6, n * 16 + turn),
+                conversation_id,
+                turn_number: i32::from(turn),
+                role,
+                content,
+                token_count: 20 + 7 * i32::from(turn) + i32::from(n),
+                created_at: created,
+            }
+        })
+        .collect()
+}
+
+/// The review actions that lead to `status`.
+fn review_history(
+    owner: Uuid,
+    status: ConversationStatus,
+    created: DateTime<Utc>,
+) -> ReviewHistory {
+    let action = |action, minutes, comment: Option<&str>| ReviewAction {
+        action,
+        performed_by: owner,
+        at: created + Duration::minutes(minutes),
+        comment: comment.map(str::to_owned),
+    };
+    let verdict = match status {
+        ConversationStatus::Approved => Some(action(ReviewActionKind::Approved, 3, None)),
+        ConversationStatus::Rejected => {
+            Some(action(ReviewActionKind::Rejected, 3, Some("off topic")))
+        }
+        ConversationStatus::NeedsRevision => Some(action(
+            ReviewActionKind::RevisionRequested,
+            3,
+            Some("make the assistant more concise"),
+        )),
+        ConversationStatus::PendingReview => None,
+        _ => return ReviewHistory::default(),
+    };
+    let submitted = action(ReviewActionKind::Submitted, 2, None);
+    ReviewHistory(std::iter::once(submitted).chain(verdict).collect())
+}
+
+/// Six items: three completed (linked to generated conversations), one failed, one
+/// processing, one queued.
+fn items(
+    user: u32,
+    conversations: &[conversations::Model],
+    clock: Clock,
+) -> Vec<batch_items::Model> {
+    use ItemStatus::{Completed, Failed, Processing, Queued};
+    let statuses = [Completed, Completed, Completed, Failed, Processing, Queued];
+    statuses
+        .into_iter()
+        .zip(0_u8..)
+        .map(|(status, n)| {
+            let linked = conversations
+                .iter()
+                .filter(|c| c.generated_at.is_some())
+                .nth(usize::from(n));
+            batch_items::Model {
+                id: id(user, 8, n),
+                batch_job_id: id(user, 7, 0),
+                position: i32::from(n) + 1,
+                topic: TOPICS[usize::from(n)].to_owned(),
+                tier: ConversationTier::Scenario,
+                parameters: json!({"persona": "customer"}),
+                status,
+                progress: Some(match status {
+                    Completed | Failed => 100,
+                    Processing => 40,
+                    Queued => 0,
+                }),
+                estimated_time: (status == Queued).then_some(30),
+                conversation_id: if status == Completed {
+                    linked.map(|c| c.id)
+                } else {
+                    None
+                },
+                error: (status == Failed).then(|| "generation timed out".to_owned()),
+                created_at: clock.at(60),
+                updated_at: clock.at(61 + i64::from(n)),
+            }
+        })
+        .collect()
+}
+
+/// The batch, its counters taken from `items`.
+fn batch(user: u32, items: &[batch_items::Model], clock: Clock) -> batch_jobs::Model {
+    let count = |status: ItemStatus| {
+        i32::try_from(items.iter().filter(|i| i.status == status).count()).unwrap_or(i32::MAX)
+    };
+    let (successful, failed) = (count(ItemStatus::Completed), count(ItemStatus::Failed));
+    batch_jobs::Model {
+        id: id(user, 7, 0),
+        created_by: id(user, 0, 0),
+        name: "Support conversations (seed)".to_owned(),
+        status: BatchStatus::Processing,
+        priority: BatchPriority::Normal,
+        total_items: i32::try_from(items.len()).unwrap_or(i32::MAX),
+        completed_items: successful + failed,
+        successful_items: successful,
+        failed_items: failed,
+        configuration: BatchConfiguration {
+            tier: ConversationTier::Scenario,
+            shared_parameters: json!({"persona": "customer"}),
+            concurrent_processing: 3,
+            error_handling: ErrorHandling::Continue,
+        },
+        estimated_time_remaining: Some(60),
+        started_at: Some(clock.at(60)),
+        completed_at: None,
+        created_at: clock.at(60),
+        updated_at: clock.at(60),
+    }
+}
+
+/// Inserts one user's set, parents first, adding what each table took to `inserted`.
+async fn load<C: ConnectionTrait>(
+    db: &C,
+    set: &UserSet,
+    inserted: &mut [u64; TABLES.len()],
+) -> Result<(), DbErr> {
+    inserted[0] += insert_new::<profiles::Entity, _>(db, vec![set.profile.clone()]).await?;
+    inserted[1] += insert_new::<projects::Entity, _>(db, vec![set.project.clone()]).await?;
+    inserted[2] += insert_new::<coding_sessions::Entity, _>(db, vec![set.session.clone()]).await?;
+    inserted[3] += insert_new::<coding_jobs::Entity, _>(db, set.jobs.clone()).await?;
+    inserted[4] += insert_new::<session_events::Entity, _>(db, set.events.clone()).await?;
+    inserted[5] += insert_new::<conversations::Entity, _>(db, set.conversations.clone()).await?;
+    inserted[6] += insert_new::<conversation_turns::Entity, _>(db, set.turns.clone()).await?;
+    inserted[7] += insert_new::<batch_jobs::Entity, _>(db, vec![set.batch.clone()]).await?;
+    inserted[8] += insert_new::<batch_items::Entity, _>(db, set.items.clone()).await?;
+    Ok(())
+}
+
+/// `INSERT … ON CONFLICT (id) DO NOTHING`; the number of rows actually inserted.
+async fn insert_new<E, C>(db: &C, rows: Vec<E::Model>) -> Result<u64, DbErr>
+where
+    E: EntityTrait,
+    E::Model: IntoActiveModel<E::ActiveModel>,
+    C: ConnectionTrait,
+{
+    let models = rows.into_iter().map(IntoActiveModel::into_active_model);
+    match E::insert_many(models)
+        .on_conflict_do_nothing()
+        .exec_without_returning(db)
+        .await?
+    {
+        TryInsertResult::Inserted(n) => Ok(n),
+        TryInsertResult::Empty | TryInsertResult::Conflicted => Ok(0),
+    }
+}
+
+/// Each table's row count next to what this run inserted.
+async fn totals<C: ConnectionTrait>(
+    db: &C,
+    inserted: &[u64; TABLES.len()],
+) -> Result<Vec<TableCount>, DbErr> {
+    let totals = [
+        profiles::Entity::find().count(db).await?,
+        projects::Entity::find().count(db).await?,
+        coding_sessions::Entity::find().count(db).await?,
+        coding_jobs::Entity::find().count(db).await?,
+        session_events::Entity::find().count(db).await?,
+        conversations::Entity::find().count(db).await?,
+        conversation_turns::Entity::find().count(db).await?,
+        batch_jobs::Entity::find().count(db).await?,
+        batch_items::Entity::find().count(db).await?,
+    ];
+    Ok(TABLES
+        .iter()
+        .zip(inserted)
+        .zip(totals)
+        .map(|((table, inserted), total)| TableCount {
+            table,
+            inserted: *inserted,
+            total,
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_fixed_and_distinct_per_user_kind_and_row() {
+        assert_eq!(
+            id(3, 6, 0x21).to_string(),
+            "5eed0000-0000-4000-8000-000000030621"
+        );
+        assert_ne!(id(1, 0, 0), id(2, 0, 0));
+    }
+
+    #[test]
+    fn a_user_set_keeps_the_invariants() {
+        let set = UserSet::new(1, Utc::now());
+        for c in &set.conversations {
+            let turns: Vec<_> = set
+                .turns
+                .iter()
+                .filter(|t| t.conversation_id == c.id)
+                .collect();
+            assert_eq!(c.total_turns as usize, turns.len());
+            assert_eq!(
+                c.total_tokens,
+                turns.iter().map(|t| t.token_count).sum::<i32>()
+            );
+        }
+        let statuses: Vec<_> = set.conversations.iter().map(|c| c.status).collect();
+        assert_eq!(statuses, ConversationStatus::ALL.to_vec());
+        let b = &set.batch;
+        assert_eq!((b.total_items, b.completed_items), (6, 4));
+        assert_eq!(b.completed_items, b.successful_items + b.failed_items);
+        let linked = set
+            .items
+            .iter()
+            .filter(|i| i.conversation_id.is_some())
+            .count();
+        assert_eq!(linked, 3);
+    }
+}

@@ -1,0 +1,240 @@
+//! The `api` example's router, driven in-process (`tower::ServiceExt::oneshot`) against a
+//! fresh migrated database per test, on SQLite and on PostgreSQL: the request's user is the
+//! acting user, another user's rows answer 404, and errors carry the right status.
+
+mod common;
+
+#[path = "../examples/api/app.rs"]
+mod app;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use common::TestDb;
+use forge_db::entity::prelude::EventType;
+use forge_db::sea_orm::DatabaseConnection;
+use forge_db::service::profiles::{self, NewProfile};
+use forge_db::service::{Actor, events};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+use uuid::Uuid;
+
+/// Sends one request to a fresh router; returns the status and the JSON body.
+async fn call(
+    db: &DatabaseConnection,
+    method: &str,
+    uri: &str,
+    user: Option<Uuid>,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut request = Request::builder().method(method).uri(uri);
+    if let Some(user) = user {
+        request = request.header(app::USER_HEADER, user.to_string());
+    }
+    let body = match body {
+        Some(body) => {
+            request = request.header("content-type", "application/json");
+            Body::from(body.to_string())
+        }
+        None => Body::empty(),
+    };
+    let response = app::router(db.clone())
+        .oneshot(request.body(body).expect("request"))
+        .await
+        .expect("the router never fails");
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .expect("body");
+    let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (status, json)
+}
+
+async fn signup(db: &DatabaseConnection, name: &str) -> Uuid {
+    let email = format!("{name}+{}@example.com", Uuid::new_v4().simple());
+    profiles::create(db, Actor::Service, NewProfile::new(email))
+        .await
+        .expect("signup")
+        .id
+}
+
+fn names(page: &Value) -> Vec<&str> {
+    page["items"]
+        .as_array()
+        .expect("a page has items")
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect()
+}
+
+async fn users_see_only_their_own_projects(t: &TestDb) {
+    let db = &t.db;
+    let (a, b) = (signup(db, "ada").await, signup(db, "bob").await);
+
+    for name in ["Weather app", "Todo app"] {
+        let (status, project) = call(
+            db,
+            "POST",
+            "/projects",
+            Some(a),
+            Some(json!({"name": name})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{project}");
+        assert_eq!(project["user_id"], json!(a.to_string()));
+    }
+    let (status, page) = call(db, "GET", "/projects", Some(a), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(names(&page), ["Todo app", "Weather app"], "newest first");
+
+    // Paging with the opaque cursor gives the rest.
+    let (_, first) = call(db, "GET", "/projects?limit=1", Some(a), None).await;
+    let cursor = first["next"].as_str().expect("a next cursor");
+    let (status, second) = call(
+        db,
+        "GET",
+        &format!("/projects?limit=1&after={cursor}"),
+        Some(a),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(names(&second), ["Weather app"]);
+
+    let id = page["items"][0]["id"].as_str().expect("id").to_owned();
+    let (status, project) = call(db, "GET", &format!("/projects/{id}"), Some(a), None).await;
+    assert_eq!(
+        (status, project["name"].as_str()),
+        (StatusCode::OK, Some("Todo app"))
+    );
+
+    // To Bob, Ada's project is missing and his list is empty.
+    let (status, error) = call(db, "GET", &format!("/projects/{id}"), Some(b), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(error["error"]["code"], "not_found");
+    let (status, page) = call(db, "GET", "/projects", Some(b), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(names(&page).is_empty());
+    let body = json!({"prompt": "Steal it"});
+    let (status, _) = call(
+        db,
+        "POST",
+        &format!("/projects/{id}/sessions"),
+        Some(b),
+        Some(body),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Ada's projects are unchanged.
+    let (_, page) = call(db, "GET", "/projects", Some(a), None).await;
+    assert_eq!(names(&page), ["Todo app", "Weather app"]);
+}
+
+async fn sessions_and_events_belong_to_their_user(t: &TestDb) {
+    let db = &t.db;
+    let (a, b) = (signup(db, "ada").await, signup(db, "bob").await);
+    let (_, project) = call(
+        db,
+        "POST",
+        "/projects",
+        Some(a),
+        Some(json!({"name": "App"})),
+    )
+    .await;
+    let project_id = project["id"].as_str().expect("id");
+    let body = json!({"prompt": "Add a settings screen", "ttl_minutes": 30});
+    let uri = format!("/projects/{project_id}/sessions");
+    let (status, session) = call(db, "POST", &uri, Some(a), Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{session}");
+    assert_eq!(session["status"], "pending");
+    let session_id: Uuid = session["id"].as_str().expect("id").parse().expect("uuid");
+
+    // A worker (the service) streams two events; the user tails after seq 1.
+    for kind in [EventType::Thinking, EventType::FileChange] {
+        events::append(db, Actor::Service, session_id, kind, json!({}))
+            .await
+            .expect("append");
+    }
+    let uri = format!("/sessions/{session_id}/events?after=1");
+    let (status, tail) = call(db, "GET", &uri, Some(a), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let seqs: Vec<_> = tail
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|e| e["seq"].clone())
+        .collect();
+    assert_eq!(seqs, [json!(2)]);
+
+    let (status, _) = call(db, "GET", &uri, Some(b), None).await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "Bob cannot tail Ada's session"
+    );
+}
+
+async fn errors_map_to_statuses(t: &TestDb) {
+    let db = &t.db;
+    let a = signup(db, "ada").await;
+
+    let (status, error) = call(
+        db,
+        "POST",
+        "/projects",
+        Some(a),
+        Some(json!({"name": "  "})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(error["error"]["code"], "validation");
+    let (status, _) = call(db, "GET", "/projects?after=not-a-cursor", Some(a), None).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let uri = format!("/sessions/{}/events?after=-1", Uuid::new_v4());
+    let (status, _) = call(db, "GET", &uri, Some(a), None).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    let (status, error) = call(db, "GET", "/projects", None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(error["error"]["code"], "unauthenticated");
+    let (status, _) = call(db, "GET", "/projects", Some(Uuid::nil()), None).await;
+    assert_eq!(status, StatusCode::OK, "an unknown user sees an empty list");
+    let mut request = Request::get("/projects").header(app::USER_HEADER, "not-a-uuid");
+    request = request.header("accept", "application/json");
+    let response = app::router(db.clone())
+        .oneshot(request.body(Body::empty()).expect("request"))
+        .await
+        .expect("response");
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+
+    // Nothing was written by the refused calls.
+    let (_, page) = call(db, "GET", "/projects", Some(a), None).await;
+    assert!(names(&page).is_empty());
+
+    // A user's live-session quota is a 429.
+    let (_, project) = call(
+        db,
+        "POST",
+        "/projects",
+        Some(a),
+        Some(json!({"name": "App"})),
+    )
+    .await;
+    let uri = format!("/projects/{}/sessions", project["id"].as_str().expect("id"));
+    let mut last = StatusCode::CREATED;
+    for _ in 0..20 {
+        last = call(db, "POST", &uri, Some(a), Some(json!({"prompt": "Go"})))
+            .await
+            .0;
+        if last != StatusCode::CREATED {
+            break;
+        }
+    }
+    assert_eq!(last, StatusCode::TOO_MANY_REQUESTS);
+}
+
+on_both_backends! {
+    isolation => users_see_only_their_own_projects;
+    sessions => sessions_and_events_belong_to_their_user;
+    errors => errors_map_to_statuses;
+}
