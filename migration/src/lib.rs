@@ -18,7 +18,8 @@
 //! `refresh`, `reset`, `verify`, with `DATABASE_URL` (or `-u`) choosing the database and
 //! [`DEFAULT_DATABASE_URL`] when neither is given. [`verify()`] (the `verify` command)
 //! checks that a live database is exactly the schema these migrations and the entities
-//! describe.
+//! describe. `seed` loads development data ([`seed()`]) and `schema-doc` regenerates
+//! `docs/schema.md` from the entities ([`schema_doc`]).
 #![warn(missing_docs)]
 
 mod connect;

@@ -7,9 +7,27 @@
 //! everything. Something another user owns looks exactly like something that does not
 //! exist ([`ForgeError::NotFound`]).
 //!
-//! Every function takes any connection `C: ConnectionTrait + TransactionTrait`: the pool,
-//! or a transaction of the caller's (the call then runs in a savepoint and leaves the
-//! transaction as it found it). Multi-statement writes are atomic.
+//! Every function takes any [`Connection`]: the pool, or a transaction of the caller's
+//! (the call then runs in a savepoint and leaves the transaction as it found it).
+//! Multi-statement writes are atomic. Workers use [`jobs`] and [`batch_items`], the two
+//! queues. With the `testing` feature, `testing` gives each test its own migrated
+//! database and fixture builders.
+//!
+//! ```no_run
+//! use forge_service::profiles::{self, NewProfile};
+//! use forge_service::projects::{self, NewProject};
+//! use forge_service::{Actor, ForgeError};
+//!
+//! # async fn run(db: &sea_orm::DatabaseConnection) -> forge_service::Result<()> {
+//! let ada = profiles::create(db, Actor::Service, NewProfile::new("ada@example.com")).await?;
+//! let project = projects::create(db, Actor::User(ada.id), NewProject::new(ada.id, "Weather")).await?;
+//!
+//! // To anyone else, Ada's project does not exist.
+//! let bob = profiles::create(db, Actor::Service, NewProfile::new("bob@example.com")).await?;
+//! let err = projects::get(db, Actor::User(bob.id), project.id).await.unwrap_err();
+//! assert!(matches!(err, ForgeError::NotFound { .. }));
+//! # Ok(()) }
+//! ```
 #![warn(missing_docs)]
 
 mod actor;
