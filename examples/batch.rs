@@ -29,7 +29,7 @@ use forge_db::service::batches::{self, NewBatch, NewBatchItem};
 use forge_db::service::conversations::{self, NewConversation, NewTurn};
 use forge_db::service::profiles::{self, NewProfile};
 use forge_db::service::{Actor, ForgeError};
-use forge_db::{DEFAULT_DATABASE_URL, Migrator, MigratorTrait};
+use forge_db::{Migrator, MigratorTrait};
 use serde_json::json;
 
 type AnyResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -55,10 +55,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run() -> AnyResult<()> {
-    let url = std::env::var("DATABASE_URL")
-        .ok()
-        .filter(|url| !url.is_empty())
-        .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
+    let url = forge_db::migration::url_from_env();
     let backend = Backend::from_url(&url).map_or(String::new(), |b| format!(" ({b})"));
     let mut out = std::io::stdout();
     writeln!(out, "database  {}{backend}", redact_url(&url))?;

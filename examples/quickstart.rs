@@ -28,7 +28,7 @@ use forge_db::service::profiles::{self, NewProfile};
 use forge_db::service::projects::{self, ListProjects, NewProject};
 use forge_db::service::sessions::{self, NewSession, SessionFilter};
 use forge_db::service::{Actor, ForgeError, PageRequest, events};
-use forge_db::{DEFAULT_DATABASE_URL, Migrator, MigratorTrait};
+use forge_db::{Migrator, MigratorTrait};
 use serde_json::json;
 
 #[tokio::main]
@@ -44,10 +44,7 @@ async fn main() -> ExitCode {
 
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
     // Connect and migrate: DATABASE_URL when set, else the embedded SQLite file.
-    let url = std::env::var("DATABASE_URL")
-        .ok()
-        .filter(|url| !url.is_empty())
-        .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
+    let url = forge_db::migration::url_from_env();
     let backend = Backend::from_url(&url).map_or(String::new(), |b| format!(" ({b})"));
     // Write with `writeln!(out, …)?`: a closed stdout is then an error, not a panic.
     let mut out = std::io::stdout();

@@ -31,7 +31,7 @@ use forge_db::service::profiles::{self, NewProfile};
 use forge_db::service::projects::{self, NewProject};
 use forge_db::service::sessions::{self, NewSession};
 use forge_db::service::{Actor, ForgeError, PageRequest, events};
-use forge_db::{DEFAULT_DATABASE_URL, Migrator, MigratorTrait};
+use forge_db::{Migrator, MigratorTrait};
 use serde_json::json;
 use tokio::sync::Notify;
 
@@ -101,10 +101,7 @@ impl Shutdown {
 }
 
 async fn run() -> AnyResult<()> {
-    let url = std::env::var("DATABASE_URL")
-        .ok()
-        .filter(|url| !url.is_empty())
-        .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
+    let url = forge_db::migration::url_from_env();
     let idle = std::env::var("WORKER_IDLE_SECS")
         .ok()
         .and_then(|s| s.parse().ok())

@@ -22,7 +22,7 @@ use std::process::ExitCode;
 use forge_db::migration::{Backend, redact_url};
 use forge_db::service::Actor;
 use forge_db::service::profiles::{self, NewProfile};
-use forge_db::{DEFAULT_DATABASE_URL, Migrator, MigratorTrait};
+use forge_db::{Migrator, MigratorTrait};
 use uuid::Uuid;
 
 #[tokio::main]
@@ -37,10 +37,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
-    let url = std::env::var("DATABASE_URL")
-        .ok()
-        .filter(|url| !url.is_empty())
-        .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
+    let url = forge_db::migration::url_from_env();
     let addr = std::env::var("API_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".to_owned());
     let backend = Backend::from_url(&url).map_or(String::new(), |b| format!(" ({b})"));
     println!("database  {}{backend}", redact_url(&url));

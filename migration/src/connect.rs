@@ -9,6 +9,15 @@ use sea_orm_migration::sea_orm::{ConnectOptions, Database, DatabaseConnection, D
 /// in the working directory, created when missing.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://forge.db?mode=rwc";
 
+/// The database URL a Forge program uses: `DATABASE_URL` when it is set and not empty,
+/// else [`DEFAULT_DATABASE_URL`].
+pub fn url_from_env() -> String {
+    std::env::var("DATABASE_URL")
+        .ok()
+        .filter(|url| !url.trim().is_empty())
+        .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned())
+}
+
 /// How long [`connect`] waits for a database before giving up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -33,7 +33,7 @@ pub mod schema_doc;
 pub mod seed;
 pub mod verify;
 
-pub use connect::{Backend, ConnectError, DEFAULT_DATABASE_URL, connect, redact_url};
+pub use connect::{Backend, ConnectError, DEFAULT_DATABASE_URL, connect, redact_url, url_from_env};
 pub use sea_orm_migration::{MigratorTrait, sea_orm};
 pub use seed::{SeedError, SeedReport, seed};
 pub use verify::{Finding, Report, Severity, VerifyError, verify};

@@ -161,32 +161,4 @@ impl Drop for TestDb {
 }
 
 /// `admin_url` with its database name replaced by `name` (query string kept).
-pub fn url_for_database(admin_url: &str, name: &str) -> String {
-    let (base, query) = match admin_url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (admin_url, None),
-    };
-    let scheme_end = base.find("://").map_or(0, |i| i + 3);
-    let root = match base[scheme_end..].find('/') {
-        Some(i) => &base[..scheme_end + i],
-        None => base,
-    };
-    match query {
-        Some(q) => format!("{root}/{name}?{q}"),
-        None => format!("{root}/{name}"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::url_for_database;
-
-    #[test]
-    fn replaces_the_database_name_only() {
-        assert_eq!(
-            url_for_database("postgres://u:p@h:5/postgres?sslmode=disable", "x"),
-            "postgres://u:p@h:5/x?sslmode=disable"
-        );
-        assert_eq!(url_for_database("postgres://h", "x"), "postgres://h/x");
-    }
-}
+pub use forge_migration::verify::url_for_database;
