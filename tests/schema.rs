@@ -461,6 +461,14 @@ async fn checks_refuse_bad_rows(t: &TestDb) {
         .unwrap();
 }
 
+/// The database refused a row because a referenced row does not exist.
+fn assert_foreign_key_refusal(err: &forge_db::sea_orm::DbErr) {
+    assert!(
+        err.to_string().to_lowercase().contains("foreign key"),
+        "{err}"
+    );
+}
+
 async fn a_session_cannot_reference_a_missing_project(t: &TestDb) {
     let db = &t.db;
     let w = world(db, "ada@example.com").await;
@@ -474,10 +482,7 @@ async fn a_session_cannot_reference_a_missing_project(t: &TestDb) {
     .insert(db)
     .await
     .expect_err("a session needs an existing project");
-    assert!(
-        err.to_string().to_lowercase().contains("foreign key"),
-        "{err}"
-    );
+    assert_foreign_key_refusal(&err);
 
     let err = projects::ActiveModel {
         user_id: Set(Uuid::new_v4()),
@@ -487,10 +492,7 @@ async fn a_session_cannot_reference_a_missing_project(t: &TestDb) {
     .insert(db)
     .await
     .expect_err("a project needs an existing profile");
-    assert!(
-        err.to_string().to_lowercase().contains("foreign key"),
-        "{err}"
-    );
+    assert_foreign_key_refusal(&err);
 
     let err = coding_jobs::ActiveModel {
         session_id: Set(Uuid::new_v4()),
@@ -500,10 +502,7 @@ async fn a_session_cannot_reference_a_missing_project(t: &TestDb) {
     .insert(db)
     .await
     .expect_err("a job needs an existing session");
-    assert!(
-        err.to_string().to_lowercase().contains("foreign key"),
-        "{err}"
-    );
+    assert_foreign_key_refusal(&err);
 
     assert_eq!(
         coding_sessions::Entity::find().count(db).await.unwrap(),
