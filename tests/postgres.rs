@@ -63,25 +63,25 @@ VALUES
 #[tokio::test]
 async fn seed_002_step_9_runs_unchanged() {
     let t = TestDb::postgres().await;
-    insert_profile(&t.db, USER_A, "a@example.com").await;
-    t.db.execute_unprepared(SEED_002_STEP_9)
+    insert_profile(&t.owner, USER_A, "a@example.com").await;
+    t.owner.execute_unprepared(SEED_002_STEP_9)
         .await
         .expect("seed 002 step 9");
 
     // The database filled in what the seed leaves out.
-    let job_status = query_string(&t.db, "SELECT status FROM coding_jobs").await;
+    let job_status = query_string(&t.owner, "SELECT status FROM coding_jobs").await;
     assert_eq!(job_status.as_deref(), Some("pending"));
     assert_eq!(
-        query_i64(&t.db, "SELECT max_retries::bigint FROM coding_jobs").await,
+        query_i64(&t.owner, "SELECT max_retries::bigint FROM coding_jobs").await,
         3
     );
     let seqs = query_string(
-        &t.db,
+        &t.owner,
         "SELECT string_agg(seq::text || ':' || event_type, ',' ORDER BY seq) FROM session_events",
     )
     .await;
     assert_eq!(seqs.as_deref(), Some("1:thinking,2:terminal"));
-    let status = query_string(&t.db, "SELECT status FROM coding_sessions").await;
+    let status = query_string(&t.owner, "SELECT status FROM coding_sessions").await;
     assert_eq!(status.as_deref(), Some("pending"));
     t.finish().await;
 }
@@ -89,8 +89,8 @@ async fn seed_002_step_9_runs_unchanged() {
 #[tokio::test]
 async fn seed_003_batch_items_columns_insert_unchanged() {
     let t = TestDb::postgres().await;
-    insert_profile(&t.db, USER_A, "a@example.com").await;
-    t.db.execute_unprepared(&format!(
+    insert_profile(&t.owner, USER_A, "a@example.com").await;
+    t.owner.execute_unprepared(&format!(
         r#"INSERT INTO batch_jobs (id, created_by, name, configuration)
            VALUES ('33333333-3333-4333-8333-333333333333', '{USER_A}', 'batch',
                    '{{"tier":"template","shared_parameters":{{}},"concurrent_processing":3,"error_handling":"continue"}}'::jsonb);
@@ -100,12 +100,12 @@ async fn seed_003_batch_items_columns_insert_unchanged() {
     .await
     .expect("seed 003 style insert");
     assert_eq!(
-        query_i64(&t.db, "SELECT progress::bigint FROM batch_items").await,
+        query_i64(&t.owner, "SELECT progress::bigint FROM batch_items").await,
         0,
         "progress defaults to 0"
     );
     // Seed 003's CREATE TABLE IF NOT EXISTS is a no-op over ours.
-    t.db.execute_unprepared(
+    t.owner.execute_unprepared(
         "CREATE TABLE IF NOT EXISTS public.batch_items (id UUID PRIMARY KEY DEFAULT gen_random_uuid())",
     )
     .await
@@ -116,14 +116,14 @@ async fn seed_003_batch_items_columns_insert_unchanged() {
 #[tokio::test]
 async fn updated_at_trigger_keeps_it_current() {
     let t = TestDb::postgres().await;
-    insert_profile(&t.db, USER_A, "a@example.com").await;
-    t.db.execute_unprepared(
+    insert_profile(&t.owner, USER_A, "a@example.com").await;
+    t.owner.execute_unprepared(
         "UPDATE profiles SET updated_at = '2000-01-01T00:00:00Z', created_at = '2000-01-01T00:00:00Z'",
     )
     .await
     .unwrap();
     let age = query_i64(
-        &t.db,
+        &t.owner,
         "SELECT extract(epoch FROM now() - updated_at)::bigint FROM profiles",
     )
     .await;
@@ -131,7 +131,7 @@ async fn updated_at_trigger_keeps_it_current() {
         age < 60,
         "the trigger overrode the stale updated_at (age {age}s)"
     );
-    let created = query_string(&t.db, "SELECT created_at::date::text FROM profiles").await;
+    let created = query_string(&t.owner, "SELECT created_at::date::text FROM profiles").await;
     assert_eq!(
         created.as_deref(),
         Some("2000-01-01"),
@@ -145,7 +145,7 @@ async fn rls_is_enabled_with_the_policies_of_schema_md() {
     let t = TestDb::postgres().await;
     for table in TABLES {
         let on = query_string(
-            &t.db,
+            &t.owner,
             &format!(
                 "SELECT relrowsecurity::text FROM pg_class WHERE oid = 'public.{table}'::regclass"
             ),
@@ -154,17 +154,16 @@ async fn rls_is_enabled_with_the_policies_of_schema_md() {
         assert_eq!(on.as_deref(), Some("true"), "RLS on {table}");
     }
     let policies = query_string(
-        &t.db,
+        &t.owner,
         "SELECT string_agg(tablename || ':' || cmd, ',' ORDER BY tablename, cmd)
          FROM pg_policies WHERE schemaname = 'public' AND roles = '{authenticated}'",
     )
     .await
     .unwrap_or_default();
+    // Turns and items are written by their parent's owner only on insert (SCHEMA.md).
     let expected = [
-        "batch_items:DELETE",
         "batch_items:INSERT",
         "batch_items:SELECT",
-        "batch_items:UPDATE",
         "batch_jobs:DELETE",
         "batch_jobs:INSERT",
         "batch_jobs:SELECT",
@@ -173,10 +172,8 @@ async fn rls_is_enabled_with_the_policies_of_schema_md() {
         "coding_sessions:INSERT",
         "coding_sessions:SELECT",
         "coding_sessions:UPDATE",
-        "conversation_turns:DELETE",
         "conversation_turns:INSERT",
         "conversation_turns:SELECT",
-        "conversation_turns:UPDATE",
         "conversations:DELETE",
         "conversations:INSERT",
         "conversations:SELECT",
@@ -194,7 +191,7 @@ async fn rls_is_enabled_with_the_policies_of_schema_md() {
     for role in ["anon", "authenticated", "service_role"] {
         assert_eq!(
             query_i64(
-                &t.db,
+                &t.owner,
                 &format!("SELECT count(*) FROM pg_roles WHERE rolname = '{role}'")
             )
             .await,
@@ -207,7 +204,7 @@ async fn rls_is_enabled_with_the_policies_of_schema_md() {
 
 /// Runs `sql` as `authenticated` with `uid`'s claims, in a transaction that is rolled back.
 async fn as_user_count(t: &TestDb, uid: &str, sql: &str) -> i64 {
-    let txn = t.db.begin().await.unwrap();
+    let txn = t.owner.begin().await.unwrap();
     txn.execute_unprepared(&format!(
         "SET LOCAL ROLE authenticated; SELECT set_config('request.jwt.claims', '{{\"sub\":\"{uid}\"}}', true);"
     ))
@@ -221,10 +218,10 @@ async fn as_user_count(t: &TestDb, uid: &str, sql: &str) -> i64 {
 #[tokio::test]
 async fn rls_wall_holds_without_any_filter() {
     let t = TestDb::postgres().await;
-    insert_profile(&t.db, USER_A, "a@example.com").await;
-    insert_profile(&t.db, USER_B, "b@example.com").await;
-    t.db.execute_unprepared(SEED_002_STEP_9).await.unwrap(); // all owned by one of them
-    let owner = query_string(&t.db, "SELECT user_id::text FROM projects")
+    insert_profile(&t.owner, USER_A, "a@example.com").await;
+    insert_profile(&t.owner, USER_B, "b@example.com").await;
+    t.owner.execute_unprepared(SEED_002_STEP_9).await.unwrap(); // all owned by one of them
+    let owner = query_string(&t.owner, "SELECT user_id::text FROM projects")
         .await
         .unwrap();
     let other = if owner == USER_A { USER_B } else { USER_A };
@@ -236,7 +233,7 @@ async fn rls_wall_holds_without_any_filter() {
         "coding_jobs",
         "session_events",
     ] {
-        let all = query_i64(&t.db, &format!("SELECT count(*) FROM {table}")).await;
+        let all = query_i64(&t.owner, &format!("SELECT count(*) FROM {table}")).await;
         let mine = as_user_count(&t, &owner, &format!("SELECT count(*) FROM {table}")).await;
         let theirs = as_user_count(&t, other, &format!("SELECT count(*) FROM {table}")).await;
         let expected_mine = if table == "profiles" { 1 } else { all };
@@ -249,10 +246,10 @@ async fn rls_wall_holds_without_any_filter() {
     }
 
     // The other user cannot start a session on the owner's project, even knowing its id.
-    let project = query_string(&t.db, "SELECT id::text FROM projects")
+    let project = query_string(&t.owner, "SELECT id::text FROM projects")
         .await
         .unwrap();
-    let txn = t.db.begin().await.unwrap();
+    let txn = t.owner.begin().await.unwrap();
     txn.execute_unprepared(&format!(
         "SET LOCAL ROLE authenticated; SELECT set_config('request.jwt.claim.sub', '{other}', true);"
     ))
@@ -267,18 +264,18 @@ async fn rls_wall_holds_without_any_filter() {
     )
     .await;
     txn.rollback().await.unwrap();
-    assert!(err.contains("row-level security"), "{err}");
+    // The wall's trigger cannot see the project in the other user's context, so it is
+    // missing to them (the insert policy would refuse it next).
+    assert!(err.contains("forge:not_found:project"), "{err}");
     t.finish().await;
 }
 
 #[tokio::test]
 async fn seq_is_gapless_under_concurrent_writers() {
     let t = TestDb::postgres().await;
-    insert_profile(&t.db, USER_A, "a@example.com").await;
-    t.db.execute_unprepared(SEED_002_STEP_9).await.unwrap();
-    t.db.execute_unprepared("DELETE FROM session_events")
-        .await
-        .unwrap();
+    insert_profile(&t.owner, USER_A, "a@example.com").await;
+    t.owner.execute_unprepared(SEED_002_STEP_9).await.unwrap();
+    // The seed appended seq 1 and 2 (events are append-only: they stay).
     let url = t.pg_url().unwrap();
 
     let mut writers = Vec::new();
@@ -300,15 +297,15 @@ async fn seq_is_gapless_under_concurrent_writers() {
         w.await.unwrap();
     }
     assert_eq!(
-        query_i64(&t.db, "SELECT count(*) FROM session_events").await,
-        150
+        query_i64(&t.owner, "SELECT count(*) FROM session_events").await,
+        152
     );
     assert_eq!(
-        query_i64(&t.db, "SELECT max(seq) FROM session_events").await,
-        150
+        query_i64(&t.owner, "SELECT max(seq) FROM session_events").await,
+        152
     );
     assert_eq!(
-        query_i64(&t.db, "SELECT min(seq) FROM session_events").await,
+        query_i64(&t.owner, "SELECT min(seq) FROM session_events").await,
         1
     );
     t.finish().await;
@@ -351,16 +348,16 @@ async fn down_is_complete_and_up_again_is_identical() {
         "dump has the policies"
     );
 
-    Migrator::reset(&t.db).await.expect("reset");
+    Migrator::reset(&t.owner).await.expect("reset");
     let left = query_i64(
-        &t.db,
+        &t.owner,
         "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'",
     )
     .await;
     assert_eq!(left, 0, "reset leaves no table");
     assert_eq!(
         query_i64(
-            &t.db,
+            &t.owner,
             "SELECT count(*) FROM pg_namespace WHERE nspname = 'auth'"
         )
         .await,
@@ -369,7 +366,7 @@ async fn down_is_complete_and_up_again_is_identical() {
     );
     assert_eq!(
         query_i64(
-            &t.db,
+            &t.owner,
             "SELECT count(*) FROM pg_proc WHERE proname LIKE 'forge\\_%'"
         )
         .await,
@@ -377,18 +374,36 @@ async fn down_is_complete_and_up_again_is_identical() {
         "Forge's functions are gone"
     );
 
-    Migrator::up(&t.db, None).await.expect("up again");
+    Migrator::up(&t.owner, None).await.expect("up again");
     let second = pg_dump_schema(&url);
     assert_eq!(first, second, "up → reset → up gives the same schema");
     t.finish().await;
 }
 
+/// Supabase's three API roles, created where missing (roles are cluster-wide and other
+/// tests create them concurrently).
+const SUPABASE_ROLES: &str = "DO $$ BEGIN
+  BEGIN CREATE ROLE anon NOLOGIN NOINHERIT; EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END;
+  BEGIN CREATE ROLE authenticated NOLOGIN NOINHERIT; EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END;
+  BEGIN CREATE ROLE service_role NOLOGIN NOINHERIT BYPASSRLS; EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END;
+END $$;";
+
 #[tokio::test]
 async fn supabase_auth_is_used_not_replaced() {
     let t = TestDb::postgres_empty().await;
-    // What Supabase provides before any migration runs.
-    t.db.execute_unprepared(
-        "CREATE SCHEMA auth;
+    // What Supabase provides before any migration runs: its roles, `auth`, and the
+    // platform's default privileges (ALL on every new table, function and sequence of
+    // `public` to anon, authenticated and service_role).
+    t.owner.execute_unprepared(SUPABASE_ROLES).await.unwrap();
+    t.owner.execute_unprepared(
+        "ALTER DEFAULT PRIVILEGES IN SCHEMA public
+           GRANT ALL ON TABLES TO anon, authenticated, service_role;
+         ALTER DEFAULT PRIVILEGES IN SCHEMA public
+           GRANT ALL ON FUNCTIONS TO anon, authenticated, service_role;
+         ALTER DEFAULT PRIVILEGES IN SCHEMA public
+           GRANT ALL ON SEQUENCES TO anon, authenticated, service_role;
+         GRANT USAGE ON SCHEMA public TO anon, authenticated, service_role;
+         CREATE SCHEMA auth;
          CREATE TABLE auth.users (id uuid PRIMARY KEY, email text, raw_user_meta_data jsonb);
          CREATE FUNCTION auth.uid() RETURNS uuid LANGUAGE sql STABLE AS
            $$ SELECT nullif(current_setting('request.jwt.claim.sub', true), '')::uuid $$;
@@ -396,12 +411,12 @@ async fn supabase_auth_is_used_not_replaced() {
     )
     .await
     .unwrap();
-    Migrator::up(&t.db, None)
+    Migrator::up(&t.owner, None)
         .await
         .expect("migrate over Supabase's auth");
 
     let comment = query_string(
-        &t.db,
+        &t.owner,
         "SELECT obj_description('auth.uid()'::regprocedure, 'pg_proc')",
     )
     .await;
@@ -411,8 +426,36 @@ async fn supabase_auth_is_used_not_replaced() {
         "Supabase's auth.uid() is kept"
     );
 
+    // The default privileges were taken back: anon reaches nothing, authenticated only
+    // what the contract grants, nobody but the owner the bookkeeping, and no trigger
+    // function is executable.
+    let mut tables: Vec<&str> = TABLES.to_vec();
+    tables.extend(["seaql_migrations", "forge_migration_checksums"]);
+    for table in tables {
+        let reachable = query_i64(
+            &t.owner,
+            &format!(
+                "SELECT count(*) FROM (VALUES ('anon'), ('authenticated'), ('service_role')) r(role)
+                 WHERE has_table_privilege(r.role, 'public.{table}', 'TRUNCATE, REFERENCES, TRIGGER')
+                    OR (r.role = 'anon' AND has_table_privilege(r.role, 'public.{table}', 'SELECT, INSERT, UPDATE, DELETE'))
+                    OR ('{table}' LIKE '%migration%' AND has_table_privilege(r.role, 'public.{table}', 'SELECT, INSERT, UPDATE, DELETE'))"
+            ),
+        )
+        .await;
+        assert_eq!(reachable, 0, "a default privilege on {table} survived");
+    }
+    let executable = query_i64(
+        &t.owner,
+        "SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace,
+                (VALUES ('anon'), ('authenticated'), ('service_role')) r(role)
+         WHERE n.nspname = 'public' AND p.proname LIKE 'forge\\_%'
+           AND has_function_privilege(r.role, p.oid, 'EXECUTE')",
+    )
+    .await;
+    assert_eq!(executable, 0, "a Forge function is executable by a client role");
+
     // Signup creates the profile (seed 002 steps 2 and 8).
-    t.db.execute_unprepared(&format!(
+    t.owner.execute_unprepared(&format!(
         "INSERT INTO auth.users (id, email, raw_user_meta_data) VALUES
            ('{USER_A}', ' Ada@Example.com ', NULL),
            ('{USER_B}', 'bob@example.com', '{{\"display_name\":\"Bobby\"}}')"
@@ -420,7 +463,7 @@ async fn supabase_auth_is_used_not_replaced() {
     .await
     .expect("signup");
     let profiles = query_string(
-        &t.db,
+        &t.owner,
         "SELECT string_agg(email || '=' || display_name, ',' ORDER BY email) FROM profiles",
     )
     .await;
@@ -429,17 +472,17 @@ async fn supabase_auth_is_used_not_replaced() {
         Some("ada@example.com=ada,bob@example.com=Bobby")
     );
 
-    Migrator::reset(&t.db).await.expect("reset");
+    Migrator::reset(&t.owner).await.expect("reset");
     assert_eq!(
         query_i64(
-            &t.db,
+            &t.owner,
             "SELECT count(*) FROM pg_trigger WHERE tgname = 'on_auth_user_created'"
         )
         .await,
         0
     );
     let comment = query_string(
-        &t.db,
+        &t.owner,
         "SELECT obj_description('auth.uid()'::regprocedure, 'pg_proc')",
     )
     .await;
@@ -448,6 +491,6 @@ async fn supabase_auth_is_used_not_replaced() {
         Some("supabase"),
         "reset leaves Supabase's auth alone"
     );
-    Migrator::up(&t.db, None).await.expect("up again");
+    Migrator::up(&t.owner, None).await.expect("up again");
     t.finish().await;
 }

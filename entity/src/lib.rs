@@ -162,6 +162,11 @@ macro_rules! stamped_active_model_behavior {
     };
 }
 
+/// The largest JSON document any JSON column accepts, in bytes of its text form (as
+/// PostgreSQL prints a `jsonb`): 64 KiB. The database refuses more (a `CHECK` on
+/// PostgreSQL, a trigger on SQLite), and the repositories refuse it before writing.
+pub const JSON_MAX_BYTES: usize = 65_536;
+
 pub mod batch_items;
 pub mod batch_jobs;
 pub mod coding_jobs;

@@ -28,11 +28,13 @@ mod m20251121_000002_create_conversation_tables;
 mod m20251121_000003_postgres_triggers;
 mod m20251121_000004_postgres_rls;
 mod m20251122_000005_queue_tuning;
+mod m20251130_000006_database_wall;
 mod schema;
 pub mod schema_doc;
 pub mod seed;
 pub mod verify;
 
+pub use m20251130_000006_database_wall::JSON_MAX_BYTES;
 pub use connect::{Backend, ConnectError, DEFAULT_DATABASE_URL, connect, redact_url, url_from_env};
 pub use sea_orm_migration::{MigratorTrait, sea_orm};
 pub use seed::{SeedError, SeedReport, seed};
@@ -79,6 +81,12 @@ pub(crate) fn sources() -> Vec<verify::checksum::Source> {
             "sql/rls_down.sql"
         ),
         source!(m20251122_000005_queue_tuning),
+        source!(
+            m20251130_000006_database_wall,
+            "sql/wall_up.sql",
+            "sql/wall_down.sql",
+            "sql/wall_sqlite_up.sql"
+        ),
     ]
 }
 

@@ -14,7 +14,7 @@ use sea_orm_migration::sea_orm::DbBackend;
 
 /// SQLite's equivalent of `now()`, in the RFC 3339 text form SeaORM writes for `DateTimeUtc`
 /// (so values written by the database and by the application sort together).
-const SQLITE_NOW: &str = "strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now')";
+pub(crate) const SQLITE_NOW: &str = "strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now')";
 
 /// A table being declared for one backend.
 pub(crate) struct TableDef {

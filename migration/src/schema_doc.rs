@@ -274,12 +274,21 @@ row-level security exists on PostgreSQL only.
 const FOOTER: &str = "
 ## Row-level security
 
-On PostgreSQL the migrations enable RLS on every table, Supabase-compatible: roles
-`anon`, `authenticated` and `service_role` (created when missing), and `auth.uid()`
+On PostgreSQL the migrations enable and force RLS on every table, Supabase-compatible:
+roles `anon`, `authenticated` and `service_role` (created when missing), and `auth.uid()`
 reading the `sub` of the request's JWT claims (`request.jwt.claim.sub` or
 `request.jwt.claims`). Every policy is for `authenticated` and compares the owner with
-`(select auth.uid())`; `service_role` and the tables' owner bypass RLS. The service layer
-filters by owner in Rust as well, so RLS is the second wall, not the only one.
+`(select auth.uid())`; `service_role` bypasses RLS. The service layer filters by owner in
+Rust as well, so RLS is the second wall, not the only one.
+
+The database holds every rule of the contract by itself, for SQL sent straight to it (as
+Supabase's PostgREST does): everything is revoked from `PUBLIC`, `anon`, `authenticated`
+and `service_role` (Supabase grants them `ALL` by default) and exactly the contract's
+grants are given back — column privileges for what `authenticated` may write,
+`SELECT, INSERT, UPDATE, DELETE` for `service_role`, nothing for `anon`, nothing on the
+bookkeeping tables `seaql_migrations` and `forge_migration_checksums`. Triggers hold the
+invariants for every role (below) and the state rules for end users. Every JSON document
+is at most 64 KiB (a `CHECK` per JSON column).
 
 ## Triggers and functions (PostgreSQL)
 
@@ -288,6 +297,23 @@ filters by owner in Rust as well, so RLS is the second wall, not the only one.
   when an insert leaves it out, locking the session row so appends are serialised and
   readers polling \"seq > N\" never skip an event.
 - `forge_fail_jobs_of_ended_session`: when a session ends, its unfinished jobs fail.
+- `coding_sessions_guard`: the transitions, `sessions_limit` (locking the owner's profile
+  row, so racing starts queue), an own active project; users start `pending` sessions
+  expiring within 24 h.
+- `conversations_guard`, `conversation_turns_totals_*`: totals follow the turns (a
+  conversation starts at zero; nothing else writes them); users edit only drafts and
+  submit them, the database recording the submission in `review_history`.
+- `batch_jobs_guard`, `batch_items_counters_*`, `batch_jobs_cancel_items`,
+  `batch_items_guard`: counters follow the items (a batch starts at zero; nothing else
+  writes them); `completed_at` is set when a batch ends; cancelling fails the queued
+  items; an item's conversation is one of the batch owner's; users only pause, resume and
+  cancel.
+- Every function has `search_path = ''`; none is executable by `anon`, `authenticated`
+  or `service_role` (triggers need no `EXECUTE`).
+
+On SQLite the same invariants (transitions, `sessions_limit`, own active project, totals,
+counters, an item's conversation, cancelling, JSON size) are triggers raising the same
+`forge:<kind>:…` messages.
 - `on_auth_user_created` on `auth.users`, where that table exists (Supabase): creates the
   profile on signup.
 
@@ -327,6 +353,8 @@ pub const NOTES: &[TableNotes] = &[
         rls: &[
             "`profiles_select_own`, `profiles_update_own`: a user reads and updates only the \
              row with `id = auth.uid()`.",
+            "Users may update only `display_name` and `avatar_url` (column privileges); \
+             `email`, `tier`, `sessions_limit`, `stripe_customer_id` are the service's.",
             "No INSERT (signup creates the row) and no DELETE for users.",
         ],
         indexes: &["`email` (unique)", "`idx_profiles_tier` on `tier`"],
@@ -338,7 +366,11 @@ pub const NOTES: &[TableNotes] = &[
             "`name` is not blank and at most 200 characters.",
             "`status` is active, archived or deleted; deleting is soft (status = deleted).",
         ],
-        rls: &["SELECT, INSERT (WITH CHECK), UPDATE, DELETE where `user_id = auth.uid()`."],
+        rls: &[
+            "SELECT, INSERT (WITH CHECK), UPDATE, DELETE where `user_id = auth.uid()`.",
+            "Users write `name`, `description`, `template_id`, `expo_config`, `status`; \
+             `sandbox_id` and moving a project to another user are the service's.",
+        ],
         indexes: &[
             "`idx_projects_user_id` on `user_id`",
             "`idx_projects_status` on `status`",
@@ -357,9 +389,10 @@ pub const NOTES: &[TableNotes] = &[
              completed|failed|expired; nothing leaves completed, failed or expired.",
         ],
         rls: &[
-            "SELECT, INSERT, UPDATE where `user_id = auth.uid()`; INSERT only for the user's \
-             own projects.",
-            "No DELETE for users.",
+            "SELECT, INSERT, UPDATE where `user_id = auth.uid()`; INSERT only as `pending`, \
+             on the user's own active project, expiring within 24 h.",
+            "Users update only `status` (allowed transitions), `eas_update_url`, \
+             `webview_url`. No DELETE for users.",
         ],
         indexes: &[
             "`idx_coding_sessions_user_id` on `user_id`",
@@ -418,12 +451,19 @@ pub const NOTES: &[TableNotes] = &[
             "`quality_score` is between 0 and 10 when set.",
             "`review_history` is a JSON array of review actions (who, what, comment, when).",
         ],
-        rls: &["SELECT, INSERT, UPDATE, DELETE where `created_by = auth.uid()`."],
+        rls: &[
+            "SELECT, INSERT, UPDATE, DELETE where `created_by = auth.uid()`; INSERT only as \
+             `draft`.",
+            "Users edit the labels, `title`, `category`, `parameters` only while `draft` or \
+             `needs_revision`, and change `status` only to `pending_review`; review \
+             columns, totals and every other status change are the service's.",
+        ],
         indexes: &[
             "`idx_conversations_created_by` on `created_by`",
             "`idx_conversations_status` on `status`",
             "`idx_conversations_tier` on `tier`",
             "`idx_conversations_created_at` on `created_at DESC`",
+            "`idx_conversations_approved_by` on `approved_by WHERE approved_by IS NOT NULL`",
         ],
     },
     TableNotes {
@@ -433,7 +473,10 @@ pub const NOTES: &[TableNotes] = &[
             "`turn_number` ≥ 1 and unique within the conversation.",
             "`token_count` ≥ 0; turns never change (no `updated_at`).",
         ],
-        rls: &["SELECT, INSERT, UPDATE, DELETE through the conversation's owner."],
+        rls: &[
+            "SELECT through the conversation's owner; INSERT while it is `draft` or \
+             `needs_revision`. No UPDATE or DELETE for users.",
+        ],
         indexes: &["`(conversation_id, turn_number)` unique"],
     },
     TableNotes {
@@ -446,7 +489,10 @@ pub const NOTES: &[TableNotes] = &[
             "The counters always equal what the batch's items say, even with many workers \
              finishing items at once.",
         ],
-        rls: &["SELECT, INSERT, UPDATE, DELETE where `created_by = auth.uid()`."],
+        rls: &[
+            "SELECT, INSERT (`queued`, counters at zero), DELETE where `created_by = \
+             auth.uid()`; UPDATE only `status`: pause, resume (to `queued`), cancel.",
+        ],
         indexes: &[
             "`idx_batch_jobs_created_by` on `created_by`",
             "`idx_batch_jobs_status` on `status`",
@@ -458,9 +504,13 @@ pub const NOTES: &[TableNotes] = &[
                   produced.",
         invariants: &[
             "`progress` is between 0 and 100.",
-            "`conversation_id` becomes NULL when the conversation is deleted.",
+            "`conversation_id` becomes NULL when the conversation is deleted; when set it is \
+             a conversation of the batch's owner.",
         ],
-        rls: &["SELECT, INSERT, UPDATE, DELETE through the batch's owner."],
+        rls: &[
+            "SELECT through the batch's owner; INSERT of `queued` items into an own `queued` \
+             batch. No UPDATE or DELETE for users.",
+        ],
         indexes: &[
             "`idx_batch_items_job_id` on `batch_job_id`",
             "`idx_batch_items_status` on `status`",

@@ -558,9 +558,20 @@ async fn load<C: ConnectionTrait>(
     inserted[2] += insert_new::<coding_sessions::Entity, _>(db, vec![set.session.clone()]).await?;
     inserted[3] += insert_new::<coding_jobs::Entity, _>(db, set.jobs.clone()).await?;
     inserted[4] += insert_new::<session_events::Entity, _>(db, set.events.clone()).await?;
-    inserted[5] += insert_new::<conversations::Entity, _>(db, set.conversations.clone()).await?;
+    // Totals and counters are the database's (its triggers move them as the turns and
+    // items go in), so the parents go in with zeros and end up equal to the set's values.
+    let conversations = set.conversations.iter().cloned().map(|mut c| {
+        (c.total_turns, c.total_tokens) = (0, 0);
+        c
+    });
+    inserted[5] += insert_new::<conversations::Entity, _>(db, conversations.collect()).await?;
     inserted[6] += insert_new::<conversation_turns::Entity, _>(db, set.turns.clone()).await?;
-    inserted[7] += insert_new::<batch_jobs::Entity, _>(db, vec![set.batch.clone()]).await?;
+    let mut batch = set.batch.clone();
+    batch.total_items = 0;
+    batch.completed_items = 0;
+    batch.successful_items = 0;
+    batch.failed_items = 0;
+    inserted[7] += insert_new::<batch_jobs::Entity, _>(db, vec![batch]).await?;
     inserted[8] += insert_new::<batch_items::Entity, _>(db, set.items.clone()).await?;
     Ok(())
 }

@@ -121,6 +121,54 @@ impl TestDb {
         self.exec("PRAGMA writable_schema = OFF").await;
     }
 
+    /// The first column of the first row `sql` returns, as text (`""` for NULL).
+    async fn query_text(&self, sql: &str) -> String {
+        let row = self
+            .db
+            .query_one_raw(Statement::from_string(
+                self.db.get_database_backend(),
+                sql.to_owned(),
+            ))
+            .await
+            .expect(sql)
+            .expect("one row");
+        let value: Option<String> = row.try_get_by_index(0).expect(sql);
+        value.unwrap_or_default()
+    }
+
+    /// PostgreSQL: whether the ACL `acl_sql` selects (one `aclitem[]`, NULL taken as
+    /// `default`) has an entry giving `grantee` (a role, or `PUBLIC`) `privilege`.
+    async fn acl_grants(
+        &self,
+        acl_sql: &str,
+        default: &str,
+        grantee: &str,
+        privilege: &str,
+    ) -> bool {
+        let grantee = match grantee {
+            "PUBLIC" => "0".to_owned(),
+            role => format!("'{role}'::regrole::oid"),
+        };
+        let sql = format!(
+            "SELECT EXISTS (SELECT 1 FROM aclexplode(coalesce(({acl_sql}), {default})) a
+                            WHERE a.grantee = {grantee} AND a.privilege_type = '{privilege}')::text"
+        );
+        self.query_text(&sql).await == "true"
+    }
+
+    /// PostgreSQL: `GRANT privilege ON on TO grantee`, or `REVOKE` when the migrations
+    /// granted it already (`held`), so the privileges change whatever the migrations grant.
+    /// Returns the statement run.
+    async fn toggle_grant(&self, held: bool, privilege: &str, on: &str, grantee: &str) -> String {
+        let sql = if held {
+            format!("REVOKE {privilege} ON {on} FROM {grantee}")
+        } else {
+            format!("GRANT {privilege} ON {on} TO {grantee}")
+        };
+        self.exec(&sql).await;
+        sql
+    }
+
     /// Runs `forge-migration verify ARGS` against this database.
     async fn verify(&self, args: &[&str]) -> Run {
         run_verify(Some(self.url.clone()), args).await
@@ -240,6 +288,14 @@ on_postgres!(
     a_hand_edited_trigger_function,
     an_extra_function_is_a_warning_that_allow_extra_accepts,
     without_createdb_it_cannot_check,
+    forced_rls_flipped,
+    a_stray_table_grant,
+    a_stray_column_grant,
+    a_stray_function_grant,
+    execute_revoked_from_public,
+    a_grant_on_a_bookkeeping_table,
+    a_changed_function_search_path,
+    a_flipped_security_definer,
 );
 
 async fn a_fresh_database_is_clean(t: &TestDb) {
@@ -589,7 +645,10 @@ async fn rls_switched_off(t: &TestDb) {
         .await;
     t.expect_drift(
         &[],
-        &["drift: table projects: row level security: expected enabled, found disabled"],
+        &[
+            "drift: table projects: row level security: expected enabled",
+            ", found disabled",
+        ],
     )
     .await;
 }
@@ -728,4 +787,189 @@ async fn a_bad_url_cannot_be_checked() {
     let run = run_verify(Some("mysql://db/forge".to_owned()), &[]).await;
     assert_eq!(run.code, Some(1), "{run}");
     assert!(run.stderr.contains("unsupported database URL"), "{run}");
+}
+
+/// The line of `run` containing `needle` (which must be there).
+fn line_with<'a>(run: &'a Run, needle: &str) -> &'a str {
+    run.stdout
+        .lines()
+        .find(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("no line with {needle:?}\n{run}"))
+}
+
+/// `verify`'s description of a table's row-level security.
+fn rls(enabled: bool, forced: bool) -> String {
+    let enabled = if enabled { "enabled" } else { "disabled" };
+    if forced {
+        format!("{enabled}, forced")
+    } else {
+        enabled.to_owned()
+    }
+}
+
+/// FORCE ROW LEVEL SECURITY flipped to the opposite of what the migrations set.
+async fn forced_rls_flipped(t: &TestDb) {
+    let flag = |column: &'static str| async move {
+        t.query_text(&format!(
+            "SELECT {column}::text FROM pg_class WHERE oid = 'public.projects'::regclass"
+        ))
+        .await
+            == "true"
+    };
+    let (enabled, forced) = (
+        flag("relrowsecurity").await,
+        flag("relforcerowsecurity").await,
+    );
+    let switch = if forced { "NO FORCE" } else { "FORCE" };
+    t.exec(&format!("ALTER TABLE projects {switch} ROW LEVEL SECURITY"))
+        .await;
+    t.expect_drift(
+        &[],
+        &[&format!(
+            "drift: table projects: row level security: expected {}, found {}",
+            rls(enabled, forced),
+            rls(enabled, !forced)
+        )],
+    )
+    .await;
+}
+
+const PROFILES_ACL: &str = "SELECT relacl FROM pg_class WHERE oid = 'public.profiles'::regclass";
+
+async fn a_stray_table_grant(t: &TestDb) {
+    let held = t.acl_grants(PROFILES_ACL, "NULL", "anon", "INSERT").await;
+    t.toggle_grant(held, "INSERT", "profiles", "anon").await;
+    let run = t
+        .expect_drift(&[], &["drift: table profiles: grant to anon: "])
+        .await;
+    let line = line_with(&run, "grant to anon");
+    assert!(line.contains("INSERT"), "{line}");
+}
+
+async fn a_stray_column_grant(t: &TestDb) {
+    let acl = "SELECT attacl FROM pg_attribute
+               WHERE attrelid = 'public.profiles'::regclass AND attname = 'tier'";
+    let held = t.acl_grants(acl, "NULL", "authenticated", "UPDATE").await;
+    t.toggle_grant(held, "UPDATE (tier)", "profiles", "authenticated")
+        .await;
+    let run = t
+        .expect_drift(
+            &[],
+            &["drift: table profiles: grant on column tier to authenticated: "],
+        )
+        .await;
+    let line = line_with(&run, "column tier to authenticated");
+    assert!(line.contains("UPDATE"), "{line}");
+    assert!(
+        !run.stdout.contains("grant to authenticated"),
+        "the table's own privileges did not change\n{run}"
+    );
+}
+
+const SET_UPDATED_AT: &str = "public.forge_set_updated_at()";
+
+fn set_updated_at_acl() -> String {
+    format!("SELECT proacl FROM pg_proc WHERE oid = '{SET_UPDATED_AT}'::regprocedure")
+}
+
+fn set_updated_at_default_acl() -> String {
+    format!(
+        "(SELECT acldefault('f', proowner) FROM pg_proc
+          WHERE oid = '{SET_UPDATED_AT}'::regprocedure)"
+    )
+}
+
+async fn a_stray_function_grant(t: &TestDb) {
+    let held = t
+        .acl_grants(
+            &set_updated_at_acl(),
+            &set_updated_at_default_acl(),
+            "authenticated",
+            "EXECUTE",
+        )
+        .await;
+    let on = format!("FUNCTION {SET_UPDATED_AT}");
+    t.toggle_grant(held, "EXECUTE", &on, "authenticated").await;
+    let run = t
+        .expect_drift(
+            &[],
+            &["drift: database: grant on function forge_set_updated_at() to authenticated: "],
+        )
+        .await;
+    let line = line_with(&run, "forge_set_updated_at() to authenticated");
+    assert!(line.contains("EXECUTE"), "{line}");
+}
+
+/// A function's NULL ACL means PUBLIC may execute it: revoking that is drift too.
+async fn execute_revoked_from_public(t: &TestDb) {
+    let held = t
+        .acl_grants(
+            &set_updated_at_acl(),
+            &set_updated_at_default_acl(),
+            "PUBLIC",
+            "EXECUTE",
+        )
+        .await;
+    let on = format!("FUNCTION {SET_UPDATED_AT}");
+    t.toggle_grant(held, "EXECUTE", &on, "PUBLIC").await;
+    t.expect_drift(
+        &[],
+        &["drift: database: grant on function forge_set_updated_at() to PUBLIC: "],
+    )
+    .await;
+}
+
+async fn a_grant_on_a_bookkeeping_table(t: &TestDb) {
+    let acl = "SELECT relacl FROM pg_class WHERE oid = 'public.seaql_migrations'::regclass";
+    let held = t.acl_grants(acl, "NULL", "anon", "SELECT").await;
+    t.toggle_grant(held, "SELECT", "seaql_migrations", "anon")
+        .await;
+    t.expect_drift(&[], &["drift: table seaql_migrations: grant to anon: "])
+        .await;
+}
+
+async fn a_changed_function_search_path(t: &TestDb) {
+    let config = t
+        .query_text(&format!(
+            "SELECT array_to_string(proconfig, ', ') FROM pg_proc
+             WHERE oid = '{SET_UPDATED_AT}'::regprocedure"
+        ))
+        .await;
+    let change = if config.contains("search_path=") {
+        "RESET search_path"
+    } else {
+        "SET search_path = pg_temp"
+    };
+    t.exec(&format!("ALTER FUNCTION {SET_UPDATED_AT} {change}"))
+        .await;
+    let run = t
+        .expect_drift(
+            &[],
+            &["drift: database: function forge_set_updated_at(): expected returns trigger"],
+        )
+        .await;
+    let line = line_with(&run, "function forge_set_updated_at(): expected");
+    assert!(line.contains("search_path="), "{line}");
+}
+
+async fn a_flipped_security_definer(t: &TestDb) {
+    let definer = t
+        .query_text(&format!(
+            "SELECT prosecdef::text FROM pg_proc WHERE oid = '{SET_UPDATED_AT}'::regprocedure"
+        ))
+        .await
+        == "true";
+    let security = if definer { "INVOKER" } else { "DEFINER" };
+    t.exec(&format!(
+        "ALTER FUNCTION {SET_UPDATED_AT} SECURITY {security}"
+    ))
+    .await;
+    let run = t
+        .expect_drift(
+            &[],
+            &["drift: database: function forge_set_updated_at(): expected returns trigger"],
+        )
+        .await;
+    let line = line_with(&run, "function forge_set_updated_at(): expected");
+    assert!(line.contains("security definer"), "{line}");
 }

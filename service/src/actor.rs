@@ -3,14 +3,21 @@
 //! Every repository call takes an [`Actor`]: a [`Actor::User`] sees and changes only
 //! their own rows; [`Actor::Service`] (workers, admin code) sees everything.
 //!
-//! On PostgreSQL a user's call runs inside a transaction (a savepoint when the caller
-//! passed their own transaction) that switches to the `authenticated` role with the
-//! user's JWT claims set locally, so the row-level security policies hold even if a
-//! repository filter were forgotten. The previous role and claims are put back before the
-//! call returns, so nothing leaks to the caller's next statement or to the next user of a
-//! pooled connection. The connecting role must be allowed to `SET ROLE authenticated`
-//! (a superuser or table owner that is a member of `authenticated`; on Supabase, the
-//! `postgres` role is).
+//! On PostgreSQL every call runs inside a transaction (a savepoint when the caller passed
+//! their own transaction) that switches role: a user's call to `authenticated` with the
+//! user's JWT claims set locally, so the row-level security policies, column privileges
+//! and triggers of the database hold even if a repository filter were forgotten; a
+//! service call to `service_role` (which bypasses row-level security). The previous role
+//! and claims are put back before the call returns, so nothing leaks to the caller's next
+//! statement or to the next user of a pooled connection.
+//!
+//! The role Forge connects as must be allowed to `SET ROLE` to both. The recommended
+//! setup is two roles: an owner that runs the migrations (Supabase's `postgres`, or any
+//! role with `CREATEROLE` that is a superuser or has `BYPASSRLS`), and an application
+//! role that Forge connects as at run time, owning nothing and holding no privilege of its
+//! own: `CREATE ROLE forge_app LOGIN NOINHERIT PASSWORD '…'; GRANT authenticated,
+//! service_role TO forge_app;`. SQL that forgets to enter a context then runs as
+//! `forge_app` and is refused (permission denied) instead of seeing every tenant.
 //!
 //! On SQLite the repository filters alone carry isolation.
 
@@ -102,9 +109,10 @@ pub type ScopedFuture<'t, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + '
 /// Runs `f` in a transaction for `actor` and commits it when `f` succeeds (rolls back when
 /// it fails). Inside a caller's transaction this is a savepoint.
 ///
-/// For a user on PostgreSQL, `f` runs as role `authenticated` with `request.jwt.claims`
+/// On PostgreSQL, for a user `f` runs as role `authenticated` with `request.jwt.claims`
 /// and `request.jwt.claim.sub` set to the user, so RLS applies to every statement in it;
-/// the caller's role and claims are restored before the savepoint is released. Use it to
+/// for the service it runs as `service_role` with no `sub`. The caller's role and claims
+/// are restored before the savepoint is released. Use it to
 /// run your own queries under a user's RLS context:
 ///
 /// ```no_run
@@ -137,11 +145,10 @@ where
     } else {
         db.begin().await?
     };
-    let restore = match actor {
-        Actor::User(uid) if txn.get_database_backend() == DbBackend::Postgres => {
-            Some(enter_user_context(&txn, uid).await?)
-        }
-        _ => None,
+    let restore = if txn.get_database_backend() == DbBackend::Postgres {
+        Some(enter_context(&txn, actor).await?)
+    } else {
+        None
     };
     let out = f(&txn).await;
     match out {
@@ -203,14 +210,21 @@ fn is_sqlite_busy(err: &sea_orm::DbErr) -> bool {
     }
 }
 
-/// The role and claims in force before a user context was entered.
+/// The role a user's call runs as on PostgreSQL (row-level security applies to it).
+pub const USER_ROLE: &str = "authenticated";
+
+/// The role a service call runs as on PostgreSQL (it bypasses row-level security).
+pub const SERVICE_ROLE: &str = "service_role";
+
+/// The role and claims in force before a context was entered.
 struct PreviousContext {
     role: String,
     claims: String,
     sub: String,
 }
 
-async fn enter_user_context(txn: &DatabaseTransaction, uid: Uuid) -> Result<PreviousContext> {
+/// Switches `txn` to `actor`'s role and JWT claims, returning what was in force before.
+async fn enter_context(txn: &DatabaseTransaction, actor: Actor) -> Result<PreviousContext> {
     let row = txn
         .query_one_raw(Statement::from_string(
             DbBackend::Postgres,
@@ -227,8 +241,17 @@ async fn enter_user_context(txn: &DatabaseTransaction, uid: Uuid) -> Result<Prev
         claims: row.try_get_by_index(1)?,
         sub: row.try_get_by_index(2)?,
     };
-    let claims = serde_json::json!({ "sub": uid.to_string(), "role": "authenticated" }).to_string();
-    set_context(txn, "authenticated", &claims, &uid.to_string()).await?;
+    match actor {
+        Actor::User(uid) => {
+            let claims =
+                serde_json::json!({ "sub": uid.to_string(), "role": USER_ROLE }).to_string();
+            set_context(txn, USER_ROLE, &claims, &uid.to_string()).await?;
+        }
+        Actor::Service => {
+            let claims = serde_json::json!({ "role": SERVICE_ROLE }).to_string();
+            set_context(txn, SERVICE_ROLE, &claims, "").await?;
+        }
+    }
     Ok(previous)
 }
 

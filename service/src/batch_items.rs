@@ -30,7 +30,6 @@
 
 use forge_entity::batch_items::{self, ItemStatus};
 use forge_entity::batch_jobs::{self, BatchPriority, BatchStatus, ErrorHandling};
-use forge_entity::conversations;
 use sea_orm::sea_query::{Expr, ExprTrait, LockBehavior, LockType};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, Order,
@@ -521,28 +520,6 @@ impl Outcome {
             Self::Failed(error) => update.col_expr(Col::Error, Expr::val(error.clone())),
         }
     }
-
-    /// The batch counter this outcome moves besides `completed_items`.
-    fn counter(&self) -> batch_jobs::Column {
-        match self {
-            Self::Completed(_) => batch_jobs::Column::SuccessfulItems,
-            Self::Failed(_) => batch_jobs::Column::FailedItems,
-        }
-    }
-}
-
-/// Refuses a conversation that does not exist or is not `owner`'s.
-async fn check_conversation(txn: &DatabaseTransaction, id: Uuid, owner: Uuid) -> Result<()> {
-    let conversation = conversations::Entity::find_by_id(id)
-        .one(txn)
-        .await?
-        .ok_or_else(|| ForgeError::not_found("conversation", id))?;
-    if conversation.created_by != owner {
-        return Err(ForgeError::Conflict {
-            what: format!("conversation {id} does not belong to the batch's owner"),
-        });
-    }
-    Ok(())
 }
 
 async fn finish<C>(db: &C, actor: Actor, id: Uuid, outcome: Outcome) -> Result<FinishedItem>
@@ -556,9 +533,6 @@ where
                 return Err(transition(item.status, outcome.status()));
             }
             let batch = batch_row(txn, item.batch_job_id).await?;
-            if let Outcome::Completed(conversation) = outcome {
-                check_conversation(txn, conversation, batch.created_by).await?;
-            }
             let now = crate::now();
             let moved = outcome.item_update(id, now).exec(txn).await?;
             if moved.rows_affected == 0 {
@@ -566,7 +540,7 @@ where
             }
             let stop = matches!(outcome, Outcome::Failed(_))
                 && batch.configuration.error_handling == ErrorHandling::Stop;
-            count_finished(txn, batch.id, outcome.counter(), stop, now).await?;
+            end_if_finished(txn, batch.id, stop).await?;
             Ok(FinishedItem {
                 item: item_row(txn, id).await?,
                 batch: batch_row(txn, batch.id).await?,
@@ -576,42 +550,23 @@ where
     .await
 }
 
-/// Moves batch `id`'s counters by one finished item, in SQL, and ends a running batch:
-/// `failed` at once when `stop`, else `completed` when this was its last item.
-async fn count_finished(
-    txn: &DatabaseTransaction,
-    id: Uuid,
-    counter: batch_jobs::Column,
-    stop: bool,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<()> {
+/// Ends running batch `id` after one of its items finished (the database has moved the
+/// counters already): `failed` at once when `stop`, else `completed` when this was its last
+/// item. (The database sets `completed_at`.)
+async fn end_if_finished(txn: &DatabaseTransaction, id: Uuid, stop: bool) -> Result<()> {
     use batch_jobs::Column as Col;
     let running = Col::Status.is_in(RUNNING.iter().copied());
     let (ends, end) = if stop {
         (running, BatchStatus::Failed)
     } else {
-        let last = Expr::col(Col::CompletedItems)
-            .add(1)
-            .gte(Expr::col(Col::TotalItems));
+        let last = Expr::col(Col::CompletedItems).gte(Expr::col(Col::TotalItems));
         (running.and(last), BatchStatus::Completed)
     };
     batch_jobs::Entity::update_many()
-        .col_expr(Col::CompletedItems, Expr::col(Col::CompletedItems).add(1))
-        .col_expr(counter, Expr::col(counter).add(1))
-        .col_expr(
-            Col::Status,
-            Expr::case(ends.clone(), end.as_str())
-                .finally(Expr::col(Col::Status))
-                .into(),
-        )
-        .col_expr(
-            Col::CompletedAt,
-            Expr::case(ends, Expr::val(now))
-                .finally(Expr::col(Col::CompletedAt))
-                .into(),
-        )
-        .col_expr(Col::UpdatedAt, Expr::val(now))
+        .col_expr(Col::Status, Expr::val(end.as_str()))
+        .col_expr(Col::UpdatedAt, Expr::val(crate::now()))
         .filter(Col::Id.eq(id))
+        .filter(ends)
         .exec(txn)
         .await?;
     Ok(())

@@ -3,17 +3,21 @@
 //! A batch is created with all its items in one transaction: the items go in as chunked
 //! multi-row inserts, each chunk sized under the backend's bind-parameter limit, so
 //! thousands of items take a handful of statements. Items are numbered by `position`
-//! 1, 2, 3 … in the order given, and `total_items` is their count.
+//! 1, 2, 3 … in the order given.
 //!
 //! States: `pause` takes a `queued` or `processing` batch to `paused`; `resume` takes it
-//! back to `processing` when processing had started (`started_at` set) and to `queued`
-//! otherwise; `cancel` takes a `queued`, `processing` or `paused` batch to `cancelled`
-//! and marks its still-queued items `failed` (error `"batch cancelled"`), moving
-//! `failed_items` and `completed_items` by the same SQL increment in the same
-//! transaction, so the counters keep equalling what the items say. Items already being
-//! processed are left to their worker. Each change is one conditional `UPDATE`, so racing
-//! calls cannot both apply. Processing items (claiming, finishing) belongs to the job
-//! queue, not here.
+//! back to `queued` (its next claim moves it to `processing` again, `started_at` kept);
+//! `cancel` takes a `queued`, `processing` or `paused` batch to `cancelled`. Each change is
+//! one conditional `UPDATE`, so racing calls cannot both apply. Processing items
+//! (claiming, finishing) belongs to the job queue, not here.
+//!
+//! The database keeps the counters (forge-migration's database wall, on both backends):
+//! a batch is inserted with all counters at zero, and triggers on its items move
+//! `total_items`, `completed_items`, `successful_items` and `failed_items` with every
+//! item inserted, finished or deleted, so they always equal what the items say; on
+//! PostgreSQL nothing else may write them. A cancelled batch gets its `completed_at` and
+//! its still-queued items become `failed` (error `"batch cancelled"`) by the database
+//! too, in the same statement; items already being processed are left to their worker.
 //!
 //! A user sees and changes only their own batches and, through them, their items;
 //! another user's batch is [`ForgeError::NotFound`].
@@ -22,7 +26,7 @@ use chrono::{DateTime, Utc};
 use forge_entity::batch_items::{self, ItemStatus};
 use forge_entity::batch_jobs::{self, BatchConfiguration, BatchPriority, BatchStatus};
 use forge_entity::conversations::ConversationTier;
-use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbBackend,
     EntityTrait, Iterable, QueryFilter, QueryOrder, QuerySelect, Select, Set,
@@ -216,7 +220,6 @@ fn item_rows(
                 tier: Set(item.tier.unwrap_or(default_tier)),
                 parameters: Set(validate::json_object("parameters", item.parameters)?),
                 status: Set(ItemStatus::Queued),
-                progress: Set(Some(0)),
                 created_at: Set(now),
                 updated_at: Set(now),
                 ..Default::default()
@@ -249,7 +252,6 @@ where
         created_by: Set(owner),
         name: Set(name),
         priority: Set(new.priority),
-        total_items: Set(items.len() as i32),
         configuration: Set(configuration),
         created_at: Set(stamp),
         updated_at: Set(stamp),
@@ -257,9 +259,13 @@ where
     };
     run_as(db, actor, Access::Write, move |txn| {
         Box::pin(async move {
-            let batch = row.insert(txn).await?;
+            row.insert(txn).await?;
             insert_chunked(txn, items).await?;
-            Ok(batch)
+            // Read back: the database counted the items into `total_items`.
+            batch_jobs::Entity::find_by_id(id)
+                .one(txn)
+                .await?
+                .ok_or_else(|| ForgeError::not_found("batch", id))
         })
     })
     .await
@@ -398,64 +404,16 @@ impl Change {
         }
     }
 
-    /// The new status, computed by the database (resume depends on `started_at`).
-    fn status(self) -> Expr {
-        let status = match self {
-            Self::Pause => BatchStatus::Paused,
-            Self::Cancel => BatchStatus::Cancelled,
-            Self::Resume => {
-                return Expr::case(
-                    Expr::col(batch_jobs::Column::StartedAt).is_null(),
-                    BatchStatus::Queued.as_str(),
-                )
-                .finally(BatchStatus::Processing.as_str())
-                .into();
-            }
-        };
-        Expr::val(status.as_str())
-    }
-
-    /// The status asked for, as named in a refusal.
-    fn target(self, current: &batch_jobs::Model) -> BatchStatus {
+    /// The new status. A resumed batch is `queued` again (SCHEMA.md: users resume
+    /// `paused → queued`); its next claim moves it back to `processing`, `started_at`
+    /// kept.
+    fn status(self) -> BatchStatus {
         match self {
             Self::Pause => BatchStatus::Paused,
             Self::Cancel => BatchStatus::Cancelled,
-            Self::Resume if current.started_at.is_some() => BatchStatus::Processing,
             Self::Resume => BatchStatus::Queued,
         }
     }
-}
-
-/// Fails the still-queued items of a cancelled batch and moves its counters by as many.
-async fn fail_queued_items(txn: &DatabaseTransaction, batch: Uuid) -> Result<()> {
-    let now = crate::now();
-    let failed = batch_items::Entity::update_many()
-        .col_expr(
-            batch_items::Column::Status,
-            Expr::val(ItemStatus::Failed.as_str()),
-        )
-        .col_expr(batch_items::Column::Error, Expr::val(CANCELLED_ITEM_ERROR))
-        .col_expr(batch_items::Column::UpdatedAt, Expr::val(now))
-        .filter(batch_items::Column::BatchJobId.eq(batch))
-        .filter(batch_items::Column::Status.eq(ItemStatus::Queued))
-        .exec(txn)
-        .await?
-        .rows_affected;
-    if failed == 0 {
-        return Ok(());
-    }
-    let failed = i64::try_from(failed).unwrap_or(i64::MAX);
-    use batch_jobs::Column as Col;
-    batch_jobs::Entity::update_many()
-        .col_expr(Col::FailedItems, Expr::col(Col::FailedItems).add(failed))
-        .col_expr(
-            Col::CompletedItems,
-            Expr::col(Col::CompletedItems).add(failed),
-        )
-        .filter(Col::Id.eq(batch))
-        .exec(txn)
-        .await?;
-    Ok(())
 }
 
 /// Applies `change` to batch `id` with one conditional `UPDATE`.
@@ -467,13 +425,11 @@ where
         Box::pin(async move {
             use batch_jobs::Column as Col;
             let now = crate::now();
-            let mut update = batch_jobs::Entity::update_many()
-                .col_expr(Col::Status, change.status())
-                .col_expr(Col::UpdatedAt, Expr::val(now));
-            if change == Change::Cancel {
-                update = update.col_expr(Col::CompletedAt, Expr::val(now));
-            }
-            let applied = update
+            // On cancel the database sets `completed_at` and fails the queued items (the
+            // counters follow through the items' trigger).
+            let applied = batch_jobs::Entity::update_many()
+                .col_expr(Col::Status, Expr::val(change.status().as_str()))
+                .col_expr(Col::UpdatedAt, Expr::val(now))
                 .filter(Col::Id.eq(id))
                 .filter(owned_by(actor))
                 .filter(Col::Status.is_in(change.from().iter().copied()))
@@ -484,14 +440,10 @@ where
                 return Err(ForgeError::InvalidTransition {
                     entity: "batch",
                     from: current.status.to_string(),
-                    to: change.target(&current).to_string(),
+                    to: change.status().to_string(),
                 });
             }
-            if change != Change::Cancel {
-                return Ok(current);
-            }
-            fail_queued_items(txn, id).await?;
-            visible_row(txn, actor, id).await
+            Ok(current)
         })
     })
     .await
@@ -510,8 +462,7 @@ where
     apply(db, actor, id, Change::Pause).await
 }
 
-/// Resumes paused batch `id`: to `processing` when processing had started, else to
-/// `queued`.
+/// Resumes paused batch `id` (`paused → queued`).
 ///
 /// # Errors
 /// [`ForgeError::NotFound`] when it is not `actor`'s, [`ForgeError::InvalidTransition`]

@@ -24,10 +24,11 @@ use forge_entity::conversations::{
     self, Categories, ConversationStatus, ConversationTier, ReviewAction, ReviewActionKind,
 };
 use forge_entity::profiles;
-use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbBackend,
-    DbErr, EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter, QueryOrder, Select, Set,
+    DbErr, EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Select, Set,
+    Statement,
 };
 use serde_json::Value as Json;
 use uuid::Uuid;
@@ -54,6 +55,20 @@ const EDITABLE: &[ConversationStatus] = &[
     ConversationStatus::NeedsRevision,
 ];
 const UNDER_REVIEW: &[ConversationStatus] = &[ConversationStatus::PendingReview];
+/// What a user may edit and submit: `generated` is the generator's (SCHEMA.md), so only
+/// the service submits or extends a generated conversation.
+const USER_EDITABLE: &[ConversationStatus] = &[
+    ConversationStatus::Draft,
+    ConversationStatus::NeedsRevision,
+];
+
+/// The states in which `actor` may add turns and submit.
+fn editable_by(actor: Actor) -> &'static [ConversationStatus] {
+    match actor {
+        Actor::Service => EDITABLE,
+        Actor::User(_) => USER_EDITABLE,
+    }
+}
 
 /// One turn to store.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -257,10 +272,12 @@ fn prepare(
         turns.push(turn_row(id, number, turn, now));
     }
     let tokens: i64 = turns.iter().map(|t| i64::from(t.token_count)).sum();
-    let total_tokens = i32::try_from(tokens)
+    i32::try_from(tokens)
         .map_err(|_| ForgeError::invalid("token_count", "the turns' token sum is too large"))?;
-    let generated = !turns.is_empty();
-    let row = conversations::ActiveModel {
+    // `generated` is the generator's status: what a user writes stays a draft until it is
+    // submitted (SCHEMA.md).
+    let generated = actor == Actor::Service && !turns.is_empty();
+    let mut row = conversations::ActiveModel {
         id: Set(id),
         conversation_id: Set(human_id),
         created_by: Set(owner),
@@ -278,13 +295,14 @@ fn prepare(
         tone: Set(tone),
         category: Set(category),
         parameters: Set(parameters),
-        total_turns: Set(turns.len() as i32),
-        total_tokens: Set(total_tokens),
-        generated_at: Set(generated.then_some(now)),
         created_at: Set(now),
         updated_at: Set(now),
         ..Default::default()
     };
+    // Only the generator's rows name `generated_at` (a user may not write it).
+    if generated {
+        row.generated_at = Set(Some(now));
+    }
     Ok((row, turns))
 }
 
@@ -407,9 +425,9 @@ async fn refusal(
     }
 }
 
-/// Appends a turn to conversation `id` as the next `turn_number`; `total_turns` and
-/// `total_tokens` follow by SQL increments in the same transaction. The increment also
-/// locks the conversation, so concurrent appends are numbered one after the other.
+/// Appends a turn to conversation `id` as the next `turn_number`; the database moves
+/// `total_turns` and `total_tokens` in the same transaction. The conversation row is
+/// locked first, so concurrent appends are numbered one after the other.
 ///
 /// # Errors
 /// [`ForgeError::Validation`] for a blank turn, a negative token count or a
@@ -429,32 +447,36 @@ where
     check_turn(&turn, None)?;
     run_as(db, actor, Access::Write, move |txn| {
         Box::pin(async move {
-            use conversations::Column as Col;
             let now = crate::now();
-            let moved = conversations::Entity::update_many()
-                .col_expr(Col::TotalTurns, Expr::col(Col::TotalTurns).add(1))
-                .col_expr(
-                    Col::TotalTokens,
-                    Expr::col(Col::TotalTokens).add(turn.token_count),
-                )
-                .col_expr(Col::UpdatedAt, Expr::val(now))
-                .filter(Col::Id.eq(id))
-                .filter(owned_by(actor))
-                .filter(Col::Status.is_in(EDITABLE.iter().copied()))
-                .exec(txn)
-                .await?;
-            let current = visible_row(txn, actor, id).await?;
-            if moved.rows_affected == 0 {
+            // Locking the conversation numbers concurrent appends one after the other.
+            let current = by_id(actor, id)
+                .lock_exclusive()
+                .one(txn)
+                .await?
+                .ok_or_else(|| ForgeError::not_found("conversation", id))?;
+            if !editable_by(actor).contains(&current.status) {
                 return Err(ForgeError::Conflict {
                     what: format!(
-                        "conversation {id} is {}: turns can be added only while it is \
-                         draft, generated or needs_revision",
-                        current.status
+                        "conversation {id} is {}: turns can be added only while it is {}",
+                        current.status,
+                        editable_by(actor)
+                            .iter()
+                            .map(|s| s.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                 });
             }
-            check_turn(&turn, Some(current.total_turns))?;
-            let row = turn_row(id, current.total_turns, turn, now);
+            let number = current.total_turns + 1;
+            check_turn(&turn, Some(number))?;
+            if current.total_tokens.checked_add(turn.token_count).is_none() {
+                return Err(ForgeError::invalid(
+                    "token_count",
+                    "the conversation's token total would overflow",
+                ));
+            }
+            // The database moves total_turns and total_tokens (a trigger on the turns).
+            let row = turn_row(id, number, turn, now);
             row.clone().into_active_model().insert(txn).await?;
             Ok(row)
         })
@@ -581,11 +603,20 @@ where
             };
             let mut update = conversations::Entity::update_many()
                 .col_expr(Col::Status, Expr::val(step.to.as_str()))
-                .col_expr(
-                    Col::ReviewHistory,
-                    append_to_history(txn.get_database_backend(), &action)?,
-                )
                 .col_expr(Col::UpdatedAt, Expr::val(now));
+            let backend = txn.get_database_backend();
+            if backend == DbBackend::Postgres && actor != Actor::Service {
+                // A user may not write review_history on PostgreSQL: the database
+                // records their submission itself, with this comment.
+                txn.execute_raw(Statement::from_sql_and_values(
+                    backend,
+                    "SELECT set_config('forge.review_comment', $1, true)",
+                    [action.comment.clone().unwrap_or_default().into()],
+                ))
+                .await?;
+            } else {
+                update = update.col_expr(Col::ReviewHistory, append_to_history(backend, &action)?);
+            }
             if step.to == ConversationStatus::Approved {
                 update = update
                     .col_expr(Col::ApprovedAt, Expr::val(now))
@@ -654,7 +685,7 @@ where
 {
     let step = ReviewStep {
         action: ReviewActionKind::Submitted,
-        from: EDITABLE,
+        from: editable_by(actor),
         to: ConversationStatus::PendingReview,
         reviewer: None,
         comment: validate::optional_text("comment", comment, MAX_COMMENT)?,

@@ -4,9 +4,11 @@ use sea_orm::{DbErr, SqlErr};
 
 /// What went wrong, in terms a caller can act on.
 ///
-/// Constraint violations from the database are mapped once, here: a unique or
-/// foreign-key violation becomes [`ForgeError::Conflict`]; anything else stays a
-/// [`ForgeError::Db`].
+/// Refusals from the database are mapped once, here: a unique or foreign-key violation
+/// becomes [`ForgeError::Conflict`]; a rule of the database's own triggers (their messages
+/// read `forge:<kind>:<detail>` on both backends, see `forge-migration`'s database wall)
+/// the variant of its kind; a JSON document over the size cap a
+/// [`ForgeError::Validation`]; anything else stays a [`ForgeError::Db`].
 #[derive(Debug, thiserror::Error)]
 pub enum ForgeError {
     /// The row does not exist, or belongs to someone else (the two look the same, so ids
@@ -75,6 +77,11 @@ pub type Result<T, E = ForgeError> = std::result::Result<T, E>;
 
 impl From<DbErr> for ForgeError {
     fn from(err: DbErr) -> Self {
+        if let Some(refusal) = database_error(&err).and_then(|(message, constraint)| {
+            database_rule(&message, constraint.as_deref())
+        }) {
+            return refusal;
+        }
         match err.sql_err() {
             Some(SqlErr::UniqueConstraintViolation(what)) => Self::Conflict { what },
             Some(SqlErr::ForeignKeyConstraintViolation(what)) => Self::Conflict { what },
@@ -98,5 +105,130 @@ impl ForgeError {
             field,
             reason: reason.into(),
         }
+    }
+}
+
+/// The names a database rule may report, as the `'static` strings the variants carry.
+const RULE_NAMES: &[&str] = &[
+    "session",
+    "conversation",
+    "batch",
+    "project",
+    "live sessions",
+    "expires_at",
+    "project_id",
+    "expo_config",
+    "metadata",
+    "result",
+    "data",
+    "category",
+    "parameters",
+    "quality_metrics",
+    "review_history",
+    "configuration",
+];
+
+fn rule_name(name: &str) -> &'static str {
+    RULE_NAMES
+        .iter()
+        .find(|known| **known == name)
+        .copied()
+        .unwrap_or("input")
+}
+
+/// The message and the violated constraint (if any) of the error the database server
+/// returned, when `err` is one.
+fn database_error(err: &DbErr) -> Option<(String, Option<String>)> {
+    use sea_orm::RuntimeErr;
+    let (DbErr::Query(RuntimeErr::SqlxError(e))
+    | DbErr::Exec(RuntimeErr::SqlxError(e))
+    | DbErr::Conn(RuntimeErr::SqlxError(e))) = err
+    else {
+        return None;
+    };
+    let db = e.as_database_error()?;
+    Some((db.message().to_owned(), db.constraint().map(str::to_owned)))
+}
+
+/// The typed error for a refusal by one of the database's rules: a trigger's message
+/// `forge:<kind>:<detail>`, or a violated JSON size `CHECK` (`{table}_{column}_size_check`);
+/// `None` for anything else.
+fn database_rule(message: &str, constraint: Option<&str>) -> Option<ForgeError> {
+    if let Some(line) = message.strip_prefix("forge:") {
+        let (kind, detail) = line.split_once(':').unwrap_or((line, ""));
+        let mut parts = detail.splitn(3, ':');
+        let (first, second, third) = (parts.next(), parts.next(), parts.next());
+        let first_name = rule_name(first.unwrap_or(""));
+        return Some(match kind {
+            "transition" => ForgeError::InvalidTransition {
+                entity: first_name,
+                from: second.unwrap_or("").to_owned(),
+                to: third.unwrap_or("").to_owned(),
+            },
+            "limit" => ForgeError::LimitReached {
+                what: first_name,
+                limit: second.and_then(|n| n.trim().parse().ok()).unwrap_or(-1),
+            },
+            "not_found" => ForgeError::NotFound {
+                entity: first_name,
+                id: second.unwrap_or("").to_owned(),
+            },
+            "invalid" => ForgeError::Validation {
+                field: first_name,
+                reason: detail.split_once(':').map_or(detail, |(_, r)| r).to_owned(),
+            },
+            "forbidden" => ForgeError::Forbidden {
+                action: "this write",
+            },
+            _ => ForgeError::Conflict {
+                what: detail.to_owned(),
+            },
+        });
+    }
+    let column = constraint?.strip_suffix("_size_check")?;
+    let field = RULE_NAMES
+        .iter()
+        .find(|name| column.ends_with(&format!("_{name}")))
+        .copied()?;
+    Some(ForgeError::invalid(
+        field,
+        "a JSON document of at most 64 KiB",
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_rules_map_to_their_variants() {
+        let limit = database_rule("forge:limit:live sessions:3", None);
+        assert!(matches!(
+            limit,
+            Some(ForgeError::LimitReached { what: "live sessions", limit: 3 })
+        ));
+        let sqlite = database_rule("forge:transition:session", None);
+        assert!(matches!(
+            sqlite,
+            Some(ForgeError::InvalidTransition { entity: "session", .. })
+        ));
+        let moved = database_rule("forge:transition:session:completed:active", None);
+        assert!(
+            matches!(moved, Some(ForgeError::InvalidTransition { from, to, .. }) if from == "completed" && to == "active")
+        );
+        let invalid = database_rule(
+            "forge:invalid:project_id:the project is archived; sessions start only on active projects",
+            None,
+        );
+        assert!(
+            matches!(invalid, Some(ForgeError::Validation { field: "project_id", reason }) if reason.starts_with("the project is archived"))
+        );
+        let size = database_rule(
+            "new row for relation \"projects\" violates check constraint",
+            Some("projects_expo_config_size_check"),
+        );
+        assert!(matches!(size, Some(ForgeError::Validation { field: "expo_config", .. })));
+        assert!(database_rule("syntax error at or near \"forge\"", None).is_none());
+        assert!(database_rule("value too long", Some("projects_name_check")).is_none());
     }
 }

@@ -110,7 +110,7 @@ async fn insert_event(
     let mut row = session_events::ActiveModel {
         session_id: Set(session_id),
         event_type: Set(event.event_type),
-        data: Set(event.data),
+        data: Set(validate::json_document("data", event.data)?),
         ..Default::default()
     };
     if txn.get_database_backend() != DbBackend::Postgres {

@@ -403,13 +403,10 @@ impl Write {
     }
 }
 
-/// Runs one statement for the service: directly on PostgreSQL (atomic on its own; no
-/// `BEGIN`/`COMMIT` round trips), in a `BEGIN IMMEDIATE` transaction on SQLite (which
-/// `run_as` retries while the database stays locked).
+/// Runs one statement for the service, in the service's context (`service_role` on
+/// PostgreSQL; a `BEGIN IMMEDIATE` transaction on SQLite, which `run_as` retries while
+/// the database stays locked).
 async fn service_write<C: Connection>(db: &C, write: Write) -> Result<Vec<coding_jobs::Model>> {
-    if db.get_database_backend() == DbBackend::Postgres {
-        return write.run(db).await;
-    }
     run_as(db, Actor::Service, Access::Write, move |txn| {
         Box::pin(async move { write.run(txn).await })
     })
@@ -643,6 +640,7 @@ where
 {
     actor.require_service("completing a job")?;
     let worker = worker_name(worker)?;
+    let result = validate::json_document("result", result)?;
     let now = crate::now();
     let update = finished(stamped(now), JobStatus::Completed, now)
         .col_expr(coding_jobs::Column::Result, Expr::value(Some(result)));

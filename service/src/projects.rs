@@ -79,7 +79,8 @@ pub struct ProjectPatch {
     pub template_id: Option<Option<String>>,
     /// A new Expo configuration (a JSON object), replacing the old one.
     pub expo_config: Option<Json>,
-    /// The sandbox now running the project, or `Some(None)` when none is.
+    /// The sandbox now running the project, or `Some(None)` when none is (service only:
+    /// a user's patch naming it is [`ForgeError::Forbidden`]).
     pub sandbox_id: Option<Option<String>>,
 }
 
@@ -246,7 +247,8 @@ where
 /// # Errors
 /// [`ForgeError::Validation`] for a blank or over-long value or a non-object
 /// `expo_config`; [`ForgeError::NotFound`] when the project is not `actor`'s;
-/// [`ForgeError::InvalidTransition`] (from `deleted` to `updated`) when it is deleted.
+/// [`ForgeError::InvalidTransition`] (from `deleted` to `updated`) when it is deleted;
+/// [`ForgeError::Forbidden`] when a user sets `sandbox_id` (the service's).
 #[tracing::instrument(skip_all, fields(entity = ENTITY, op = "update", id = %id))]
 pub async fn update<C>(
     db: &C,
@@ -260,6 +262,9 @@ where
     let name = validate::optional_text("name", patch.name.as_deref(), MAX_NAME)?;
     let description = optional_field("description", patch.description, MAX_DESCRIPTION)?;
     let template_id = optional_field("template_id", patch.template_id, MAX_REF)?;
+    if patch.sandbox_id.is_some() {
+        actor.require_service("setting a project's sandbox")?;
+    }
     let sandbox_id = optional_field("sandbox_id", patch.sandbox_id, MAX_REF)?;
     let config = patch.expo_config.map(expo_config).transpose()?;
     run_as(db, actor, Access::Write, move |txn| {

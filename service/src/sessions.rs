@@ -4,10 +4,13 @@
 //! - A session starts only on an `active` project of its owner, with a non-blank prompt
 //!   and an expiry in the future.
 //! - A user never has more *live* sessions (`pending`, `active`, `paused`) than their
-//!   profile's `sessions_limit`, even when many starts race on several connections:
-//!   [`start`] locks the owner's profile row (`FOR UPDATE` on PostgreSQL; on SQLite the
-//!   write transaction is `BEGIN IMMEDIATE`, which serialises writers), then counts the
-//!   live sessions, then inserts, all in one transaction.
+//!   profile's `sessions_limit`, even when many starts race on several connections. The
+//!   database holds this rule (and the project rule above) for every writer: a trigger
+//!   locks the owner's profile row, counts the live sessions and refuses the insert
+//!   (PostgreSQL; on SQLite a trigger counts inside the `BEGIN IMMEDIATE` write
+//!   transaction, which serialises writers). [`start`] is one `INSERT`.
+//! - A user's session expires at most 24 hours after it starts (the database refuses
+//!   more for `authenticated` on PostgreSQL; [`start`] refuses it on both backends).
 //! - `status` only moves along [`SessionStatus::can_transition_to`] (SCHEMA.md:
 //!   pending→active, active⇄paused, any live state → completed, failed or expired).
 //!   [`transition`] applies a change with a conditional `UPDATE … WHERE status = <read>`,
@@ -22,11 +25,10 @@
 use chrono::{TimeDelta, Utc};
 use forge_entity::coding_sessions::{self, SessionStatus};
 use forge_entity::profiles;
-use forge_entity::projects::{self, ProjectStatus};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, DatabaseTransaction, EntityTrait, PaginatorTrait,
-    QueryFilter, QuerySelect, QueryTrait, Select, Set,
+    ActiveModelTrait, ColumnTrait, Condition, DatabaseTransaction, EntityTrait,
+    QueryFilter, QueryTrait, Select, Set,
 };
 use serde_json::Value as Json;
 use uuid::Uuid;
@@ -38,6 +40,8 @@ use crate::validate;
 
 /// Longest accepted initial prompt, in characters.
 const MAX_PROMPT: usize = 100_000;
+/// The longest a user's session may live (SCHEMA.md); the service may set any expiry.
+pub const MAX_USER_TTL: TimeDelta = TimeDelta::hours(24);
 /// Longest accepted preview URL, in characters.
 const MAX_URL: usize = 2048;
 
@@ -118,6 +122,12 @@ fn new_row(actor: Actor, new: NewSession) -> Result<coding_sessions::ActiveModel
         .checked_add_signed(new.ttl)
         .ok_or_else(|| ForgeError::invalid("ttl", "is too long"))?;
     let expires_at = validate::future("ttl", expires_at)?;
+    if actor.user_id().is_some() && new.ttl > MAX_USER_TTL {
+        return Err(ForgeError::invalid(
+            "ttl",
+            "a user's session lives at most 24 hours",
+        ));
+    }
     let metadata = validate::json_object("metadata", new.metadata.unwrap_or(Json::Null))?;
     Ok(coding_sessions::ActiveModel {
         user_id: Set(new.owner),
@@ -130,50 +140,11 @@ fn new_row(actor: Actor, new: NewSession) -> Result<coding_sessions::ActiveModel
     })
 }
 
-/// Locks the owner's profile row until the transaction ends and returns its
-/// `sessions_limit`. Concurrent starts for one owner queue here, so each counts the live
-/// sessions the previous one committed.
-async fn lock_owner(txn: &DatabaseTransaction, actor: Actor, owner: Uuid) -> Result<i64> {
-    let profile = crate::profiles::visible_to(actor)
-        .filter(profiles::Column::Id.eq(owner))
-        .lock_exclusive()
-        .one(txn)
-        .await?
-        .ok_or_else(|| ForgeError::not_found("profile", owner))?;
-    Ok(i64::from(profile.sessions_limit))
-}
-
-/// Refuses a project that is not `owner`'s (NotFound) or not active (Validation).
-async fn require_active_project(
-    txn: &DatabaseTransaction,
-    owner: Uuid,
-    project_id: Uuid,
-) -> Result<()> {
-    let project = projects::Entity::find_by_id(project_id)
-        .filter(projects::Column::UserId.eq(owner))
-        .one(txn)
-        .await?
-        .ok_or_else(|| ForgeError::not_found("project", project_id))?;
-    if project.status != ProjectStatus::Active {
-        return Err(ForgeError::invalid(
-            "project_id",
-            format!(
-                "the project is {}; sessions start only on active projects",
-                project.status
-            ),
-        ));
-    }
-    Ok(())
-}
-
-/// How many live sessions `owner` has.
-async fn count_live(txn: &DatabaseTransaction, owner: Uuid) -> Result<i64> {
-    let live = coding_sessions::Entity::find()
-        .filter(coding_sessions::Column::UserId.eq(owner))
-        .filter(coding_sessions::Column::Status.is_in(SessionStatus::LIVE.iter().copied()))
-        .count(txn)
-        .await?;
-    Ok(i64::try_from(live).unwrap_or(i64::MAX))
+/// The `sessions_limit` of `owner`, to name it in a [`ForgeError::LimitReached`] whose
+/// database message did not carry it (SQLite's triggers raise fixed messages).
+async fn live_limit(txn: &DatabaseTransaction, owner: Uuid) -> Result<i64> {
+    let profile = profiles::Entity::find_by_id(owner).one(txn).await?;
+    Ok(profile.map_or(-1, |p| i64::from(p.sessions_limit)))
 }
 
 /// Starts a session (status `pending`) on one of the owner's active projects.
@@ -195,15 +166,19 @@ where
     let row = new_row(actor, new)?;
     run_as(db, actor, Access::Write, move |txn| {
         Box::pin(async move {
-            let limit = lock_owner(txn, actor, owner).await?;
-            require_active_project(txn, owner, project_id).await?;
-            if count_live(txn, owner).await? >= limit {
-                return Err(ForgeError::LimitReached {
-                    what: "live sessions",
-                    limit,
-                });
+            // The database holds the rules (forge-migration's database wall, on both
+            // backends): the owner's own active project, and at most `sessions_limit`
+            // live sessions — it locks the owner's profile row, so racing starts queue.
+            match row.insert(txn).await.map_err(ForgeError::from) {
+                Err(ForgeError::NotFound { entity: "project", .. }) => {
+                    Err(ForgeError::not_found("project", project_id))
+                }
+                Err(ForgeError::LimitReached { what, limit: -1 }) => Err(ForgeError::LimitReached {
+                    what,
+                    limit: live_limit(txn, owner).await?,
+                }),
+                inserted => inserted,
             }
-            Ok(row.insert(txn).await?)
         })
     })
     .await

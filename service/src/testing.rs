@@ -62,6 +62,7 @@ pub enum TestDbError {
 #[derive(Debug)]
 pub struct TestDb {
     db: DatabaseConnection,
+    owner: DatabaseConnection,
     /// PostgreSQL: the admin URL and the name of the database to drop at the end.
     pg: Option<postgres::Owned>,
 }
@@ -87,7 +88,11 @@ impl TestDb {
     pub async fn sqlite() -> Result<Self, TestDbError> {
         let db = connect("sqlite::memory:").await?;
         Migrator::up(&db, None).await?;
-        Ok(Self { db, pg: None })
+        Ok(Self {
+            owner: db.clone(),
+            db,
+            pg: None,
+        })
     }
 
     /// A fresh, migrated PostgreSQL database on the cluster of `admin_url` (a role
@@ -111,9 +116,21 @@ impl TestDb {
 
     async fn postgres_from(admin_url: &str, template: Option<&str>) -> Result<Self, TestDbError> {
         let owned = postgres::create_database(admin_url, template).await?;
-        match connect(&owned.url()).await {
-            Ok(db) => Ok(Self {
+        let url = owned.url();
+        let pools = async {
+            let owner = connect(&url).await?;
+            // A migrated database is used as the application role; an empty one (for
+            // testing the migrations) only as its owner.
+            let db = match template {
+                Some(_) => connect(&postgres::app_url(&url)).await?,
+                None => owner.clone(),
+            };
+            Ok::<_, ConnectError>((db, owner))
+        };
+        match pools.await {
+            Ok((db, owner)) => Ok(Self {
                 db,
+                owner,
                 pg: Some(owned),
             }),
             Err(e) => {
@@ -123,14 +140,30 @@ impl TestDb {
         }
     }
 
-    /// The connection pool of this test's database.
+    /// The connection pool of this test's database, for Forge's calls. On a migrated
+    /// PostgreSQL database it connects as an application role that owns nothing and
+    /// holds no privilege of its own (a member of `authenticated` and `service_role`,
+    /// the two-role setup of the README): Forge's calls work, SQL sent outside a Forge
+    /// context is refused.
     pub fn db(&self) -> &DatabaseConnection {
         &self.db
     }
 
-    /// The URL of this test's database (PostgreSQL only), to open more pools.
+    /// A pool connected as the database's owner (the role that migrated it), for a test's
+    /// own setup and inspection in raw SQL. On SQLite the same pool as [`TestDb::db`].
+    pub fn owner(&self) -> &DatabaseConnection {
+        &self.owner
+    }
+
+    /// The owner's URL of this test's database (PostgreSQL only), to open more pools.
     pub fn pg_url(&self) -> Option<String> {
         self.pg.as_ref().map(postgres::Owned::url)
+    }
+
+    /// The application role's URL of this test's database (PostgreSQL only), to open
+    /// more pools the way [`TestDb::db`] is opened.
+    pub fn app_url(&self) -> Option<String> {
+        self.pg.as_ref().map(|owned| postgres::app_url(&owned.url()))
     }
 
     /// Which backend this database runs on.
@@ -145,6 +178,7 @@ impl TestDb {
     /// [`TestDbError::Db`] when the PostgreSQL database could not be dropped.
     pub async fn finish(mut self) -> Result<(), TestDbError> {
         self.db.clone().close().await.ok();
+        self.owner.clone().close().await.ok();
         match self.pg.take() {
             Some(owned) => owned.drop_now().await,
             None => Ok(()),

@@ -48,15 +48,53 @@ pub(crate) fn in_range(field: &'static str, value: i64, min: i64, max: i64) -> R
     Ok(value)
 }
 
-/// A JSON object input; `null` becomes `{}`.
+/// A JSON object input, at most [`forge_entity::JSON_MAX_BYTES`]; `null` becomes `{}`.
 pub(crate) fn json_object(
     field: &'static str,
     value: serde_json::Value,
 ) -> Result<serde_json::Value> {
     match value {
         serde_json::Value::Null => Ok(serde_json::Value::Object(serde_json::Map::new())),
-        serde_json::Value::Object(_) => Ok(value),
+        serde_json::Value::Object(_) => json_document(field, value),
         _ => Err(ForgeError::invalid(field, "must be a JSON object")),
+    }
+}
+
+/// Any JSON document input, refused when its text form is over the size cap the database
+/// holds every JSON column to ([`forge_entity::JSON_MAX_BYTES`], 64 KiB).
+pub(crate) fn json_document(
+    field: &'static str,
+    value: serde_json::Value,
+) -> Result<serde_json::Value> {
+    let size = jsonb_text_len(&value);
+    if size > forge_entity::JSON_MAX_BYTES {
+        return Err(ForgeError::invalid(
+            field,
+            format!(
+                "a JSON document of {size} bytes; at most {} allowed",
+                forge_entity::JSON_MAX_BYTES
+            ),
+        ));
+    }
+    Ok(value)
+}
+
+/// The length of `value` as PostgreSQL prints a `jsonb` (`{"a": 1, "b": [1, 2]}`: a space
+/// after every `:` and `,`), which is what the database's size `CHECK` measures; SQLite
+/// stores the compact form, which is never longer.
+fn jsonb_text_len(value: &serde_json::Value) -> usize {
+    use serde_json::Value;
+    let separators = |n: usize| 2 * n.saturating_sub(1);
+    match value {
+        Value::Array(items) => 2 + separators(items.len()) + items.iter().map(jsonb_text_len).sum::<usize>(),
+        Value::Object(map) => {
+            2 + separators(map.len())
+                + map
+                    .iter()
+                    .map(|(k, v)| Value::from(k.as_str()).to_string().len() + 2 + jsonb_text_len(v))
+                    .sum::<usize>()
+        }
+        scalar => scalar.to_string().len(),
     }
 }
 
@@ -74,6 +112,18 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn jsonb_text_len_counts_as_postgres_prints() {
+        let doc = serde_json::json!({"a": 1, "b": [1, 2], "c": {"d": "x\"y"}});
+        // PostgreSQL: {"a": 1, "b": [1, 2], "c": {"d": "x\"y"}}
+        assert_eq!(jsonb_text_len(&doc), r#"{"a": 1, "b": [1, 2], "c": {"d": "x\"y"}}"#.len());
+        assert_eq!(jsonb_text_len(&serde_json::json!([])), 2);
+        let big = serde_json::json!({"k": "x".repeat(70_000)});
+        assert!(json_document("metadata", big).is_err());
+        let small = serde_json::json!({"k": "x".repeat(60_000)});
+        assert!(json_object("metadata", small).is_ok());
+    }
 
     #[test]
     fn text_trims_and_bounds() {

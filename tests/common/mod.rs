@@ -10,8 +10,11 @@ use forge_db::service::testing::{self, TEST_DATABASE_URL_ENV};
 
 /// A migrated database that exists only for one test (dropped with it).
 pub struct TestDb {
-    /// The pool of the test's database.
+    /// The pool Forge's calls use: on PostgreSQL the application role (two-role setup),
+    /// which may do nothing outside a Forge context.
     pub db: DatabaseConnection,
+    /// A pool as the database's owner, for raw setup and inspection.
+    pub owner: DatabaseConnection,
     inner: testing::TestDb,
 }
 
@@ -36,6 +39,7 @@ impl TestDb {
         let inner = inner.unwrap_or_else(|e| panic!("set up the test database: {e}"));
         Self {
             db: inner.db().clone(),
+            owner: inner.owner().clone(),
             inner,
         }
     }
@@ -55,9 +59,15 @@ impl TestDb {
         Self::wrap(testing::TestDb::postgres(&pg_admin_url()).await)
     }
 
-    /// The URL of this test's database (PostgreSQL only).
+    /// The URL of this test's database, as its owner (PostgreSQL only).
     pub fn pg_url(&self) -> Option<String> {
         self.inner.pg_url()
+    }
+
+    /// The URL of this test's database as the application role that [`TestDb::db`]
+    /// connects as (PostgreSQL only): more pools for Forge's calls.
+    pub fn app_url(&self) -> Option<String> {
+        self.inner.app_url()
     }
 
     pub fn backend(&self) -> DbBackend {
@@ -66,8 +76,9 @@ impl TestDb {
 
     /// Closes the pool and drops the database now (dropping the `TestDb` does the same).
     pub async fn finish(self) {
-        let Self { db, inner } = self;
+        let Self { db, owner, inner } = self;
         db.close().await.ok();
+        owner.close().await.ok();
         inner.finish().await.expect("drop the test database");
     }
 }
@@ -125,4 +136,21 @@ macro_rules! on_both_backends {
             }
         }
     )*};
+}
+
+/// Runs raw SeaORM work on Forge's pool in the service's context. On PostgreSQL the
+/// test pool connects as the application role of the two-role setup, which may do nothing
+/// outside a Forge context, exactly like a production service's pool.
+pub async fn as_service<T, F>(db: &DatabaseConnection, f: F) -> T
+where
+    T: Send,
+    F: for<'t> FnOnce(
+            &'t forge_db::sea_orm::DatabaseTransaction,
+        ) -> forge_db::service::ScopedFuture<'t, T>
+        + Send,
+{
+    use forge_db::service::{Access, Actor, run_as};
+    run_as(db, Actor::Service, Access::Write, f)
+        .await
+        .expect("raw work in the service's context")
 }

@@ -9,10 +9,13 @@
 //! - tables (an unexpected one is a warning that `--allow-extra` accepts), columns (type,
 //!   nullability, default), primary keys, foreign keys with their `ON DELETE` rule, unique
 //!   and CHECK constraints, indexes and triggers;
-//! - on PostgreSQL also row-level security per table, every policy (command, roles,
-//!   expressions), the functions of `public` (the `updated_at` and `seq` triggers' ones
-//!   among them), `auth.uid()`, the roles the grants and policies name, and each table's
-//!   storage parameters;
+//! - on PostgreSQL also row-level security per table (enabled and forced), every policy
+//!   (command, roles, expressions), the functions of `public` (the `updated_at` and `seq`
+//!   triggers' ones among them; body, `SECURITY DEFINER` and `SET` options such as
+//!   `search_path`), `auth.uid()`, the roles the grants and policies name, each table's
+//!   storage parameters, and the privileges granted to other roles than the owner (and to
+//!   `PUBLIC`) on every table of `public` (the bookkeeping tables included), column,
+//!   sequence and those functions: one finding per object and grantee;
 //! - the entities of `forge-entity` against the freshly migrated schema, so a column added
 //!   to an entity without a migration is reported even on a database that matches the
 //!   migrations.
@@ -59,11 +62,13 @@ pub struct Finding {
     /// Error or warning.
     pub severity: Severity,
     /// What kind of object: `table`, `column`, `foreign key`, `check`, `index`, `policy`,
-    /// `migration`, `checksum`, `entity column`, …
+    /// `grant`, `migration`, `checksum`, `entity column`, …
     pub kind: String,
     /// The table the object belongs to; `None` for database-wide objects.
     pub table: Option<String>,
-    /// The object's name (empty for the table itself, its primary key or its RLS switch).
+    /// The object's name (empty for the table itself, its primary key or its RLS switch;
+    /// for a grant what it is on and to whom: `to anon`, `on column tier to authenticated`,
+    /// `on function forge_set_updated_at() to PUBLIC`).
     pub object: String,
     /// What the code expects; `None` when the object should not exist.
     pub expected: Option<String>,

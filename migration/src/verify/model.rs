@@ -25,6 +25,7 @@ pub(crate) mod kind {
     pub(crate) const RLS: &str = "row level security";
     pub(crate) const STORAGE: &str = "storage parameters";
     pub(crate) const FUNCTION: &str = "function";
+    pub(crate) const GRANT: &str = "grant";
     pub(crate) const ROLE: &str = "role";
     pub(crate) const MIGRATION: &str = "migration";
     pub(crate) const CHECKSUM: &str = "checksum";
@@ -34,6 +35,15 @@ pub(crate) mod kind {
 
 /// `(kind, name)` → description.
 pub(crate) type Objects = BTreeMap<(&'static str, String), String>;
+
+/// What privileges are granted on: `(table, object)`. A table is `(Some(table), "")`, one
+/// of its columns `(Some(table), "column name")`, a function or a sequence `(None,
+/// "function name(args)")` / `(None, "sequence name")`.
+pub(crate) type GrantTarget = (Option<String>, String);
+
+/// Grantee (`PUBLIC` or a role's name) → the privileges it holds (`SELECT`, `UPDATE WITH
+/// GRANT OPTION`, …).
+pub(crate) type Acl = BTreeMap<String, BTreeSet<String>>;
 
 /// One column as the database describes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -90,6 +100,10 @@ pub(crate) struct Snapshot {
     pub(crate) tables: BTreeMap<String, Table>,
     /// Database-wide objects (PostgreSQL: functions).
     pub(crate) globals: Objects,
+    /// PostgreSQL: the privileges granted to other roles than the owner on every table
+    /// (the bookkeeping tables included), column, sequence and compared function. Every
+    /// such object has an entry, an empty one when nothing is granted on it.
+    pub(crate) grants: BTreeMap<GrantTarget, Acl>,
     /// PostgreSQL: every role on the server when the snapshot was taken.
     pub(crate) roles: BTreeSet<String>,
     /// PostgreSQL: the roles named by the schema's grants and policies.
@@ -146,7 +160,9 @@ pub(crate) fn diff(expected: &Snapshot, found: &Snapshot) -> Vec<Finding> {
             (None, None) => {}
         }
     }
+    diff_grants(expected, found, true, &mut out);
     diff_objects(None, &expected.globals, &found.globals, true, &mut out);
+    diff_grants(expected, found, false, &mut out);
     for role in &expected.referenced_roles {
         if !found.roles.contains(role) {
             out.push(Finding::drift(
@@ -183,7 +199,131 @@ fn diff_objects(
     }
 }
 
+/// One finding per `(object, grantee)` whose privileges differ, on the tables and their
+/// columns (`on_tables`) or on the database-wide objects. Objects only one side has are
+/// skipped: the missing or unexpected table, column or function is reported already (and
+/// an extra function `--allow-extra` accepts must not fail the check by its grants).
+fn diff_grants(expected: &Snapshot, found: &Snapshot, on_tables: bool, out: &mut Vec<Finding>) {
+    for (target @ (table, object), e_acl) in &expected.grants {
+        if table.is_some() != on_tables {
+            continue;
+        }
+        let Some(f_acl) = found.grants.get(target) else {
+            continue;
+        };
+        let grantees: BTreeSet<&String> = e_acl.keys().chain(f_acl.keys()).collect();
+        for grantee in grantees {
+            let (e, f) = (e_acl.get(grantee), f_acl.get(grantee));
+            if e == f {
+                continue;
+            }
+            let name = match object.as_str() {
+                "" => format!("to {grantee}"),
+                object => format!("on {object} to {grantee}"),
+            };
+            out.push(Finding::drift(
+                kind::GRANT,
+                table.as_deref(),
+                &name,
+                e.map(privileges),
+                f.map(privileges),
+            ));
+        }
+    }
+}
+
+/// `DELETE, INSERT, SELECT WITH GRANT OPTION`.
+fn privileges(set: &BTreeSet<String>) -> String {
+    set.iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// `sql` with every run of whitespace turned into one space.
 pub(crate) fn squash(sql: &str) -> String {
     sql.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grant(
+        snap: &mut Snapshot,
+        table: Option<&str>,
+        object: &str,
+        grantee: &str,
+        privs: &[&str],
+    ) {
+        let acl = snap
+            .grants
+            .entry((table.map(str::to_owned), object.to_owned()))
+            .or_default();
+        if !privs.is_empty() {
+            let set = acl.entry(grantee.to_owned()).or_default();
+            set.extend(privs.iter().map(|p| (*p).to_owned()));
+        }
+    }
+
+    fn lines(findings: &[Finding]) -> Vec<String> {
+        findings.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn grants_differ_per_object_and_grantee() {
+        let mut expected = Snapshot::default();
+        grant(
+            &mut expected,
+            Some("profiles"),
+            "",
+            "authenticated",
+            &["SELECT", "UPDATE"],
+        );
+        grant(&mut expected, Some("profiles"), "column tier", "", &[]);
+        grant(&mut expected, None, "function f()", "PUBLIC", &["EXECUTE"]);
+        let mut found = Snapshot::default();
+        grant(
+            &mut found,
+            Some("profiles"),
+            "",
+            "authenticated",
+            &["SELECT", "UPDATE", "INSERT"],
+        );
+        grant(&mut found, Some("profiles"), "", "anon", &["INSERT"]);
+        grant(
+            &mut found,
+            Some("profiles"),
+            "column tier",
+            "authenticated",
+            &["UPDATE"],
+        );
+        grant(&mut found, None, "function f()", "", &[]);
+        assert_eq!(
+            lines(&diff(&expected, &found)),
+            [
+                "drift: table profiles: grant to anon: unexpected; found INSERT",
+                "drift: table profiles: grant to authenticated: expected SELECT, UPDATE, \
+                 found INSERT, SELECT, UPDATE",
+                "drift: table profiles: grant on column tier to authenticated: unexpected; \
+                 found UPDATE",
+                "drift: database: grant on function f() to PUBLIC: missing; expected EXECUTE",
+            ]
+        );
+    }
+
+    #[test]
+    fn grants_on_objects_only_one_side_has_are_left_to_those_objects() {
+        let mut expected = Snapshot::default();
+        grant(&mut expected, Some("notes"), "", "anon", &["SELECT"]);
+        let mut found = Snapshot::default();
+        grant(
+            &mut found,
+            None,
+            "function answer()",
+            "PUBLIC",
+            &["EXECUTE"],
+        );
+        assert!(diff(&expected, &found).is_empty());
+    }
 }

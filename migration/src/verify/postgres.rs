@@ -1,8 +1,10 @@
 //! Reading a PostgreSQL schema from `pg_catalog`: the tables of schema `public` with their
-//! columns, constraints, indexes, non-internal triggers, row-level security, policies and
-//! storage parameters; the functions of `public` (extensions' excluded) and `auth.uid()`;
-//! the server's roles and the roles the schema names. And the scratch database the
-//! expected schema is built in.
+//! columns, constraints, indexes, non-internal triggers, row-level security (enabled and
+//! forced), policies and storage parameters; the functions of `public` (extensions'
+//! excluded) and `auth.uid()`; the privileges granted on those tables (the bookkeeping
+//! tables included), their columns, `public`'s sequences and those functions; the server's
+//! roles and the roles the schema names. And the scratch database the expected schema is
+//! built in.
 
 use sea_orm_migration::sea_orm::{ConnectionTrait, DatabaseConnection, DbErr};
 
@@ -83,11 +85,15 @@ const POLICIES: Probe = Probe {
     file: file_object,
 };
 
-/// Functions of `public` that no extension owns, and `auth.uid()`.
+/// Functions of `public` that no extension owns (with `SECURITY DEFINER` and their `SET`
+/// options, such as `search_path=""`), and `auth.uid()` (present or not: Supabase has its
+/// own).
 const FUNCTIONS: Probe = Probe {
     sql: "SELECT p.oid::regprocedure::text,
                  concat_ws(' ', 'returns', pg_get_function_result(p.oid),
-                           'language', l.lanname, 'body md5', md5(p.prosrc))
+                           'language', l.lanname, 'body md5', md5(p.prosrc),
+                           CASE WHEN p.prosecdef THEN 'security definer' END,
+                           'set ' || array_to_string(p.proconfig, ', '))
           FROM pg_proc p
           JOIN pg_namespace n ON n.oid = p.pronamespace
           JOIN pg_language l ON l.oid = p.prolang
@@ -100,6 +106,50 @@ const FUNCTIONS: Probe = Probe {
           WHERE n.nspname = 'auth' AND p.proname = 'uid' AND p.pronargs = 0",
     width: 2,
     file: file_function,
+};
+
+/// Privileges granted to other roles than the owner (grantee 0 is `PUBLIC`): on the tables
+/// of `public` (the bookkeeping tables included), their columns, `public`'s sequences, and
+/// the functions [`FUNCTIONS`] reads. A NULL ACL stands for the object kind's default
+/// privileges (`acldefault`: a function's owner and `PUBLIC` may execute it), so granting
+/// or revoking what the default already says reads the same. Every object has a row, with
+/// a NULL grantee when nothing is granted on it. Rows of `kind, table, name, grantee,
+/// privilege, grantable`.
+const GRANTS: Probe = Probe {
+    sql: "WITH objects(kind, tbl, name, acl, owner) AS (
+            SELECT 'table', c.relname::text, '',
+                   coalesce(c.relacl, acldefault('r', c.relowner)), c.relowner
+            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p')
+            UNION ALL
+            SELECT 'column', c.relname::text, a.attname::text,
+                   coalesce(a.attacl, acldefault('c', c.relowner)), c.relowner
+            FROM pg_attribute a
+            JOIN pg_class c ON c.oid = a.attrelid
+            JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p')
+              AND a.attnum > 0 AND NOT a.attisdropped
+            UNION ALL
+            SELECT 'sequence', NULL, c.relname::text,
+                   coalesce(c.relacl, acldefault('s', c.relowner)), c.relowner
+            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE n.nspname = 'public' AND c.relkind = 'S'
+            UNION ALL
+            SELECT 'function', NULL, p.oid::regprocedure::text,
+                   coalesce(p.proacl, acldefault('f', p.proowner)), p.proowner
+            FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+            WHERE (n.nspname = 'public' AND NOT EXISTS (
+                     SELECT 1 FROM pg_depend d
+                     WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid
+                       AND d.deptype = 'e'))
+               OR (n.nspname = 'auth' AND p.proname = 'uid' AND p.pronargs = 0)
+          )
+          SELECT o.kind, o.tbl, o.name,
+                 CASE g.grantee WHEN 0 THEN 'PUBLIC' ELSE pg_get_userbyid(g.grantee)::text END,
+                 g.privilege_type::text, g.is_grantable::text
+          FROM objects o LEFT JOIN LATERAL aclexplode(o.acl) g ON g.grantee <> o.owner",
+    width: 6,
+    file: file_grant,
 };
 
 const ROLES: Probe = Probe {
@@ -137,6 +187,7 @@ pub(crate) async fn snapshot<C: ConnectionTrait>(db: &C) -> Result<Snapshot, DbE
         TRIGGERS,
         POLICIES,
         FUNCTIONS,
+        GRANTS,
         ROLES,
         REFERENCED_ROLES,
     ] {
@@ -153,14 +204,17 @@ fn file_table(snap: &mut Snapshot, row: &Row) {
         return;
     }
     let table = snap.table(name);
-    let rls = match (col(row, 1), col(row, 2)) {
-        ("true", "true") => "enabled, forced",
-        ("true", _) => "enabled",
-        _ => "disabled",
+    // FORCE is kept even while RLS is off: it takes effect as soon as RLS is enabled.
+    let enabled = if col(row, 1) == "true" {
+        "enabled"
+    } else {
+        "disabled"
     };
-    table
-        .objects
-        .insert((kind::RLS, String::new()), rls.to_owned());
+    let rls = match col(row, 2) {
+        "true" => format!("{enabled}, forced"),
+        _ => enabled.to_owned(),
+    };
+    table.objects.insert((kind::RLS, String::new()), rls);
     if let Some(options) = opt(row, 3).filter(|o| !o.is_empty()) {
         table
             .objects
@@ -215,6 +269,26 @@ fn file_function(snap: &mut Snapshot, row: &Row) {
         (kind::FUNCTION, col(row, 0).to_owned()),
         col(row, 1).to_owned(),
     );
+}
+
+/// Rows of `kind, table, name, grantee, privilege, grantable` ([`GRANTS`]).
+fn file_grant(snap: &mut Snapshot, row: &Row) {
+    let object = match col(row, 0) {
+        "table" => String::new(),
+        what => format!("{what} {}", col(row, 2)),
+    };
+    let acl = snap.grants.entry((opt(row, 1), object)).or_default();
+    let Some(grantee) = opt(row, 3) else {
+        return;
+    };
+    let privilege = match col(row, 5) {
+        "true" => format!("{} WITH GRANT OPTION", col(row, 4)),
+        _ => col(row, 4).to_owned(),
+    };
+    acl.entry(grantee.clone()).or_default().insert(privilege);
+    if grantee != "PUBLIC" {
+        snap.referenced_roles.insert(grantee);
+    }
 }
 
 fn file_role(snap: &mut Snapshot, row: &Row) {

@@ -27,7 +27,7 @@ pub(super) struct Owned {
 }
 
 impl Owned {
-    /// The URL of the database.
+    /// The URL of the database, as the cluster's admin (the owner of everything in it).
     pub(super) fn url(&self) -> String {
         url_for_database(&self.admin_url, &self.name)
     }
@@ -125,12 +125,48 @@ async fn build_template_locked(
     admin
         .execute_unprepared(&format!("SELECT pg_advisory_lock({TEMPLATE_LOCK})"))
         .await?;
-    let built = build_template(admin, admin_url, name).await;
+    let mut built = build_template(admin, admin_url, name).await;
+    if built.is_ok() {
+        built = ensure_app_role(admin).await;
+    }
     admin
         .execute_unprepared(&format!("SELECT pg_advisory_unlock({TEMPLATE_LOCK})"))
         .await
         .ok();
     built
+}
+
+/// The application role test databases are used through: a login role that owns nothing
+/// and holds no privilege of its own, member of `authenticated` and `service_role` (the
+/// two-role setup of the README; its password is its name — test clusters only).
+pub(super) const APP_ROLE: &str = "forge_test_app";
+
+/// Creates [`APP_ROLE`] on the cluster if it is missing (roles are cluster-wide; the
+/// template's migrations created the roles it joins).
+async fn ensure_app_role(admin: &DatabaseConnection) -> Result<(), TestDbError> {
+    admin
+        .execute_unprepared(&format!(
+            "DO $$ BEGIN
+               IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{APP_ROLE}') THEN
+                 BEGIN
+                   CREATE ROLE {APP_ROLE} LOGIN NOINHERIT PASSWORD '{APP_ROLE}';
+                 EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+                 END;
+               END IF;
+             END $$;
+             GRANT authenticated, service_role TO {APP_ROLE};"
+        ))
+        .await?;
+    Ok(())
+}
+
+/// `url` with its user and password replaced by [`APP_ROLE`]'s.
+pub(super) fn app_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    format!("{scheme}://{APP_ROLE}:{APP_ROLE}@{host}")
 }
 
 /// Creates and migrates the template unless a complete one exists; a half-built one (not
@@ -203,5 +239,22 @@ async fn create_retrying(admin: &DatabaseConnection, sql: &str) -> Result<(), Te
             }
             Err(e) => return Err(e.into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn app_url_swaps_the_user() {
+        assert_eq!(
+            app_url("postgres://postgres:secret@127.0.0.1:5432/forge_x?sslmode=disable"),
+            "postgres://forge_test_app:forge_test_app@127.0.0.1:5432/forge_x?sslmode=disable"
+        );
+        assert_eq!(
+            app_url("postgres://127.0.0.1/db"),
+            "postgres://forge_test_app:forge_test_app@127.0.0.1/db"
+        );
     }
 }
