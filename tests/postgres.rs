@@ -64,7 +64,8 @@ VALUES
 async fn seed_002_step_9_runs_unchanged() {
     let t = TestDb::postgres().await;
     insert_profile(&t.owner, USER_A, "a@example.com").await;
-    t.owner.execute_unprepared(SEED_002_STEP_9)
+    t.owner
+        .execute_unprepared(SEED_002_STEP_9)
         .await
         .expect("seed 002 step 9");
 
@@ -395,8 +396,9 @@ async fn supabase_auth_is_used_not_replaced() {
     // platform's default privileges (ALL on every new table, function and sequence of
     // `public` to anon, authenticated and service_role).
     t.owner.execute_unprepared(SUPABASE_ROLES).await.unwrap();
-    t.owner.execute_unprepared(
-        "ALTER DEFAULT PRIVILEGES IN SCHEMA public
+    t.owner
+        .execute_unprepared(
+            "ALTER DEFAULT PRIVILEGES IN SCHEMA public
            GRANT ALL ON TABLES TO anon, authenticated, service_role;
          ALTER DEFAULT PRIVILEGES IN SCHEMA public
            GRANT ALL ON FUNCTIONS TO anon, authenticated, service_role;
@@ -408,9 +410,9 @@ async fn supabase_auth_is_used_not_replaced() {
          CREATE FUNCTION auth.uid() RETURNS uuid LANGUAGE sql STABLE AS
            $$ SELECT nullif(current_setting('request.jwt.claim.sub', true), '')::uuid $$;
          COMMENT ON FUNCTION auth.uid() IS 'supabase';",
-    )
-    .await
-    .unwrap();
+        )
+        .await
+        .unwrap();
     Migrator::up(&t.owner, None)
         .await
         .expect("migrate over Supabase's auth");
@@ -452,16 +454,20 @@ async fn supabase_auth_is_used_not_replaced() {
            AND has_function_privilege(r.role, p.oid, 'EXECUTE')",
     )
     .await;
-    assert_eq!(executable, 0, "a Forge function is executable by a client role");
+    assert_eq!(
+        executable, 0,
+        "a Forge function is executable by a client role"
+    );
 
     // Signup creates the profile (seed 002 steps 2 and 8).
-    t.owner.execute_unprepared(&format!(
-        "INSERT INTO auth.users (id, email, raw_user_meta_data) VALUES
+    t.owner
+        .execute_unprepared(&format!(
+            "INSERT INTO auth.users (id, email, raw_user_meta_data) VALUES
            ('{USER_A}', ' Ada@Example.com ', NULL),
            ('{USER_B}', 'bob@example.com', '{{\"display_name\":\"Bobby\"}}')"
-    ))
-    .await
-    .expect("signup");
+        ))
+        .await
+        .expect("signup");
     let profiles = query_string(
         &t.owner,
         "SELECT string_agg(email || '=' || display_name, ',' ORDER BY email) FROM profiles",
@@ -492,5 +498,153 @@ async fn supabase_auth_is_used_not_replaced() {
         "reset leaves Supabase's auth alone"
     );
     Migrator::up(&t.owner, None).await.expect("up again");
+    t.finish().await;
+}
+
+/// A user writes a batch's configuration on insert (PostgREST), so the database bounds it
+/// exactly as the repositories do: `batches::MAX_CONCURRENCY` items in flight at most.
+#[tokio::test]
+async fn batch_configuration_is_bounded_by_the_database() {
+    use forge_db::service::batches::MAX_CONCURRENCY;
+    let t = TestDb::postgres().await;
+    insert_profile(&t.owner, USER_A, "a@example.com").await;
+    let insert = |config: String| {
+        format!(
+            "INSERT INTO batch_jobs (created_by, name, configuration)
+             VALUES ('{USER_A}', 'b', '{config}'::jsonb)"
+        )
+    };
+    let at_most = format!(r#"{{"tier":"scenario","concurrent_processing":{MAX_CONCURRENCY}}}"#);
+    t.owner.execute_unprepared(&insert(at_most)).await.unwrap();
+    let camel = r#"{"tier":"template","concurrentProcessing":5,"errorHandling":"stop"}"#;
+    t.owner
+        .execute_unprepared(&insert(camel.to_owned()))
+        .await
+        .expect("the original app's camelCase keys are accepted");
+    let refused = [
+        format!(
+            r#"{{"tier":"scenario","concurrent_processing":{}}}"#,
+            MAX_CONCURRENCY + 1
+        ),
+        r#"{"tier":"scenario","concurrent_processing":0}"#.to_owned(),
+        r#"{"tier":"scenario","concurrent_processing":"many"}"#.to_owned(),
+        r#"{"tier":"gold"}"#.to_owned(),
+        r#"{"tier":"scenario","error_handling":"retry"}"#.to_owned(),
+        "[]".to_owned(),
+    ];
+    for config in refused {
+        let err = expect_sql_error(&t.owner, &insert(config.clone())).await;
+        assert!(
+            err.contains("batch_jobs_configuration_check"),
+            "{config}: {err}"
+        );
+    }
+    t.finish().await;
+}
+
+/// The live-session limit holds for raw SQL too, as a Supabase user would send it through
+/// PostgREST: twelve connections insert a session for the same user at once, as
+/// `authenticated` with the user's claims, against a limit of 3.
+#[tokio::test]
+async fn sessions_limit_holds_for_racing_raw_inserts() {
+    let t = TestDb::postgres().await;
+    insert_profile(&t.owner, USER_A, "a@example.com").await;
+    t.owner
+        .execute_unprepared(&format!(
+            "INSERT INTO projects (user_id, name) VALUES ('{USER_A}', 'p')"
+        ))
+        .await
+        .unwrap();
+    let url = t.pg_url().unwrap();
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(12));
+    let mut racers = Vec::new();
+    for _ in 0..12 {
+        let (url, start) = (url.clone(), start.clone());
+        racers.push(tokio::spawn(async move {
+            let db = forge_db::connect(&url).await.unwrap();
+            let txn = db.begin().await.unwrap();
+            txn.execute_unprepared(&format!(
+                "SET LOCAL ROLE authenticated;
+                 SELECT set_config('request.jwt.claims', '{{\"sub\":\"{USER_A}\"}}', true),
+                        set_config('request.jwt.claim.sub', '{USER_A}', true);"
+            ))
+            .await
+            .unwrap();
+            start.wait().await;
+            let inserted = txn
+                .execute_unprepared(&format!(
+                    "INSERT INTO coding_sessions (user_id, project_id, initial_prompt, expires_at)
+                     SELECT '{USER_A}', id, 'race', now() + interval '1 hour' FROM projects"
+                ))
+                .await;
+            match inserted {
+                Ok(_) => txn.commit().await.map(|()| true).unwrap(),
+                Err(e) => {
+                    assert!(e.to_string().contains("forge:limit:live sessions:3"), "{e}");
+                    txn.rollback().await.unwrap();
+                    false
+                }
+            }
+        }));
+    }
+    let mut won = 0;
+    for racer in racers {
+        won += u32::from(racer.await.unwrap());
+    }
+    assert_eq!(won, 3, "exactly sessions_limit starts win");
+    assert_eq!(
+        query_i64(&t.owner, "SELECT count(*) FROM coding_sessions").await,
+        3
+    );
+    t.finish().await;
+}
+
+/// A database migrated before the wall, with totals and counters that drifted (written by
+/// hand, as the old privileges allowed), is brought in line by the upgrade, and verifies.
+#[tokio::test]
+async fn upgrading_reconciles_totals_and_counters() {
+    let t = TestDb::postgres_empty().await;
+    Migrator::up(&t.owner, Some(5)).await.unwrap();
+    insert_profile(&t.owner, USER_A, "a@example.com").await;
+    t.owner
+        .execute_unprepared(&format!(
+            "INSERT INTO conversations (id, conversation_id, created_by, tier, persona, emotion,
+                                        topic, intent, tone, total_turns, total_tokens)
+             VALUES ('{USER_B}', 'c-1', '{USER_A}', 'template', 'p', 'e', 't', 'i', 'n', 9, 999);
+             INSERT INTO conversation_turns (conversation_id, turn_number, role, content, token_count)
+             VALUES ('{USER_B}', 1, 'user', 'hi', 5), ('{USER_B}', 2, 'assistant', 'hello', 7);
+             INSERT INTO batch_jobs (id, created_by, name, configuration, total_items, completed_items,
+                                     successful_items)
+             VALUES ('{USER_B}', '{USER_A}', 'b', '{{\"tier\":\"scenario\"}}', 7, 7, 7);
+             INSERT INTO batch_items (batch_job_id, position, topic, tier, status)
+             VALUES ('{USER_B}', 1, 'x', 'scenario', 'completed'),
+                    ('{USER_B}', 2, 'y', 'scenario', 'failed'),
+                    ('{USER_B}', 3, 'z', 'scenario', 'queued');"
+        ))
+        .await
+        .unwrap();
+    Migrator::up(&t.owner, None).await.expect("upgrade");
+    assert_eq!(
+        query_string(
+            &t.owner,
+            "SELECT total_turns || ',' || total_tokens FROM conversations"
+        )
+        .await
+        .as_deref(),
+        Some("2,12")
+    );
+    assert_eq!(
+        query_string(
+            &t.owner,
+            "SELECT concat_ws(',', total_items, completed_items, successful_items, failed_items)
+             FROM batch_jobs"
+        )
+        .await
+        .as_deref(),
+        Some("3,2,1,1")
+    );
+    let url = t.pg_url().unwrap();
+    let report = forge_db::migration::verify(&url).await.expect("verify runs");
+    assert!(report.passes(false), "{report:?}");
     t.finish().await;
 }

@@ -36,6 +36,49 @@ on_both_backends! {
     deleting_a_profile_cascades_to_everything_it_owns => deleting_a_profile_cascades;
     set_null_foreign_keys => set_null_foreign_keys;
     rows_filled_by_database_defaults_read_back => database_defaults_read_back;
+    session_transitions_are_the_same_in_rust_and_in_the_database => session_transitions_pinned;
+}
+
+/// The session state machine lives twice: `SessionStatus::can_transition_to` (the
+/// repositories' conditional updates and error messages) and the database's trigger
+/// (every writer). This pins the two to each other over all 36 pairs, as the owner (so
+/// only the invariant, not the end-user rules, applies).
+async fn session_transitions_pinned(t: &TestDb) {
+    let db = &t.owner;
+    let w = world(db, "ada@example.com").await;
+    db.execute_unprepared("UPDATE profiles SET sessions_limit = 100")
+        .await
+        .unwrap();
+    for &from in SessionStatus::ALL {
+        for &to in SessionStatus::ALL {
+            let session = coding_sessions::ActiveModel {
+                user_id: Set(w.profile.id),
+                project_id: Set(w.project.id),
+                initial_prompt: Set(format!("{from} to {to}")),
+                status: Set(from),
+                expires_at: Set(Utc::now() + Duration::hours(1)),
+                ..Default::default()
+            }
+            .insert(db)
+            .await
+            .unwrap();
+            let mut row: coding_sessions::ActiveModel = session.into();
+            row.status = Set(to);
+            let moved = row.update(db).await;
+            let allowed = from == to || from.can_transition_to(to);
+            assert_eq!(
+                moved.is_ok(),
+                allowed,
+                "{from} → {to}: the database said {moved:?}, Rust says allowed = {allowed}"
+            );
+            if let Err(err) = moved {
+                assert!(
+                    err.to_string().contains("forge:transition:session"),
+                    "{err}"
+                );
+            }
+        }
+    }
 }
 
 struct World {

@@ -1664,6 +1664,20 @@ async fn batches(s: &mut Suite) {
     )
     .await;
     s.attack(
+        "batch_jobs: insert with concurrent_processing 1000000",
+        ADA_JWT,
+        insert(
+            "batch_jobs",
+            &with(
+                batch_row(ADA),
+                "configuration",
+                "'{\"tier\": \"scenario\", \"concurrent_processing\": 1000000}'::jsonb",
+            ),
+        ),
+        Expect::Refusal,
+    )
+    .await;
+    s.attack(
         "batch_jobs: insert with status 'processing'",
         ADA_JWT,
         insert(

@@ -34,8 +34,8 @@ pub mod schema_doc;
 pub mod seed;
 pub mod verify;
 
-pub use m20251130_000006_database_wall::JSON_MAX_BYTES;
 pub use connect::{Backend, ConnectError, DEFAULT_DATABASE_URL, connect, redact_url, url_from_env};
+pub use m20251130_000006_database_wall::JSON_MAX_BYTES;
 pub use sea_orm_migration::{MigratorTrait, sea_orm};
 pub use seed::{SeedError, SeedReport, seed};
 pub use verify::{Finding, Report, Severity, VerifyError, verify};

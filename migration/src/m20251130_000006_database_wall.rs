@@ -60,7 +60,10 @@ pub struct Migration;
 fn sqlite_up() -> String {
     let mut sql = include_str!("sql/wall_sqlite_up.sql").replace("{now}", SQLITE_NOW);
     for (table, column) in JSON_COLUMNS {
-        for (when, event) in [("insert", "INSERT".to_owned()), ("update", format!("UPDATE OF {column}"))] {
+        for (when, event) in [
+            ("insert", "INSERT".to_owned()),
+            ("update", format!("UPDATE OF {column}")),
+        ] {
             sql.push_str(&format!(
                 "\nCREATE TRIGGER {table}_{column}_size_{when} BEFORE {event} ON {table}\n\
                  WHEN length(CAST(NEW.{column} AS BLOB)) > {JSON_MAX_BYTES}\n\

@@ -34,6 +34,7 @@ ALTER TABLE public.conversations DROP CONSTRAINT IF EXISTS conversations_quality
 ALTER TABLE public.conversations DROP CONSTRAINT IF EXISTS conversations_review_history_size_check;
 ALTER TABLE public.batch_jobs DROP CONSTRAINT IF EXISTS batch_jobs_configuration_size_check;
 ALTER TABLE public.batch_items DROP CONSTRAINT IF EXISTS batch_items_parameters_size_check;
+ALTER TABLE public.batch_jobs DROP CONSTRAINT IF EXISTS batch_jobs_configuration_check;
 
 ALTER TABLE public.profiles NO FORCE ROW LEVEL SECURITY;
 ALTER TABLE public.projects NO FORCE ROW LEVEL SECURITY;

@@ -181,6 +181,23 @@ ALTER TABLE public.batch_jobs ADD CONSTRAINT batch_jobs_configuration_size_check
 ALTER TABLE public.batch_items ADD CONSTRAINT batch_items_parameters_size_check
   CHECK (octet_length(parameters::text) <= 65536);
 
+-- A batch's configuration is the typed document of SCHEMA.md, within the bounds the
+-- repositories hold (`forge_service::batches::MAX_CONCURRENCY` = 100 items in flight): a
+-- user writes it on insert, so the database checks it too. Like the entity, it accepts
+-- the original app's camelCase keys and the defaults of missing fields.
+ALTER TABLE public.batch_jobs ADD CONSTRAINT batch_jobs_configuration_check CHECK (
+  jsonb_typeof(configuration) = 'object'
+  AND configuration ->> 'tier' IN ('template', 'scenario', 'edge_case')
+  AND coalesce(configuration ->> 'error_handling', configuration ->> 'errorHandling', 'continue')
+      IN ('continue', 'stop')
+  AND CASE jsonb_typeof(coalesce(configuration -> 'concurrent_processing',
+                                 configuration -> 'concurrentProcessing', '3'))
+        WHEN 'number' THEN coalesce(configuration ->> 'concurrent_processing',
+                                    configuration ->> 'concurrentProcessing')::numeric BETWEEN 1 AND 100
+        ELSE false
+      END IS NOT FALSE
+);
+
 -- The Supabase advisors ask for an index behind every foreign key.
 CREATE INDEX IF NOT EXISTS idx_conversations_approved_by
   ON public.conversations (approved_by) WHERE approved_by IS NOT NULL;
