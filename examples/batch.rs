@@ -29,7 +29,6 @@ use forge_db::service::batches::{self, NewBatch, NewBatchItem};
 use forge_db::service::conversations::{self, NewConversation, NewTurn};
 use forge_db::service::profiles::{self, NewProfile};
 use forge_db::service::{Actor, ForgeError};
-use forge_db::{Migrator, MigratorTrait};
 use serde_json::json;
 
 type AnyResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -40,6 +39,8 @@ const WORKERS: usize = 4;
 const IN_FLIGHT: u32 = 3;
 /// How long one simulated generation step takes.
 const STEP: Duration = Duration::from_millis(100);
+/// How long a claim holds an item before another worker may take it over.
+const LEASE: Duration = Duration::from_secs(30);
 /// The topic that always fails, to show a failed item.
 const BAD_TOPIC: &str = "a topic the model refuses";
 
@@ -60,7 +61,7 @@ async fn run() -> AnyResult<()> {
     let mut out = std::io::stdout();
     writeln!(out, "database  {}{backend}", redact_url(&url))?;
     let db = forge_db::connect(&url).await?;
-    Migrator::up(&db, None).await?;
+    forge_db::migrate(&db).await?;
 
     let short = Uuid::new_v4().simple().to_string()[..8].to_owned();
     let email = format!("batch-demo+{short}@example.com");
@@ -112,7 +113,7 @@ async fn run() -> AnyResult<()> {
 /// Claims and processes items until `batch` has ended and nothing is left to claim.
 async fn worker(db: DatabaseConnection, name: String, batch: Uuid) -> AnyResult<()> {
     loop {
-        match batch_items::claim_next(&db, Actor::Service, &name).await? {
+        match batch_items::claim_next(&db, Actor::Service, &name, LEASE).await? {
             Some(claimed) => process(&db, &name, claimed).await?,
             None if ended(&db, batch).await? => return Ok(()),
             // Every free slot is taken: wait for another worker to finish one.
@@ -134,19 +135,19 @@ async fn process(db: &DatabaseConnection, name: &str, claimed: ClaimedItem) -> A
     let ClaimedItem { item, batch } = claimed;
     for progress in [25, 50, 75] {
         tokio::time::sleep(STEP).await;
-        batch_items::set_progress(db, Actor::Service, item.id, progress).await?;
+        batch_items::set_progress(db, Actor::Service, item.id, name, progress).await?;
     }
     let finished = if item.topic == BAD_TOPIC {
         let error = "generation refused: topic out of scope";
-        batch_items::fail(db, Actor::Service, item.id, error).await?
+        batch_items::fail(db, Actor::Service, item.id, name, error).await?
     } else {
         match generate(db, &item, &batch).await {
             Ok(conversation) => {
-                batch_items::complete(db, Actor::Service, item.id, conversation).await?
+                batch_items::complete(db, Actor::Service, item.id, name, conversation).await?
             }
             Err(err @ ForgeError::Validation { .. }) => {
                 let error = err.to_string();
-                batch_items::fail(db, Actor::Service, item.id, &error).await?
+                batch_items::fail(db, Actor::Service, item.id, name, &error).await?
             }
             Err(err) => return Err(err.into()),
         }

@@ -29,7 +29,6 @@ use forge_db::sea_orm::{
 };
 use forge_db::service::jobs::{self, NewJob};
 use forge_db::service::{Actor, sessions};
-use forge_db::{Migrator, MigratorTrait};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -161,7 +160,7 @@ async fn bench(url: &str, n: usize, worker_counts: &[usize]) -> Result<(), BoxEr
     let mut options = ConnectOptions::new(url);
     options.max_connections(40).sqlx_logging(false);
     let db = Database::connect(options).await?;
-    Migrator::up(&db, None).await?;
+    forge_db::migrate(&db).await?;
     let session = fixture_session(&db).await?;
 
     println!();

@@ -28,7 +28,6 @@ use forge_db::service::profiles::{self, NewProfile};
 use forge_db::service::projects::{self, ListProjects, NewProject};
 use forge_db::service::sessions::{self, NewSession, SessionFilter};
 use forge_db::service::{Actor, ForgeError, PageRequest, events};
-use forge_db::{Migrator, MigratorTrait};
 use serde_json::json;
 
 #[tokio::main]
@@ -50,9 +49,8 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut out = std::io::stdout();
     writeln!(out, "database  {}{backend}", redact_url(&url))?;
     let db = forge_db::connect(&url).await?;
-    let pending = Migrator::get_pending_migrations(&db).await?.len();
-    Migrator::up(&db, None).await?;
-    writeln!(out, "migrate   {pending} migration(s) applied")?;
+    let applied = forge_db::migrate(&db).await?;
+    writeln!(out, "migrate   {} migration(s) applied", applied.len())?;
 
     // Signup is the service's: it creates the profile (tier and sessions_limit take their
     // database defaults). From then on the user acts as themself.

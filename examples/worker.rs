@@ -31,7 +31,6 @@ use forge_db::service::profiles::{self, NewProfile};
 use forge_db::service::projects::{self, NewProject};
 use forge_db::service::sessions::{self, NewSession};
 use forge_db::service::{Actor, ForgeError, PageRequest, events};
-use forge_db::{Migrator, MigratorTrait};
 use serde_json::json;
 use tokio::sync::Notify;
 
@@ -110,7 +109,7 @@ async fn run() -> AnyResult<()> {
     let mut out = std::io::stdout();
     writeln!(out, "database  {}{backend}", redact_url(&url))?;
     let db = forge_db::connect(&url).await?;
-    Migrator::up(&db, None).await?;
+    forge_db::migrate(&db).await?;
 
     enqueue_demo_if_idle(&db).await?;
     let shutdown = Shutdown::default();
@@ -206,13 +205,12 @@ async fn work(db: &DatabaseConnection, shutdown: &Shutdown, idle: Duration) -> A
     Ok(stats)
 }
 
-/// Gives a claimed but unstarted job back to the queue (this uses up one of its retries,
-/// as any failure does).
+/// Gives a claimed but unstarted job back to the queue, claimable at once by another
+/// worker, without using up one of its retries (`jobs::release`).
 async fn hand_back(db: &DatabaseConnection, job: &CodingJob) -> AnyResult<()> {
-    let reason = "worker stopped before starting the job";
-    match jobs::fail(db, Actor::Service, job.id, WORKER, reason, RETRY).await {
+    match jobs::release(db, Actor::Service, job.id, WORKER).await {
         Ok(job) => println!("release   \"{}\" → {}", job.prompt, job.status),
-        // Its lease ran out meanwhile: it is back in the queue already.
+        // Its lease ran out and another worker took it over meanwhile.
         Err(ForgeError::LeaseLost { .. }) => println!("release   \"{}\": lease gone", job.prompt),
         Err(err) => return Err(err.into()),
     }

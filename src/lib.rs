@@ -6,4 +6,6 @@ pub use forge_migration as migration;
 pub use forge_service as service;
 
 pub use forge_migration::sea_orm;
-pub use forge_migration::{ConnectError, DEFAULT_DATABASE_URL, Migrator, MigratorTrait, connect};
+pub use forge_migration::{
+    ConnectError, DEFAULT_DATABASE_URL, MigrateError, Migrator, MigratorTrait, connect, migrate,
+};

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::TestDb;
 use common::signup as profile;
+use common::{TestDb, as_service};
 use forge_db::entity::batch_items::{self, ItemStatus};
 use forge_db::entity::batch_jobs::{
     self, BatchConfiguration, BatchPriority, BatchStatus, ErrorHandling,
@@ -31,6 +31,8 @@ use session_support::SharedDb;
 use uuid::Uuid;
 
 const SERVICE: Actor = Actor::Service;
+/// How long a claim holds an item (no lease runs out in these tests).
+const LEASE: Duration = Duration::from_secs(60);
 
 on_both_backends! {
     claims_by_priority_then_age_then_position => claims_by_priority_then_age_then_position;
@@ -86,7 +88,9 @@ async fn conversation(db: &DatabaseConnection, owner: Uuid) -> Uuid {
 }
 
 async fn claim(db: &DatabaseConnection) -> Option<ClaimedItem> {
-    repo::claim_next(db, SERVICE, "worker-1").await.unwrap()
+    repo::claim_next(db, SERVICE, "worker-1", LEASE)
+        .await
+        .unwrap()
 }
 
 /// (batch name, position) of a claim.
@@ -98,22 +102,33 @@ async fn batch(db: &DatabaseConnection, id: Uuid) -> batch_jobs::Model {
     batches::get(db, SERVICE, id).await.unwrap()
 }
 
+/// The stored items of `batch`, by position (read in the service's context: the test
+/// pool may do nothing outside one on PostgreSQL).
 async fn stored_items(db: &DatabaseConnection, batch: Uuid) -> Vec<batch_items::Model> {
-    batch_items::Entity::find()
-        .filter(batch_items::Column::BatchJobId.eq(batch))
-        .order_by_asc(batch_items::Column::Position)
-        .all(db)
-        .await
-        .unwrap()
+    as_service(db, move |txn| {
+        Box::pin(async move {
+            Ok(batch_items::Entity::find()
+                .filter(batch_items::Column::BatchJobId.eq(batch))
+                .order_by_asc(batch_items::Column::Position)
+                .all(txn)
+                .await?)
+        })
+    })
+    .await
 }
 
+/// How many items of `batch` are in `status` (in the service's context).
 async fn count_items(db: &DatabaseConnection, batch: Uuid, status: ItemStatus) -> u64 {
-    batch_items::Entity::find()
-        .filter(batch_items::Column::BatchJobId.eq(batch))
-        .filter(batch_items::Column::Status.eq(status))
-        .count(db)
-        .await
-        .unwrap()
+    as_service(db, move |txn| {
+        Box::pin(async move {
+            Ok(batch_items::Entity::find()
+                .filter(batch_items::Column::BatchJobId.eq(batch))
+                .filter(batch_items::Column::Status.eq(status))
+                .count(txn)
+                .await?)
+        })
+    })
+    .await
 }
 
 /// (total, completed, successful, failed).
@@ -232,26 +247,35 @@ async fn paused_cancelled_and_finished_batches_give_nothing(t: &TestDb) {
     // Paused while item 1 is in flight: nothing more is claimed, item 1 still finishes.
     batches::pause(db, SERVICE, b.id).await.unwrap();
     assert!(claim(db).await.is_none());
-    repo::set_progress(db, SERVICE, first.item.id, 50)
+    repo::set_progress(db, SERVICE, first.item.id, "worker-1", 50)
         .await
         .unwrap();
-    let done = repo::complete(db, SERVICE, first.item.id, conv)
+    let done = repo::complete(db, SERVICE, first.item.id, "worker-1", conv)
         .await
         .unwrap();
     assert_eq!(done.batch.status, BatchStatus::Paused);
     assert_eq!(counters(&done.batch), (3, 1, 1, 0));
 
+    // Resumed, the batch is queued again (SCHEMA.md: `paused → queued`); the next claim
+    // moves it back to processing, keeping when processing first started.
+    let started_at = first.batch.started_at;
+    assert!(started_at.is_some());
+    let resumed = batches::resume(db, SERVICE, b.id).await.unwrap();
     assert_eq!(
-        batches::resume(db, SERVICE, b.id).await.unwrap().status,
-        BatchStatus::Processing
+        (resumed.status, resumed.started_at),
+        (BatchStatus::Queued, started_at)
     );
     let second = claim(db).await.unwrap();
     assert_eq!(second.item.position, 2);
+    assert_eq!(
+        (second.batch.status, second.batch.started_at),
+        (BatchStatus::Processing, started_at)
+    );
 
     // Cancelled: the queued item fails, the one in flight finishes, nothing is claimable.
     batches::cancel(db, SERVICE, b.id).await.unwrap();
     assert!(claim(db).await.is_none());
-    let done = repo::complete(db, SERVICE, second.item.id, conv)
+    let done = repo::complete(db, SERVICE, second.item.id, "worker-1", conv)
         .await
         .unwrap();
     assert_eq!(done.batch.status, BatchStatus::Cancelled);
@@ -262,14 +286,14 @@ async fn paused_cancelled_and_finished_batches_give_nothing(t: &TestDb) {
     let finished = create(db, new_batch(a, "finished", 1, 1)).await;
     let only = claim(db).await.unwrap();
     assert_eq!(only.batch.id, finished.id);
-    repo::complete(db, SERVICE, only.item.id, conv)
+    repo::complete(db, SERVICE, only.item.id, "worker-1", conv)
         .await
         .unwrap();
     let mut stop = new_batch(a, "stopped", 2, 1);
     stop.configuration.error_handling = ErrorHandling::Stop;
     let stopped = create(db, stop).await;
     let item = claim(db).await.unwrap();
-    repo::fail(db, SERVICE, item.item.id, "model refused")
+    repo::fail(db, SERVICE, item.item.id, "worker-1", "model refused")
         .await
         .unwrap();
     assert_eq!(batch(db, stopped.id).await.status, BatchStatus::Failed);
@@ -287,15 +311,15 @@ async fn at_most_concurrent_processing_in_flight(t: &TestDb) {
     let second = claim(db).await.unwrap();
     assert!(claim(db).await.is_none(), "two in flight: the limit");
     assert_eq!(count_items(db, b.id, ItemStatus::Processing).await, 2);
-    let many = repo::claim_many(db, SERVICE, "w", 10).await.unwrap();
+    let many = repo::claim_many(db, SERVICE, "w", LEASE, 10).await.unwrap();
     assert!(many.is_empty());
 
-    repo::complete(db, SERVICE, first.item.id, conv)
+    repo::complete(db, SERVICE, first.item.id, "worker-1", conv)
         .await
         .unwrap();
     assert_eq!(claim(db).await.unwrap().item.position, 3);
     assert!(claim(db).await.is_none());
-    repo::fail(db, SERVICE, second.item.id, "timeout")
+    repo::fail(db, SERVICE, second.item.id, "worker-1", "timeout")
         .await
         .unwrap();
     let third = claim(db).await.unwrap();
@@ -304,7 +328,7 @@ async fn at_most_concurrent_processing_in_flight(t: &TestDb) {
 
     // Batched claims take each batch's free slots, batch after batch.
     let other = create(db, new_batch(a, "wide", 4, 3)).await;
-    let positions: Vec<(String, i32)> = repo::claim_many(db, SERVICE, "w", 10)
+    let positions: Vec<(String, i32)> = repo::claim_many(db, SERVICE, "w", LEASE, 10)
         .await
         .unwrap()
         .iter()
@@ -322,7 +346,7 @@ async fn at_most_concurrent_processing_in_flight(t: &TestDb) {
     assert_eq!(count_items(db, b.id, ItemStatus::Processing).await, 2);
 
     // A requeued item (its worker stopped) frees its slot and is claimed again first.
-    repo::set_progress(db, SERVICE, third.item.id, 60)
+    repo::set_progress(db, SERVICE, third.item.id, "worker-1", 60)
         .await
         .unwrap();
     let back = repo::requeue(db, SERVICE, third.item.id).await.unwrap();
@@ -337,13 +361,17 @@ async fn at_most_concurrent_processing_in_flight(t: &TestDb) {
     assert!(claim(db).await.is_none());
 
     for limit in [0, MAX_CLAIM + 1] {
-        let err = repo::claim_many(db, SERVICE, "w", limit).await.unwrap_err();
+        let err = repo::claim_many(db, SERVICE, "w", LEASE, limit)
+            .await
+            .unwrap_err();
         assert!(
             matches!(err, ForgeError::Validation { field: "limit", .. }),
             "{err:?}"
         );
     }
-    let err = repo::claim_next(db, SERVICE, "  ").await.unwrap_err();
+    let err = repo::claim_next(db, SERVICE, "  ", LEASE)
+        .await
+        .unwrap_err();
     assert!(
         matches!(
             err,
@@ -366,12 +394,14 @@ async fn progress_of_processing_items_only(t: &TestDb) {
     let c = claim(db).await.unwrap();
     assert_eq!(c.item.progress, Some(0));
     for p in [0, 40, 100, 75] {
-        let item = repo::set_progress(db, SERVICE, c.item.id, p).await.unwrap();
+        let item = repo::set_progress(db, SERVICE, c.item.id, "worker-1", p)
+            .await
+            .unwrap();
         assert_eq!(item.progress, Some(p));
         assert_eq!(item.status, ItemStatus::Processing);
     }
     for p in [-1, 101] {
-        let err = repo::set_progress(db, SERVICE, c.item.id, p)
+        let err = repo::set_progress(db, SERVICE, c.item.id, "worker-1", p)
             .await
             .unwrap_err();
         assert!(
@@ -390,20 +420,22 @@ async fn progress_of_processing_items_only(t: &TestDb) {
         Some(75)
     );
     assert_item_transition(
-        repo::set_progress(db, SERVICE, queued.id, 10).await,
+        repo::set_progress(db, SERVICE, queued.id, "worker-1", 10).await,
         ItemStatus::Queued,
         ItemStatus::Processing,
     );
     assert_not_found(
-        repo::set_progress(db, SERVICE, Uuid::new_v4(), 10).await,
+        repo::set_progress(db, SERVICE, Uuid::new_v4(), "worker-1", 10).await,
         "batch item",
     );
 
-    let done = repo::complete(db, SERVICE, c.item.id, conv).await.unwrap();
+    let done = repo::complete(db, SERVICE, c.item.id, "worker-1", conv)
+        .await
+        .unwrap();
     assert_eq!(done.item.progress, Some(100));
     assert_eq!(done.item.conversation_id, Some(conv));
     assert_item_transition(
-        repo::set_progress(db, SERVICE, c.item.id, 10).await,
+        repo::set_progress(db, SERVICE, c.item.id, "worker-1", 10).await,
         ItemStatus::Completed,
         ItemStatus::Processing,
     );
@@ -426,36 +458,38 @@ async fn refused_finishes_change_nothing(t: &TestDb) {
     let before = (batch(db, b.id).await, stored_items(db, b.id).await);
 
     assert_not_found(
-        repo::complete(db, SERVICE, c.item.id, Uuid::new_v4()).await,
+        repo::complete(db, SERVICE, c.item.id, "worker-1", Uuid::new_v4()).await,
         "conversation",
     );
-    let err = repo::complete(db, SERVICE, c.item.id, b_conv)
+    let err = repo::complete(db, SERVICE, c.item.id, "worker-1", b_conv)
         .await
         .unwrap_err();
     assert!(matches!(err, ForgeError::Conflict { .. }), "{err:?}");
     for error in ["", "   ", &"e".repeat(10_001)] {
-        let err = repo::fail(db, SERVICE, c.item.id, error).await.unwrap_err();
+        let err = repo::fail(db, SERVICE, c.item.id, "worker-1", error)
+            .await
+            .unwrap_err();
         assert!(
             matches!(err, ForgeError::Validation { field: "error", .. }),
             "{err:?}"
         );
     }
     assert_item_transition(
-        repo::complete(db, SERVICE, queued.id, conv).await,
+        repo::complete(db, SERVICE, queued.id, "worker-1", conv).await,
         ItemStatus::Queued,
         ItemStatus::Completed,
     );
     assert_item_transition(
-        repo::fail(db, SERVICE, queued.id, "boom").await,
+        repo::fail(db, SERVICE, queued.id, "worker-1", "boom").await,
         ItemStatus::Queued,
         ItemStatus::Failed,
     );
     assert_not_found(
-        repo::complete(db, SERVICE, Uuid::new_v4(), conv).await,
+        repo::complete(db, SERVICE, Uuid::new_v4(), "worker-1", conv).await,
         "batch item",
     );
     assert_not_found(
-        repo::fail(db, SERVICE, Uuid::new_v4(), "boom").await,
+        repo::fail(db, SERVICE, Uuid::new_v4(), "worker-1", "boom").await,
         "batch item",
     );
     assert_eq!(
@@ -465,15 +499,17 @@ async fn refused_finishes_change_nothing(t: &TestDb) {
     );
 
     // Finished once: a second finish, of either kind, is refused.
-    repo::complete(db, SERVICE, c.item.id, conv).await.unwrap();
+    repo::complete(db, SERVICE, c.item.id, "worker-1", conv)
+        .await
+        .unwrap();
     let after = batch(db, b.id).await;
     assert_item_transition(
-        repo::complete(db, SERVICE, c.item.id, conv).await,
+        repo::complete(db, SERVICE, c.item.id, "worker-1", conv).await,
         ItemStatus::Completed,
         ItemStatus::Completed,
     );
     assert_item_transition(
-        repo::fail(db, SERVICE, c.item.id, "late").await,
+        repo::fail(db, SERVICE, c.item.id, "worker-1", "late").await,
         ItemStatus::Completed,
         ItemStatus::Failed,
     );
@@ -486,15 +522,16 @@ async fn batch_completes_with_its_last_item(t: &TestDb) {
     let a = profile(db, "a@example.com").await;
     let conv = conversation(db, a).await;
     let b = create(db, new_batch(a, "b", 3, 3)).await;
-    let claimed = repo::claim_many(db, SERVICE, "w", 3).await.unwrap();
+    let claimed = repo::claim_many(db, SERVICE, "w", LEASE, 3).await.unwrap();
     assert_eq!(
         claimed.iter().map(|c| c.item.position).collect::<Vec<_>>(),
         [1, 2, 3]
     );
 
-    let FinishedItem { item, batch: after } = repo::complete(db, SERVICE, claimed[0].item.id, conv)
-        .await
-        .unwrap();
+    let FinishedItem { item, batch: after } =
+        repo::complete(db, SERVICE, claimed[0].item.id, "w", conv)
+            .await
+            .unwrap();
     assert_eq!(item.status, ItemStatus::Completed);
     assert_eq!(
         (after.status, counters(&after)),
@@ -502,7 +539,7 @@ async fn batch_completes_with_its_last_item(t: &TestDb) {
     );
     assert!(after.completed_at.is_none());
 
-    let failed = repo::fail(db, SERVICE, claimed[1].item.id, "  model refused ")
+    let failed = repo::fail(db, SERVICE, claimed[1].item.id, "w", "  model refused ")
         .await
         .unwrap();
     assert_eq!(failed.item.status, ItemStatus::Failed);
@@ -514,7 +551,7 @@ async fn batch_completes_with_its_last_item(t: &TestDb) {
         "'continue': a failure does not stop the batch"
     );
 
-    let last = repo::complete(db, SERVICE, claimed[2].item.id, conv)
+    let last = repo::complete(db, SERVICE, claimed[2].item.id, "w", conv)
         .await
         .unwrap();
     assert_eq!(
@@ -538,7 +575,7 @@ async fn error_handling_stop_fails_the_batch(t: &TestDb) {
 
     let first = claim(db).await.unwrap();
     let second = claim(db).await.unwrap();
-    let failed = repo::fail(db, SERVICE, first.item.id, "model refused")
+    let failed = repo::fail(db, SERVICE, first.item.id, "worker-1", "model refused")
         .await
         .unwrap();
     assert_eq!(failed.batch.status, BatchStatus::Failed);
@@ -551,7 +588,7 @@ async fn error_handling_stop_fails_the_batch(t: &TestDb) {
     assert!(claim(db).await.is_none());
 
     // The item already in flight still finishes; the batch stays failed.
-    let done = repo::complete(db, SERVICE, second.item.id, conv)
+    let done = repo::complete(db, SERVICE, second.item.id, "worker-1", conv)
         .await
         .unwrap();
     assert_eq!(done.batch.status, BatchStatus::Failed);
@@ -572,11 +609,11 @@ async fn users_cannot_work_items_and_b_cannot_see_a_items(t: &TestDb) {
     let item = before.1[1].clone();
 
     for user in [Actor::User(a), Actor::User(b_user)] {
-        assert_forbidden(repo::claim_next(db, user, "w").await);
-        assert_forbidden(repo::claim_many(db, user, "w", 2).await);
-        assert_forbidden(repo::set_progress(db, user, c.item.id, 5).await);
-        assert_forbidden(repo::complete(db, user, c.item.id, conv).await);
-        assert_forbidden(repo::fail(db, user, c.item.id, "no").await);
+        assert_forbidden(repo::claim_next(db, user, "w", LEASE).await);
+        assert_forbidden(repo::claim_many(db, user, "w", LEASE, 2).await);
+        assert_forbidden(repo::set_progress(db, user, c.item.id, "worker-1", 5).await);
+        assert_forbidden(repo::complete(db, user, c.item.id, "worker-1", conv).await);
+        assert_forbidden(repo::fail(db, user, c.item.id, "worker-1", "no").await);
         assert_forbidden(repo::requeue(db, user, c.item.id).await);
     }
     // A reads the items of their own batch; to B they do not exist.
@@ -638,7 +675,10 @@ async fn work(
 ) -> (Vec<Uuid>, u32) {
     let (mut claimed, mut busy) = (Vec::new(), 0);
     loop {
-        let items = retry_busy!(busy, repo::claim_many(&db, SERVICE, &name, per_claim));
+        let items = retry_busy!(
+            busy,
+            repo::claim_many(&db, SERVICE, &name, LEASE, per_claim)
+        );
         if items.is_empty() {
             if count_items(&db, batch, ItemStatus::Queued).await == 0 {
                 break;
@@ -651,9 +691,12 @@ async fn work(
             let id = c.item.id;
             claimed.push(id);
             if c.item.position % fail_every == 0 {
-                retry_busy!(busy, repo::fail(&db, SERVICE, id, "generation failed"));
+                retry_busy!(
+                    busy,
+                    repo::fail(&db, SERVICE, id, &name, "generation failed")
+                );
             } else {
-                retry_busy!(busy, repo::complete(&db, SERVICE, id, conv));
+                retry_busy!(busy, repo::complete(&db, SERVICE, id, &name, conv));
             }
         }
     }

@@ -4,9 +4,9 @@
 mod common;
 use common::signup as profile;
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use common::TestDb;
+use common::{TestDb, as_service};
 use forge_db::entity::batch_items::{self, ItemStatus};
 use forge_db::entity::batch_jobs::{self, BatchConfiguration, BatchPriority, BatchStatus};
 use forge_db::entity::conversations::ConversationTier;
@@ -14,6 +14,7 @@ use forge_db::sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, IntoActiveModel,
     PaginatorTrait, QueryFilter, QueryOrder, Set,
 };
+use forge_db::service::batch_items::claim_next;
 use forge_db::service::batches::{
     self as repo, CANCELLED_ITEM_ERROR, ItemPage, ItemPageRequest, NewBatch, NewBatchItem,
 };
@@ -45,12 +46,20 @@ fn new_batch(name: &str, n: usize) -> NewBatch {
     )
 }
 
+/// How many items `batch` has (in `status`), counted in the service's context (the test
+/// pool may do nothing outside one on PostgreSQL).
 async fn item_count(db: &DatabaseConnection, batch: Uuid, status: Option<ItemStatus>) -> u64 {
-    let mut select = batch_items::Entity::find().filter(batch_items::Column::BatchJobId.eq(batch));
-    if let Some(status) = status {
-        select = select.filter(batch_items::Column::Status.eq(status));
-    }
-    select.count(db).await.unwrap()
+    as_service(db, move |txn| {
+        Box::pin(async move {
+            let mut select =
+                batch_items::Entity::find().filter(batch_items::Column::BatchJobId.eq(batch));
+            if let Some(status) = status {
+                select = select.filter(batch_items::Column::Status.eq(status));
+            }
+            Ok(select.count(txn).await?)
+        })
+    })
+    .await
 }
 
 /// `actor` may not create a batch in `owner`'s name.
@@ -77,14 +86,18 @@ fn assert_no_batch<T: std::fmt::Debug>(result: Result<T, ForgeError>) {
     );
 }
 
-/// The stored items of `batch`, by position.
+/// The stored items of `batch`, by position (in the service's context).
 async fn stored_items(db: &DatabaseConnection, batch: Uuid) -> Vec<batch_items::Model> {
-    batch_items::Entity::find()
-        .filter(batch_items::Column::BatchJobId.eq(batch))
-        .order_by_asc(batch_items::Column::Position)
-        .all(db)
-        .await
-        .unwrap()
+    as_service(db, move |txn| {
+        Box::pin(async move {
+            Ok(batch_items::Entity::find()
+                .filter(batch_items::Column::BatchJobId.eq(batch))
+                .order_by_asc(batch_items::Column::Position)
+                .all(txn)
+                .await?)
+        })
+    })
+    .await
 }
 
 /// The batch's counters equal what its items say.
@@ -172,6 +185,9 @@ async fn refused_input_inserts_nothing(t: &TestDb) {
     bad_item.items[3_000].topic = "   ".into();
     let mut bad_params = new_batch("bad parameters", 10);
     bad_params.items[9].parameters = json!("not an object");
+    // JSON documents hold at most 64 KiB.
+    let mut big_params = new_batch("big parameters", 10);
+    big_params.items[4].parameters = json!({ "blob": "x".repeat(70_000) });
     let mut idle = new_batch("idle", 1);
     idle.configuration.concurrent_processing = 0;
     let mut greedy = new_batch("greedy", 1);
@@ -181,6 +197,7 @@ async fn refused_input_inserts_nothing(t: &TestDb) {
     let cases = [
         ("topic", bad_item),
         ("parameters", bad_params),
+        ("parameters", big_params),
         ("concurrent_processing", idle),
         ("concurrent_processing", greedy),
         ("shared_parameters", shared),
@@ -204,8 +221,9 @@ async fn refused_input_inserts_nothing(t: &TestDb) {
         "{err:?}"
     );
 
-    assert_eq!(batch_jobs::Entity::find().count(db).await.unwrap(), 0);
-    assert_eq!(batch_items::Entity::find().count(db).await.unwrap(), 0);
+    let owner = &t.owner;
+    assert_eq!(batch_jobs::Entity::find().count(owner).await.unwrap(), 0);
+    assert_eq!(batch_items::Entity::find().count(owner).await.unwrap(), 0);
 
     // The service creates for a named owner, with the bounds inclusive.
     let mut edge = new_batch("edge", 1);
@@ -263,18 +281,19 @@ async fn items_page_by_position(t: &TestDb) {
     .await;
     assert_eq!(paged, (1..=25).collect::<Vec<_>>());
 
-    // Items done by a worker (simulated here) can be listed by state.
+    // Items taken by a worker (simulated here, as the owner) can be listed by state.
+    let owner = &t.owner;
     for position in [3, 17] {
         let item = batch_items::Entity::find()
             .filter(batch_items::Column::BatchJobId.eq(batch.id))
             .filter(batch_items::Column::Position.eq(position))
-            .one(db)
+            .one(owner)
             .await
             .unwrap()
             .unwrap();
         let mut item = item.into_active_model();
         item.status = Set(ItemStatus::Processing);
-        item.update(db).await.unwrap();
+        item.update(owner).await.unwrap();
     }
     let processing = all_items(
         db,
@@ -333,18 +352,46 @@ async fn pause_resume_cancel(t: &TestDb) {
         BatchStatus::Queued
     );
 
-    // Once a worker has started it (simulated here), resume goes back to processing.
-    let mut started = repo::get(db, ua, id).await.unwrap().into_active_model();
-    started.status = Set(BatchStatus::Processing);
-    started.started_at = Set(Some(chrono::Utc::now()));
-    started.update(db).await.unwrap();
+    // Once a worker has started it, resume still goes back to the queue (SCHEMA.md:
+    // `paused → queued`); the next claim moves it to processing again, `started_at` kept.
+    let claimed = claim_next(db, Actor::Service, "worker-1", Duration::from_secs(60))
+        .await
+        .unwrap()
+        .expect("an item to claim");
+    assert_eq!(claimed.batch.status, BatchStatus::Processing);
+    let started_at = claimed.batch.started_at;
+    assert!(started_at.is_some());
     assert_eq!(
         repo::pause(db, Actor::Service, id).await.unwrap().status,
         BatchStatus::Paused
     );
     let resumed = repo::resume(db, Actor::Service, id).await.unwrap();
-    assert_eq!(resumed.status, BatchStatus::Processing);
+    assert_eq!(
+        (resumed.status, resumed.started_at),
+        (BatchStatus::Queued, started_at)
+    );
     assert!(resumed.updated_at >= batch.updated_at);
+    let paused = repo::pause(db, ua, id).await.unwrap();
+    assert_eq!(paused.status, BatchStatus::Paused);
+    let resumed = repo::resume(db, ua, id).await.unwrap();
+    assert_eq!(
+        (resumed.status, resumed.started_at),
+        (BatchStatus::Queued, started_at),
+        "a user resumes to the queue too"
+    );
+    let next = claim_next(db, Actor::Service, "worker-1", Duration::from_secs(60))
+        .await
+        .unwrap()
+        .expect("another item to claim");
+    assert_eq!(
+        (next.batch.id, next.item.position),
+        (id, claimed.item.position + 1)
+    );
+    assert_eq!(
+        (next.batch.status, next.batch.started_at),
+        (BatchStatus::Processing, started_at),
+        "claimed again: processing, started when it first started"
+    );
     repo::pause(db, ua, id).await.unwrap();
 
     let cancelled = repo::cancel(db, ua, id).await.unwrap();
@@ -352,7 +399,7 @@ async fn pause_resume_cancel(t: &TestDb) {
     assert!(cancelled.completed_at.is_some());
     for (result, to) in [
         (repo::pause(db, ua, id).await, BatchStatus::Paused),
-        (repo::resume(db, ua, id).await, BatchStatus::Processing),
+        (repo::resume(db, ua, id).await, BatchStatus::Queued),
         (repo::cancel(db, ua, id).await, BatchStatus::Cancelled),
     ] {
         assert_transition(result.unwrap_err(), BatchStatus::Cancelled, to);
@@ -371,7 +418,9 @@ async fn cancel_fails_queued_items_and_counters_follow(t: &TestDb) {
         .await
         .unwrap();
 
-    // A worker (simulated) has finished item 1, failed item 2 and is on item 3.
+    // A worker (simulated, as the owner) has finished item 1, failed item 2 and is on
+    // item 3; the database moves the counters with the items.
+    let owner = &t.owner;
     let rows = stored_items(db, batch.id).await;
     for (row, status) in rows.into_iter().zip([
         ItemStatus::Completed,
@@ -380,25 +429,19 @@ async fn cancel_fails_queued_items_and_counters_follow(t: &TestDb) {
     ]) {
         let mut row = row.into_active_model();
         row.status = Set(status);
-        row.update(db).await.unwrap();
+        row.update(owner).await.unwrap();
     }
-    batch_jobs::Entity::update_many()
-        .col_expr(
-            batch_jobs::Column::SuccessfulItems,
-            forge_db::sea_orm::sea_query::Expr::val(1),
-        )
-        .col_expr(
-            batch_jobs::Column::FailedItems,
-            forge_db::sea_orm::sea_query::Expr::val(1),
-        )
-        .col_expr(
-            batch_jobs::Column::CompletedItems,
-            forge_db::sea_orm::sea_query::Expr::val(2),
-        )
-        .filter(batch_jobs::Column::Id.eq(batch.id))
-        .exec(db)
-        .await
-        .unwrap();
+    let worked = repo::get(db, ua, batch.id).await.unwrap();
+    assert_eq!(
+        (
+            worked.total_items,
+            worked.successful_items,
+            worked.failed_items,
+            worked.completed_items
+        ),
+        (6, 1, 1, 2),
+        "the counters followed the items"
+    );
 
     let cancelled = repo::cancel(db, ua, batch.id).await.unwrap();
     assert_eq!(
@@ -419,9 +462,10 @@ async fn cancel_fails_queued_items_and_counters_follow(t: &TestDb) {
     let failed = batch_items::Entity::find()
         .filter(batch_items::Column::BatchJobId.eq(batch.id))
         .filter(batch_items::Column::Position.gt(3))
-        .all(db)
+        .all(owner)
         .await
         .unwrap();
+    assert_eq!(failed.len(), 3);
     assert!(failed.iter().all(
         |i| i.status == ItemStatus::Failed && i.error.as_deref() == Some(CANCELLED_ITEM_ERROR)
     ));
@@ -496,8 +540,9 @@ async fn user_b_cannot_see_or_touch_a_batches(t: &TestDb) {
     );
 }
 
-/// PostgreSQL: unfiltered queries in B's context see and change none of A's batches or
-/// items (the RLS wall on its own).
+/// PostgreSQL: unfiltered queries in B's context see none of A's batches or items (the
+/// RLS wall on its own), and change none of A's batches; items no user may update at all
+/// (SCHEMA.md: every UPDATE of `batch_items` is the service's).
 #[tokio::test]
 async fn postgres_rls_hides_a_batches_from_b() {
     let t = TestDb::postgres().await;
@@ -507,15 +552,16 @@ async fn postgres_rls_hides_a_batches_from_b() {
     let batch = repo::create(db, Actor::User(a), new_batch("a's", 3))
         .await
         .unwrap();
+    let before = repo::get(db, Actor::User(a), batch.id).await.unwrap();
 
     let (jobs, items, changed) = run_as(db, Actor::User(b), Access::Write, |txn| {
         Box::pin(async move {
             let jobs = batch_jobs::Entity::find().all(txn).await?;
             let items = batch_items::Entity::find().all(txn).await?;
-            let changed = batch_items::Entity::update_many()
+            let changed = batch_jobs::Entity::update_many()
                 .col_expr(
-                    batch_items::Column::Status,
-                    forge_db::sea_orm::sea_query::Expr::val("failed"),
+                    batch_jobs::Column::Status,
+                    forge_db::sea_orm::sea_query::Expr::val("paused"),
                 )
                 .exec(txn)
                 .await?
@@ -530,6 +576,29 @@ async fn postgres_rls_hides_a_batches_from_b() {
         "RLS alone hides A's rows"
     );
     assert_eq!(changed, 0);
+
+    let refused = run_as(db, Actor::User(b), Access::Write, |txn| {
+        Box::pin(async move {
+            Ok(batch_items::Entity::update_many()
+                .col_expr(
+                    batch_items::Column::Status,
+                    forge_db::sea_orm::sea_query::Expr::val("failed"),
+                )
+                .exec(txn)
+                .await?
+                .rows_affected)
+        })
+    })
+    .await
+    .unwrap_err();
+    assert!(
+        refused.to_string().contains("permission denied"),
+        "{refused:?}"
+    );
     assert_eq!(item_count(db, batch.id, Some(ItemStatus::Queued)).await, 3);
+    assert_eq!(
+        repo::get(db, Actor::User(a), batch.id).await.unwrap(),
+        before
+    );
     t.finish().await;
 }

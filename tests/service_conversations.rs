@@ -4,7 +4,7 @@
 mod common;
 use common::signup as profile;
 
-use common::TestDb;
+use common::{TestDb, as_service};
 use forge_db::entity::conversation_turns::{self, TurnRole};
 use forge_db::entity::conversations::{
     self, ConversationStatus, ConversationTier, ReviewActionKind,
@@ -62,14 +62,27 @@ fn new_conversation(human_id: &str, tokens: &[i32]) -> NewConversation {
     }
 }
 
-/// What the turns table says about a conversation: (count, token sum).
+/// What the turns table says about a conversation: (count, token sum), read in the
+/// service's context (the test pool may do nothing outside one on PostgreSQL).
 async fn turn_totals(db: &DatabaseConnection, id: Uuid) -> (i32, i32) {
-    let rows = conversation_turns::Entity::find()
-        .filter(conversation_turns::Column::ConversationId.eq(id))
-        .all(db)
-        .await
-        .unwrap();
+    let rows = as_service(db, move |txn| {
+        Box::pin(async move {
+            Ok(conversation_turns::Entity::find()
+                .filter(conversation_turns::Column::ConversationId.eq(id))
+                .all(txn)
+                .await?)
+        })
+    })
+    .await;
     (rows.len() as i32, rows.iter().map(|t| t.token_count).sum())
+}
+
+/// `new`, created by the service (the generator) for `owner`: with turns, `generated`.
+fn generated_for(owner: Uuid, new: NewConversation) -> NewConversation {
+    NewConversation {
+        owner: Some(owner),
+        ..new
+    }
 }
 
 /// `actor` may not create a conversation in `owner`'s name.
@@ -96,13 +109,15 @@ async fn create_sets_totals_and_numbers_turns(t: &TestDb) {
     let a = profile(db, "a@example.com").await;
     let ua = Actor::User(a);
 
+    // What a user writes, turns included, stays a draft until submitted (SCHEMA.md:
+    // `generated` is the generator's status).
     let created = repo::create(db, ua, new_conversation("conv-1", &[10, 20, 30]))
         .await
         .unwrap();
     let c = &created.conversation;
     assert_eq!(c.created_by, a);
-    assert_eq!(c.status, ConversationStatus::Generated);
-    assert!(c.generated_at.is_some());
+    assert_eq!(c.status, ConversationStatus::Draft);
+    assert!(c.generated_at.is_none());
     assert_eq!((c.total_turns, c.total_tokens), (3, 60));
     assert_eq!(c.category.0, vec!["finance", "planning"]);
     assert_eq!(
@@ -127,6 +142,21 @@ async fn create_sets_totals_and_numbers_turns(t: &TestDb) {
     }
     let numbered = repo::create(db, ua, numbered).await.unwrap();
     assert_eq!(numbered.conversation.total_turns, 2);
+
+    // The generator (the service) stores what it wrote as `generated`, for the owner.
+    let generated = repo::create(
+        db,
+        Actor::Service,
+        generated_for(a, new_conversation("conv-gen", &[7, 8])),
+    )
+    .await
+    .unwrap();
+    let g = &generated.conversation;
+    assert_eq!((g.created_by, g.status), (a, ConversationStatus::Generated));
+    assert!(g.generated_at.is_some());
+    assert_eq!((g.total_turns, g.total_tokens), (2, 15));
+    assert_eq!(repo::get(db, ua, g.id).await.unwrap(), *g);
+    assert_totals_match_turns(db, g.id).await;
 
     // Without turns: a draft with zero totals; the service names the owner.
     let draft = repo::create(
@@ -274,6 +304,14 @@ async fn refused_input_changes_nothing(t: &TestDb) {
                 ..new_conversation("c", &[1])
             },
         ),
+        (
+            // JSON documents hold at most 64 KiB.
+            "parameters",
+            NewConversation {
+                parameters: serde_json::json!({ "blob": "x".repeat(70_000) }),
+                ..new_conversation("c", &[1])
+            },
+        ),
         ("content", {
             let mut n = new_conversation("c", &[1, 2]);
             n.turns[1].content = String::new();
@@ -316,9 +354,13 @@ async fn refused_input_changes_nothing(t: &TestDb) {
         "{err:?}"
     );
 
-    assert_eq!(conversations::Entity::find().count(db).await.unwrap(), 1);
+    let owner = &t.owner;
+    assert_eq!(conversations::Entity::find().count(owner).await.unwrap(), 1);
     assert_eq!(
-        conversation_turns::Entity::find().count(db).await.unwrap(),
+        conversation_turns::Entity::find()
+            .count(owner)
+            .await
+            .unwrap(),
         1
     );
 
@@ -367,18 +409,19 @@ async fn lists_filter_and_paginate(t: &TestDb) {
         ConversationTier::Scenario,
         ConversationTier::EdgeCase,
     ];
+    // Even ones generated (by the service, with turns), odd ones the user's drafts.
     for i in 0..7 {
         let tokens: &[i32] = if i % 2 == 0 { &[1] } else { &[] };
-        repo::create(
-            db,
-            ua,
-            NewConversation {
-                tier: tiers[i % 3],
-                ..new_conversation(&format!("conv-{i}"), tokens)
-            },
-        )
-        .await
-        .unwrap();
+        let new = NewConversation {
+            tier: tiers[i % 3],
+            ..new_conversation(&format!("conv-{i}"), tokens)
+        };
+        let (actor, new) = if i % 2 == 0 {
+            (Actor::Service, generated_for(a, new))
+        } else {
+            (ua, new)
+        };
+        repo::create(db, actor, new).await.unwrap();
     }
     let newest_first: Vec<String> = (0..7).rev().map(|i| format!("conv-{i}")).collect();
     assert_eq!(
@@ -571,11 +614,20 @@ async fn refused_review_steps_change_nothing(t: &TestDb) {
     let a = profile(db, "a@example.com").await;
     let reviewer = profile(db, "reviewer@example.com").await;
     let ua = Actor::User(a);
-    let id = repo::create(db, ua, new_conversation("c", &[3]))
+    let draft = repo::create(db, ua, new_conversation("d", &[3]))
         .await
         .unwrap()
         .conversation
         .id;
+    let id = repo::create(
+        db,
+        Actor::Service,
+        generated_for(a, new_conversation("c", &[3])),
+    )
+    .await
+    .unwrap()
+    .conversation
+    .id;
 
     // Not pending review yet: no decision applies.
     let err = repo::approve(db, Actor::Service, id, reviewer, None)
@@ -590,8 +642,41 @@ async fn refused_review_steps_change_nothing(t: &TestDb) {
         err.to_string(),
         "conversation cannot go from generated to approved"
     );
+    let err = repo::approve(db, Actor::Service, draft, reviewer, None)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "conversation cannot go from draft to approved"
+    );
 
-    repo::submit_for_review(db, ua, id, None).await.unwrap();
+    // `generated` is the generator's: the owner neither extends nor submits it (SCHEMA.md:
+    // users edit and submit only drafts and conversations that need revision).
+    let before = repo::get_with_turns(db, ua, id).await.unwrap();
+    let err = repo::submit_for_review(db, ua, id, None).await.unwrap_err();
+    assert!(
+        matches!(&err, ForgeError::InvalidTransition { from, to, .. }
+            if from == "generated" && to == "pending_review"),
+        "{err:?}"
+    );
+    let err = repo::append_turn(db, ua, id, NewTurn::new(TurnRole::User, "mine", 1))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ForgeError::Conflict { .. }), "{err:?}");
+    assert_eq!(repo::get_with_turns(db, ua, id).await.unwrap(), before);
+
+    // The service submits it on the owner's behalf (recorded as the owner).
+    let submitted = repo::submit_for_review(db, Actor::Service, id, None)
+        .await
+        .unwrap();
+    assert_eq!(submitted.status, ConversationStatus::PendingReview);
+    assert_eq!(
+        (
+            submitted.review_history.0[0].action,
+            submitted.review_history.0[0].performed_by
+        ),
+        (ReviewActionKind::Submitted, a)
+    );
     let err = repo::submit_for_review(db, ua, id, None).await.unwrap_err();
     assert!(
         matches!(&err, ForgeError::InvalidTransition { from, to, .. }
@@ -745,10 +830,11 @@ async fn user_b_cannot_see_or_touch_a_conversations(t: &TestDb) {
 }
 
 /// `n` pools on one database: a file database for SQLite (an in-memory one is private to
-/// its pool), this test's database for PostgreSQL. Returns the scratch file to remove.
+/// its pool), this test's database for PostgreSQL (as the application role, like
+/// `TestDb::db`). Returns the scratch file to remove.
 async fn pools(t: &TestDb, n: usize) -> (Vec<DatabaseConnection>, Option<std::path::PathBuf>) {
     let (url, file) = match t.backend() {
-        DbBackend::Postgres => (t.pg_url().unwrap(), None),
+        DbBackend::Postgres => (t.app_url().unwrap(), None),
         _ => {
             let path = std::env::temp_dir().join(format!("forge-{}.db", Uuid::new_v4().simple()));
             (format!("sqlite://{}?mode=rwc", path.display()), Some(path))
@@ -869,7 +955,11 @@ async fn postgres_rls_hides_a_conversations_from_b() {
     // An unfiltered write in B's context cannot reach A's rows either.
     let changed = run_as(db, Actor::User(b), Access::Write, |txn| {
         Box::pin(async move {
-            Ok(conversation_turns::Entity::delete_many()
+            Ok(conversations::Entity::update_many()
+                .col_expr(
+                    conversations::Column::Title,
+                    forge_db::sea_orm::sea_query::Expr::val("renamed by b"),
+                )
                 .exec(txn)
                 .await?
                 .rows_affected)
@@ -877,10 +967,38 @@ async fn postgres_rls_hides_a_conversations_from_b() {
     })
     .await
     .unwrap();
-    assert_eq!(changed, 1, "only B's own turn");
-    assert_eq!(
-        conversation_turns::Entity::find().count(db).await.unwrap(),
-        2
+    assert_eq!(changed, 1, "only B's own conversation");
+    // Turns are never updated or deleted by a user (SCHEMA.md), not even B's own.
+    let refused = run_as(db, Actor::User(b), Access::Write, |txn| {
+        Box::pin(async move {
+            Ok(conversation_turns::Entity::delete_many()
+                .exec(txn)
+                .await?
+                .rows_affected)
+        })
+    })
+    .await
+    .unwrap_err();
+    assert!(
+        refused.to_string().contains("permission denied"),
+        "{refused:?}"
     );
+    let owner = &t.owner;
+    assert_eq!(
+        conversation_turns::Entity::find()
+            .count(owner)
+            .await
+            .unwrap(),
+        3
+    );
+    let titles: Vec<(Uuid, Option<String>)> = conversations::Entity::find()
+        .all(owner)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.created_by, c.title))
+        .collect();
+    assert!(titles.contains(&(a, Some("Retirement planning".to_owned()))));
+    assert!(titles.contains(&(b, Some("renamed by b".to_owned()))));
     t.finish().await;
 }

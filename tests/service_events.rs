@@ -27,14 +27,19 @@ on_both_backends! {
     tail_reader_sees_every_event_once_in_order => tail_reader_sees_every_event_once_in_order;
 }
 
-/// Every event in the database, as the service sees it, in (session, seq) order.
+/// Every event in the database, as the service sees it (read in the service's context),
+/// in (session, seq) order.
 async fn all_events(db: &DatabaseConnection) -> Vec<session_events::Model> {
-    session_events::Entity::find()
-        .order_by_asc(session_events::Column::SessionId)
-        .order_by_asc(session_events::Column::Seq)
-        .all(db)
-        .await
-        .unwrap()
+    common::as_service(db, |txn| {
+        Box::pin(async move {
+            Ok(session_events::Entity::find()
+                .order_by_asc(session_events::Column::SessionId)
+                .order_by_asc(session_events::Column::Seq)
+                .all(txn)
+                .await?)
+        })
+    })
+    .await
 }
 
 /// A user with one live session; returns (owner, session id).
@@ -173,6 +178,18 @@ async fn append_many_is_atomic_and_consecutive(t: &TestDb) {
                 ..
             }
         ),
+        "{err:?}"
+    );
+    // A document over 64 KiB is refused, and the whole append with it.
+    let oversized = vec![
+        NewEvent::new(EventType::Terminal, json!({"n": 7})),
+        NewEvent::new(EventType::Terminal, json!({"blob": "x".repeat(70_000)})),
+    ];
+    let err = repo::append_many(db, Actor::Service, s, oversized)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ForgeError::Validation { field: "data", .. }),
         "{err:?}"
     );
     let err = repo::append_many(

@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
-use common::TestDb;
+use common::{TestDb, as_service};
 use forge_db::entity::coding_jobs::{self, JobStatus};
 use forge_db::entity::coding_sessions::{self, SessionStatus};
 use forge_db::entity::projects::ProjectStatus;
@@ -75,8 +75,21 @@ async fn job(db: &DatabaseConnection, id: Uuid) -> coding_jobs::Model {
     repo::get(db, SVC, id).await.unwrap()
 }
 
+/// How many jobs the database holds (counted in the service's context: the test pool may
+/// do nothing outside one on PostgreSQL).
 async fn count_jobs(db: &DatabaseConnection) -> u64 {
-    coding_jobs::Entity::find().count(db).await.unwrap()
+    as_service(db, |txn| {
+        Box::pin(async move { Ok(coding_jobs::Entity::find().count(txn).await?) })
+    })
+    .await
+}
+
+/// Every job, as the service sees it.
+async fn all_jobs(db: &DatabaseConnection) -> Vec<coding_jobs::Model> {
+    as_service(db, |txn| {
+        Box::pin(async move { Ok(coding_jobs::Entity::find().all(txn).await?) })
+    })
+    .await
 }
 
 fn assert_lease_lost<T: std::fmt::Debug>(
@@ -436,6 +449,13 @@ async fn a_lost_lease_cannot_finish_or_extend_the_job(t: &TestDb) {
     );
     assert_eq!(job(db, id).await, taken);
 
+    // A result over 64 KiB is refused; the job stays the holder's to finish.
+    assert_invalid(
+        repo::complete(db, SVC, id, "w2", json!({"blob": "x".repeat(70_000)})).await,
+        "result",
+    );
+    assert_eq!(job(db, id).await, taken);
+
     let done = repo::complete(db, SVC, id, "w2", json!({"files": ["App.tsx"]}))
         .await
         .unwrap();
@@ -630,13 +650,14 @@ async fn expiring_sessions_fails_their_jobs(t: &TestDb) {
     let (_, fresh) = live_session(db, "b@example.com").await;
     let doomed = enqueue_n(db, s, 3).await;
     let kept = enqueue_n(db, fresh, 2).await;
+    // Overdue (written as the database's owner: `expires_at` is fixed after the start).
     coding_sessions::Entity::update_many()
         .col_expr(
             coding_sessions::Column::ExpiresAt,
             Expr::value(Utc::now() - TimeDelta::minutes(1)),
         )
         .filter(coding_sessions::Column::Id.eq(s))
-        .exec(db)
+        .exec(&t.owner)
         .await
         .unwrap();
     assert_eq!(sessions::expire_overdue(db, SVC).await.unwrap(), 1);
@@ -669,7 +690,8 @@ async fn purge_deletes_only_old_finished_jobs(t: &TestDb) {
                 .unwrap();
         }
     }
-    // Age six of the seven finished jobs (four completed, both failed) by two hours.
+    // Age six of the seven finished jobs (four completed, both failed) by two hours (as
+    // the database's owner).
     let old: Vec<Uuid> = claimed[1..7].iter().map(|j| j.id).collect();
     coding_jobs::Entity::update_many()
         .col_expr(
@@ -677,7 +699,7 @@ async fn purge_deletes_only_old_finished_jobs(t: &TestDb) {
             Expr::value(Utc::now() - TimeDelta::hours(2)),
         )
         .filter(coding_jobs::Column::Id.is_in(old.clone()))
-        .exec(db)
+        .exec(&t.owner)
         .await
         .unwrap();
     assert_invalid(repo::purge_finished(db, SVC, LONG, 0).await, "batch_size");
@@ -689,13 +711,7 @@ async fn purge_deletes_only_old_finished_jobs(t: &TestDb) {
         6,
         "two batches of at most four"
     );
-    let left: HashSet<Uuid> = coding_jobs::Entity::find()
-        .all(db)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|j| j.id)
-        .collect();
+    let left: HashSet<Uuid> = all_jobs(db).await.into_iter().map(|j| j.id).collect();
     let expected: HashSet<Uuid> = jobs
         .iter()
         .map(|j| j.id)
@@ -710,17 +726,23 @@ async fn purge_deletes_only_old_finished_jobs(t: &TestDb) {
     );
 }
 
-/// Sets a job's `max_retries` to its `retry_count`, so its next failure is its last.
+/// Sets a job's `max_retries` to its `retry_count`, so its next failure is its last
+/// (raw, in the service's context).
 async fn force_last_attempt(db: &DatabaseConnection, id: Uuid) {
-    coding_jobs::Entity::update_many()
-        .col_expr(
-            coding_jobs::Column::MaxRetries,
-            Expr::col(coding_jobs::Column::RetryCount),
-        )
-        .filter(coding_jobs::Column::Id.eq(id))
-        .exec(db)
-        .await
-        .unwrap();
+    as_service(db, move |txn| {
+        Box::pin(async move {
+            coding_jobs::Entity::update_many()
+                .col_expr(
+                    coding_jobs::Column::MaxRetries,
+                    Expr::col(coding_jobs::Column::RetryCount),
+                )
+                .filter(coding_jobs::Column::Id.eq(id))
+                .exec(txn)
+                .await?;
+            Ok(())
+        })
+    })
+    .await
 }
 
 async fn user_b_cannot_see_or_touch_a_jobs(t: &TestDb) {
@@ -729,7 +751,7 @@ async fn user_b_cannot_see_or_touch_a_jobs(t: &TestDb) {
     let (b, _) = live_session(db, "b@example.com").await;
     let jobs = enqueue_n(db, s, 3).await;
     let held = claim_one(db, "w", LONG).await;
-    let before = coding_jobs::Entity::find().all(db).await.unwrap();
+    let before = all_jobs(db).await;
     let (ua, ub) = (Actor::User(a), Actor::User(b));
 
     for j in &jobs {
@@ -784,7 +806,7 @@ async fn user_b_cannot_see_or_touch_a_jobs(t: &TestDb) {
         );
         assert_eq!(unfiltered_as::<coding_jobs::Entity>(db, ua).await.len(), 3);
     }
-    assert_eq!(coding_jobs::Entity::find().all(db).await.unwrap(), before);
+    assert_eq!(all_jobs(db).await, before);
 }
 
 /// Claims jobs until none is left (or, with `linger`, until `total` jobs are finished
@@ -823,12 +845,17 @@ async fn drain(
     claims
 }
 
+/// How many jobs are completed (counted in the service's context).
 async fn finished_count(db: &DatabaseConnection) -> u64 {
-    coding_jobs::Entity::find()
-        .filter(coding_jobs::Column::Status.eq(Completed))
-        .count(db)
-        .await
-        .unwrap()
+    as_service(db, |txn| {
+        Box::pin(async move {
+            Ok(coding_jobs::Entity::find()
+                .filter(coding_jobs::Column::Status.eq(Completed))
+                .count(txn)
+                .await?)
+        })
+    })
+    .await
 }
 
 /// Runs `drain` on `n` separate pools with batch sizes 1, 5, 1, 5, …; (worker, job) claims.
@@ -864,7 +891,7 @@ async fn assert_each_completed_once(
     let twice: Vec<_> = by_job.iter().filter(|(_, w)| w.len() > 1).collect();
     assert!(twice.is_empty(), "claimed twice: {twice:?}");
     assert_eq!(by_job.len(), total, "none lost");
-    let rows = coding_jobs::Entity::find().all(db).await.unwrap();
+    let rows = all_jobs(db).await;
     assert_eq!(rows.len(), total);
     for row in rows {
         assert_eq!(row.status, Completed, "{}", row.prompt);
@@ -890,11 +917,11 @@ async fn eight_workers_drain_2000_jobs_exactly_once(t: &TestDb) {
     let claims = run_workers(&shared, 8, None).await;
     assert_eq!(claims.len(), JOBS);
     assert_each_completed_once(&setup, &claims, JOBS).await;
-    let retried = coding_jobs::Entity::find()
-        .filter(coding_jobs::Column::RetryCount.ne(0))
-        .count(&setup)
+    let retried = all_jobs(&setup)
         .await
-        .unwrap();
+        .iter()
+        .filter(|j| j.retry_count != 0)
+        .count();
     assert_eq!(retried, 0, "no lease ran out");
     setup.close().await.ok();
     shared.finish();
@@ -940,13 +967,13 @@ async fn crashed_workers_jobs_are_finished_by_others_once(t: &TestDb) {
 }
 
 /// PostgreSQL only: the queue-tuning migration sets what its docs say, and its `down`
-/// undoes all of it.
+/// undoes all of it (catalog reads and migrations as the database's owner).
 #[tokio::test]
 async fn queue_tuning_is_applied_used_and_reverted() {
     use common::{query_i64, query_string};
     use forge_db::{Migrator, MigratorTrait};
     let t = TestDb::postgres().await;
-    let db = &t.db;
+    let db = &t.owner;
     let options = query_string(
         db,
         "SELECT array_to_string(reloptions, ',') FROM pg_class WHERE relname = 'coding_jobs'",
@@ -973,6 +1000,17 @@ async fn queue_tuning_is_applied_used_and_reverted() {
     assert_eq!(query_i64(db, claimable).await, 1);
     assert_eq!(query_i64(db, trigger).await, 1);
 
+    // The migrations after the queue tuning (the database wall, …): reverting them leaves
+    // the tuning…
+    let later = Migrator::migrations()
+        .iter()
+        .rev()
+        .take_while(|m| m.name() != "m20251122_000005_queue_tuning")
+        .count();
+    Migrator::down(db, Some(later as u32)).await.unwrap();
+    assert_eq!(query_i64(db, claimable).await, 1);
+    assert_eq!(query_i64(db, trigger).await, 1);
+    // …and the queue tuning's own `down` undoes it.
     Migrator::down(db, Some(1)).await.unwrap();
     assert_eq!(query_i64(db, claimable).await, 0);
     assert_eq!(query_i64(db, trigger).await, 0);

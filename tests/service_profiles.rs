@@ -43,7 +43,7 @@ async fn signup_normalises_and_refuses_duplicates(t: &TestDb) {
         .await
         .unwrap();
     assert_eq!(found.map(|f| f.id), Some(p.id));
-    assert_eq!(profiles::Entity::find().count(db).await.unwrap(), 1);
+    assert_eq!(profiles::Entity::find().count(&t.owner).await.unwrap(), 1);
 }
 
 async fn users_see_and_edit_only_their_own_profile(t: &TestDb) {
@@ -180,7 +180,7 @@ async fn refused_input_changes_nothing(t: &TestDb) {
             ..
         }
     ));
-    assert_eq!(profiles::Entity::find().count(db).await.unwrap(), 0);
+    assert_eq!(profiles::Entity::find().count(&t.owner).await.unwrap(), 0);
 
     let a = repo::create(db, Actor::Service, NewProfile::new("a@example.com"))
         .await
@@ -263,12 +263,20 @@ async fn postgres_user_context_is_walled_and_leaves_nothing_behind() {
         Some(""),
         "no claims left in the caller's transaction"
     );
-    // The caller's transaction still sees everything, as the service would.
-    assert_eq!(profiles::Entity::find().count(&txn).await.unwrap(), 2);
+    // A service call in the caller's transaction still sees everything.
+    let all = run_as(&txn, Actor::Service, Access::Read, |txn| {
+        Box::pin(async move { Ok(profiles::Entity::find().count(txn).await?) })
+    })
+    .await
+    .unwrap();
+    assert_eq!(all, 2);
     txn.commit().await.unwrap();
 
-    // Nothing leaked to the pooled connection either.
+    // Nothing leaked to the pooled connection either: it is the application role again,
+    // which may read nothing on its own (the two-role setup).
     let role = query_string(db, "SELECT current_user || '/' || current_setting('role')").await;
     assert_eq!(role, before);
+    let err = profiles::Entity::find().count(db).await.unwrap_err();
+    assert!(err.to_string().contains("permission denied"), "{err:?}");
     t.finish().await;
 }

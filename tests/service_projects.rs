@@ -35,8 +35,13 @@ async fn project(db: &DatabaseConnection, owner: Uuid, name: &str) -> projects::
         .unwrap()
 }
 
+/// How many projects the database holds (counted in the service's context: the test
+/// pool may do nothing outside one on PostgreSQL).
 async fn count(db: &DatabaseConnection) -> u64 {
-    projects::Entity::find().count(db).await.unwrap()
+    common::as_service(db, |txn| {
+        Box::pin(async move { Ok(projects::Entity::find().count(txn).await?) })
+    })
+    .await
 }
 
 fn names(page: &Page<projects::Model>) -> Vec<&str> {
@@ -293,14 +298,39 @@ async fn update_renames_describes_and_configures(t: &TestDb) {
         expo_config: Some(json!({ "orientation": "portrait" })),
         sandbox_id: Some(Some("sbx-1".into())),
     };
-    let u = repo::update(db, ua, p.id, full).await.unwrap();
+    // `sandbox_id` is the service's (SCHEMA.md): a user's patch naming it is refused
+    // whole, setting or clearing.
+    for sandbox_id in [Some(Some("sbx-1".to_owned())), Some(None)] {
+        let patch = ProjectPatch {
+            sandbox_id,
+            ..full.clone()
+        };
+        let err = repo::update(db, ua, p.id, patch).await.unwrap_err();
+        assert!(matches!(err, ForgeError::Forbidden { .. }), "{err:?}");
+    }
+    assert_eq!(repo::get(db, ua, p.id).await.unwrap(), p);
+
+    let own = ProjectPatch {
+        sandbox_id: None,
+        ..full.clone()
+    };
+    let u = repo::update(db, ua, p.id, own).await.unwrap();
     assert_eq!(u.name, "Weather 2");
     assert_eq!(u.description.as_deref(), Some("Forecasts"));
     assert_eq!(u.template_id.as_deref(), Some("expo-tabs"));
     assert_eq!(u.expo_config, json!({ "orientation": "portrait" }));
-    assert_eq!(u.sandbox_id.as_deref(), Some("sbx-1"));
+    assert_eq!(u.sandbox_id, None);
     assert!(u.updated_at >= p.updated_at);
     assert_eq!(u.created_at, p.created_at);
+    let sandboxed = ProjectPatch {
+        sandbox_id: Some(Some("sbx-1".into())),
+        ..Default::default()
+    };
+    let u = repo::update(db, Actor::Service, p.id, sandboxed)
+        .await
+        .unwrap();
+    assert_eq!(u.sandbox_id.as_deref(), Some("sbx-1"));
+    assert_eq!(u.name, "Weather 2");
 
     // `Some(None)` clears; fields left `None` stay.
     let cleared = repo::update(
@@ -309,6 +339,18 @@ async fn update_renames_describes_and_configures(t: &TestDb) {
         p.id,
         ProjectPatch {
             description: Some(None),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(cleared.description, None);
+    assert_eq!(cleared.sandbox_id.as_deref(), Some("sbx-1"));
+    let cleared = repo::update(
+        db,
+        Actor::Service,
+        p.id,
+        ProjectPatch {
             sandbox_id: Some(None),
             ..Default::default()
         },
@@ -420,10 +462,18 @@ async fn user_b_cannot_see_or_touch_user_a_projects(t: &TestDb) {
         assert_not_found(repo::get(db, ub, p.id).await);
         let patch = ProjectPatch {
             name: Some("mallory".into()),
-            sandbox_id: Some(Some("evil".into())),
+            expo_config: Some(json!({ "owner": "mallory" })),
             ..Default::default()
         };
         assert_not_found(repo::update(db, ub, p.id, patch).await);
+        // The sandbox is the service's: refused before any project is looked up.
+        let patch = ProjectPatch {
+            name: Some("mallory".into()),
+            sandbox_id: Some(Some("evil".into())),
+            ..Default::default()
+        };
+        let err = repo::update(db, ub, p.id, patch).await.unwrap_err();
+        assert!(matches!(err, ForgeError::Forbidden { .. }), "{err:?}");
         assert_not_found(repo::archive(db, ub, p.id).await);
         assert_not_found(repo::restore(db, ub, p.id).await);
         assert_not_found(repo::soft_delete(db, ub, p.id).await);
@@ -500,6 +550,14 @@ async fn refused_input_changes_nothing(t: &TestDb) {
         (
             NewProject {
                 expo_config: Some(json!(["not", "an", "object"])),
+                ..ok.clone()
+            },
+            "expo_config",
+        ),
+        (
+            // JSON documents hold at most 64 KiB.
+            NewProject {
+                expo_config: Some(json!({ "blob": "x".repeat(70_000) })),
                 ..ok
             },
             "expo_config",
@@ -536,14 +594,14 @@ async fn refused_input_changes_nothing(t: &TestDb) {
         ),
         (
             ProjectPatch {
-                sandbox_id: Some(Some("s".repeat(256))),
+                expo_config: Some(json!(42)),
                 ..Default::default()
             },
-            "sandbox_id",
+            "expo_config",
         ),
         (
             ProjectPatch {
-                expo_config: Some(json!(42)),
+                expo_config: Some(json!({ "blob": "x".repeat(70_000) })),
                 ..Default::default()
             },
             "expo_config",
@@ -557,6 +615,17 @@ async fn refused_input_changes_nothing(t: &TestDb) {
         };
         refused(repo::update(db, ua, p.id, patch).await, field);
     }
+    // The sandbox is the service's (a user naming it is Forbidden, see above); the service
+    // is held to the same bounds.
+    let patch = ProjectPatch {
+        template_id: Some(Some("changed".into())),
+        sandbox_id: Some(Some("s".repeat(256))),
+        ..Default::default()
+    };
+    refused(
+        repo::update(db, Actor::Service, p.id, patch).await,
+        "sandbox_id",
+    );
     assert_eq!(repo::get(db, ua, p.id).await.unwrap(), p);
     assert_eq!(count(db).await, 1);
 }

@@ -5,7 +5,7 @@ mod common;
 mod session_support;
 
 use chrono::{TimeDelta, Utc};
-use common::TestDb;
+use common::{TestDb, as_service};
 use forge_db::entity::coding_sessions::{self, SessionStatus};
 use forge_db::entity::projects::ProjectStatus;
 use forge_db::sea_orm::sea_query::Expr;
@@ -31,9 +31,13 @@ on_both_backends! {
     racing_transitions_have_one_winner => racing_transitions_have_one_winner;
 }
 
-/// Every session in the database, as the service sees it, by id.
+/// Every session in the database, as the service sees it (read in the service's
+/// context: the test pool may do nothing outside one on PostgreSQL), by id.
 async fn all_sessions(db: &DatabaseConnection) -> Vec<coding_sessions::Model> {
-    let mut rows = coding_sessions::Entity::find().all(db).await.unwrap();
+    let mut rows = as_service(db, |txn| {
+        Box::pin(async move { Ok(coding_sessions::Entity::find().all(txn).await?) })
+    })
+    .await;
     rows.sort_by_key(|s| s.id);
     rows
 }
@@ -58,24 +62,26 @@ async fn start_get_find_and_list(t: &TestDb) {
     );
     let ua = Actor::User(a);
 
+    // A user's session lives at most 24 hours; exactly that is accepted.
     let before = Utc::now();
     let s = repo::start(
         db,
         ua,
         NewSession {
-            ttl: TimeDelta::minutes(30),
+            ttl: repo::MAX_USER_TTL,
             metadata: Some(json!({"device": "ios"})),
             ..NewSession::new(a, p1, "  Build a todo app  ")
         },
     )
     .await
     .unwrap();
+    assert_eq!(repo::MAX_USER_TTL, TimeDelta::hours(24));
     assert_eq!((s.user_id, s.project_id), (a, p1));
     assert_eq!(s.initial_prompt, "Build a todo app");
     assert_eq!(s.status, Pending);
     assert_eq!(s.metadata, json!({"device": "ios"}));
-    assert!(s.expires_at > before + TimeDelta::minutes(29));
-    assert!(s.expires_at <= Utc::now() + TimeDelta::minutes(30));
+    assert!(s.expires_at > before + TimeDelta::hours(24) - TimeDelta::minutes(1));
+    assert!(s.expires_at <= Utc::now() + TimeDelta::hours(24));
     assert_eq!(
         (s.eas_update_url.as_deref(), s.webview_url.as_deref()),
         (None, None)
@@ -99,11 +105,20 @@ async fn start_get_find_and_list(t: &TestDb) {
         "{err:?}"
     );
 
-    // The service may start a session for any owner; metadata defaults to {}.
-    let by_service = repo::start(db, Actor::Service, NewSession::new(a, p2, "Add dark mode"))
-        .await
-        .unwrap();
+    // The service may start a session for any owner, also for longer than a day;
+    // metadata defaults to {}.
+    let by_service = repo::start(
+        db,
+        Actor::Service,
+        NewSession {
+            ttl: TimeDelta::hours(48),
+            ..NewSession::new(a, p2, "Add dark mode")
+        },
+    )
+    .await
+    .unwrap();
     assert_eq!(by_service.metadata, json!({}));
+    assert!(by_service.expires_at > before + TimeDelta::hours(47));
     let mut started = vec![s.id, by_service.id];
     for i in 0..3 {
         started.push(session(db, a, p2).await.id);
@@ -210,8 +225,24 @@ async fn refused_starts_change_nothing(t: &TestDb) {
             "ttl",
         ),
         (
+            // A user's session lives at most 24 hours.
+            NewSession {
+                ttl: repo::MAX_USER_TTL + TimeDelta::seconds(1),
+                ..base()
+            },
+            "ttl",
+        ),
+        (
             NewSession {
                 metadata: Some(json!([1, 2])),
+                ..base()
+            },
+            "metadata",
+        ),
+        (
+            // JSON documents hold at most 64 KiB.
+            NewSession {
+                metadata: Some(json!({ "blob": "x".repeat(70_000) })),
                 ..base()
             },
             "metadata",
@@ -487,17 +518,23 @@ async fn preview_urls_are_set_and_cleared(t: &TestDb) {
     assert_eq!(repo::get(db, Actor::User(a), s.id).await.unwrap(), cleared);
 }
 
-/// Moves `id`'s expiry into the past behind the repository's back.
+/// Moves `id`'s expiry into the past behind the repository's back (raw, in the service's
+/// context).
 async fn make_overdue(db: &DatabaseConnection, id: Uuid) {
-    coding_sessions::Entity::update_many()
-        .col_expr(
-            coding_sessions::Column::ExpiresAt,
-            Expr::value(Utc::now() - TimeDelta::minutes(1)),
-        )
-        .filter(coding_sessions::Column::Id.eq(id))
-        .exec(db)
-        .await
-        .unwrap();
+    as_service(db, move |txn| {
+        Box::pin(async move {
+            coding_sessions::Entity::update_many()
+                .col_expr(
+                    coding_sessions::Column::ExpiresAt,
+                    Expr::value(Utc::now() - TimeDelta::minutes(1)),
+                )
+                .filter(coding_sessions::Column::Id.eq(id))
+                .exec(txn)
+                .await?;
+            Ok(())
+        })
+    })
+    .await
 }
 
 async fn expire_overdue_expires_only_overdue_live_sessions(t: &TestDb) {
@@ -640,12 +677,16 @@ async fn concurrent_starts_respect_the_limit_exactly(t: &TestDb) {
         }
     }
     assert_eq!((started, refused), (3, STARTS - 3));
-    let live = coding_sessions::Entity::find()
-        .filter(coding_sessions::Column::UserId.eq(a))
-        .filter(coding_sessions::Column::Status.is_in(SessionStatus::LIVE.iter().copied()))
-        .all(&setup)
-        .await
-        .unwrap();
+    let live = as_service(&setup, move |txn| {
+        Box::pin(async move {
+            Ok(coding_sessions::Entity::find()
+                .filter(coding_sessions::Column::UserId.eq(a))
+                .filter(coding_sessions::Column::Status.is_in(SessionStatus::LIVE.iter().copied()))
+                .all(txn)
+                .await?)
+        })
+    })
+    .await;
     assert_eq!(live.len(), 3);
     setup.close().await.ok();
     shared.finish();

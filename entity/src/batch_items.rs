@@ -5,6 +5,11 @@
 //! conversation (`conversation_id`, ON DELETE SET NULL). `progress` is between 0 and
 //! 100 and, as in the seed's DDL, nullable with default 0. The batch's counters always
 //! equal what its items say.
+//!
+//! Beyond seed 003's DDL, an item in flight carries a lease, as a coding job does
+//! (migration `m20251130_000007_batch_item_leases`): `locked_by` is the worker that
+//! claimed it, `locked_until` the end of its lease; an item still `processing` after
+//! `locked_until` may be claimed by another worker.
 
 use sea_orm::entity::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -57,6 +62,12 @@ pub struct Model {
     /// Why generation failed.
     #[sea_orm(column_type = "Text", nullable)]
     pub error: Option<String>,
+    /// The worker that claimed the item last (kept after it finished or was requeued).
+    #[sea_orm(column_type = "Text", nullable)]
+    pub locked_by: Option<String>,
+    /// When the lease of the worker holding the item ends: set exactly while the item is
+    /// `processing`; after it, another worker may claim the item.
+    pub locked_until: Option<DateTimeUtc>,
     /// When the row was created.
     pub created_at: DateTimeUtc,
     /// When the row was last changed.

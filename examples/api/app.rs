@@ -103,7 +103,12 @@ pub fn status_of(err: &ForgeError) -> (StatusCode, &'static str) {
         ForgeError::LimitReached { .. } => (StatusCode::TOO_MANY_REQUESTS, "limit_reached"),
         ForgeError::Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden"),
         ForgeError::LeaseLost { .. } => (StatusCode::CONFLICT, "lease_lost"),
-        ForgeError::Db(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        // The database restarted, a connection broke, a conflict was resolved by aborting:
+        // the client may simply try again.
+        err if err.is_retryable() => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        ForgeError::TransactionLost | ForgeError::Db(_) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+        }
     }
 }
 

@@ -22,7 +22,6 @@ use std::process::ExitCode;
 use forge_db::migration::{Backend, redact_url};
 use forge_db::service::Actor;
 use forge_db::service::profiles::{self, NewProfile};
-use forge_db::{Migrator, MigratorTrait};
 use uuid::Uuid;
 
 #[tokio::main]
@@ -42,7 +41,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let backend = Backend::from_url(&url).map_or(String::new(), |b| format!(" ({b})"));
     println!("database  {}{backend}", redact_url(&url));
     let db = forge_db::connect(&url).await?;
-    Migrator::up(&db, None).await?;
+    forge_db::migrate(&db).await?;
 
     let short = Uuid::new_v4().simple().to_string()[..8].to_owned();
     let email = format!("api-demo+{short}@example.com");

@@ -144,7 +144,17 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, ConnectError> {
     options
         .sqlx_logging(false)
         .connect_timeout(CONNECT_TIMEOUT)
-        .acquire_timeout(CONNECT_TIMEOUT);
+        .acquire_timeout(CONNECT_TIMEOUT)
+        // Replaced by `checked_before_acquire`, which tests more for the same round trip.
+        .test_before_acquire(false);
+    #[cfg(feature = "postgres")]
+    {
+        let timeout = format!("{}s", IDLE_IN_TRANSACTION_TIMEOUT.as_secs());
+        options.map_sqlx_postgres_opts(move |o| {
+            o.options([("idle_in_transaction_session_timeout", timeout.as_str())])
+        });
+        options.map_sqlx_postgres_pool_opts(|p| p.before_acquire(pg_checked_before_acquire));
+    }
     #[cfg(feature = "sqlite")]
     {
         use sea_orm_migration::sea_orm::sqlx::sqlite::SqliteJournalMode;
@@ -152,6 +162,7 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, ConnectError> {
         // fairly; it only applies to a writable file (memory and read-only opens keep theirs).
         let wal =
             !(url.contains(":memory:") || url.contains("mode=memory") || url.contains("mode=ro"));
+        options.map_sqlx_sqlite_pool_opts(|p| p.before_acquire(sqlite_checked_before_acquire));
         options.map_sqlx_sqlite_opts(move |o| {
             let o = o.foreign_keys(true).busy_timeout(Duration::from_secs(5));
             if wal {
@@ -167,6 +178,77 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, ConnectError> {
             url: redact_url(url),
             source,
         })
+}
+
+/// The future a pool's `before_acquire` check returns.
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+type CheckFuture<'c> = std::pin::Pin<
+    Box<
+        dyn std::future::Future<Output = Result<bool, sea_orm_migration::sea_orm::sqlx::Error>>
+            + Send
+            + 'c,
+    >,
+>;
+
+/// How long a Forge connection may sit idle inside an open transaction before PostgreSQL
+/// ends its session (`idle_in_transaction_session_timeout`): a transaction left open by a
+/// crashed or stuck caller stops holding its locks after this.
+pub const IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Checks an idle pooled PostgreSQL connection before it is handed out, in one round trip
+/// (instead of the driver's ping): it is discarded (the server rolls back whatever it held)
+/// unless it answers and is outside any transaction.
+///
+/// A caller's future dropped while `BEGIN` or `SAVEPOINT` is on the wire can leave the
+/// driver believing a connection is idle while the server holds an open transaction; the
+/// next user of that connection would then run inside it. `transaction_timestamp()` equals
+/// `statement_timestamp()` only for the first statement of a transaction, so a connection
+/// whose transaction began earlier is caught. Every role and claim Forge sets is
+/// transaction-local, so a connection outside a transaction carries none of them.
+#[cfg(feature = "postgres")]
+fn pg_checked_before_acquire(
+    conn: &mut sea_orm_migration::sea_orm::sqlx::PgConnection,
+    _meta: sea_orm_migration::sea_orm::sqlx::pool::PoolConnectionMetadata,
+) -> CheckFuture<'_> {
+    use sea_orm_migration::sea_orm::sqlx;
+    Box::pin(async move {
+        use sqlx::Row;
+        // The simple query protocol: one message, one statement start. (With a prepared
+        // statement the transaction starts at Parse and the statement at Execute, so the
+        // two would differ even outside a transaction.)
+        let row = sqlx::raw_sql("SELECT transaction_timestamp() = statement_timestamp()")
+            .fetch_one(&mut *conn)
+            .await?;
+        let idle: bool = row.try_get(0)?;
+        if !idle {
+            tracing::warn!("forge: discarding a pooled connection found inside a transaction");
+        }
+        Ok(idle)
+    })
+}
+
+/// The SQLite counterpart of [`pg_checked_before_acquire`]: a pooled connection is handed
+/// out only outside any transaction. SQLite has no cheap way to ask, so any transaction
+/// left open is rolled back (in process, no round trip); "no transaction is active" is the
+/// usual answer.
+#[cfg(feature = "sqlite")]
+fn sqlite_checked_before_acquire(
+    conn: &mut sea_orm_migration::sea_orm::sqlx::SqliteConnection,
+    _meta: sea_orm_migration::sea_orm::sqlx::pool::PoolConnectionMetadata,
+) -> CheckFuture<'_> {
+    use sea_orm_migration::sea_orm::sqlx::{self, Executor};
+    Box::pin(async move {
+        match conn.execute(sqlx::raw_sql("ROLLBACK")).await {
+            Ok(_) => {
+                tracing::warn!("forge: rolled back a transaction left open on a pooled connection");
+                Ok(true)
+            }
+            Err(sqlx::Error::Database(e)) if e.message().contains("no transaction is active") => {
+                Ok(true)
+            }
+            Err(e) => Err(e),
+        }
+    })
 }
 
 /// One plain connection attempt before the pool is built: a pool only reports "timed out"

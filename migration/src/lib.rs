@@ -29,6 +29,8 @@ mod m20251121_000003_postgres_triggers;
 mod m20251121_000004_postgres_rls;
 mod m20251122_000005_queue_tuning;
 mod m20251130_000006_database_wall;
+mod m20251130_000007_batch_item_leases;
+mod migrate;
 mod schema;
 pub mod schema_doc;
 pub mod seed;
@@ -36,6 +38,7 @@ pub mod verify;
 
 pub use connect::{Backend, ConnectError, DEFAULT_DATABASE_URL, connect, redact_url, url_from_env};
 pub use m20251130_000006_database_wall::JSON_MAX_BYTES;
+pub use migrate::{MIGRATION_LOCK_KEY, MigrateError, MigrationLock, migrate};
 pub use sea_orm_migration::{MigratorTrait, sea_orm};
 pub use seed::{SeedError, SeedReport, seed};
 pub use verify::{Finding, Report, Severity, VerifyError, verify};
@@ -87,6 +90,7 @@ pub(crate) fn sources() -> Vec<verify::checksum::Source> {
             "sql/wall_down.sql",
             "sql/wall_sqlite_up.sql"
         ),
+        source!(m20251130_000007_batch_item_leases),
     ]
 }
 

@@ -506,16 +506,27 @@ pub const NOTES: &[TableNotes] = &[
             "`progress` is between 0 and 100.",
             "`conversation_id` becomes NULL when the conversation is deleted; when set it is \
              a conversation of the batch's owner.",
+            "Leases, as for coding jobs: a claim sets `locked_by` (the worker) and \
+             `locked_until` (the lease end). `locked_until` is set only while the item is \
+             `processing`; `locked_by` stays after the item finished or was requeued (the \
+             worker that claimed it last).",
+            "An item still `processing` after `locked_until` (or with no lease, from before \
+             leases existed) may be claimed by another worker; only the worker named in \
+             `locked_by` may report progress, heartbeat or finish it, so it finishes once.",
+            "A batch's `concurrent_processing` bounds its live leases (`processing` and \
+             `locked_until` not passed), even under racing claims and heartbeats.",
         ],
         rls: &[
             "SELECT through the batch's owner; INSERT of `queued` items into an own `queued` \
-             batch. No UPDATE or DELETE for users.",
+             batch (not `locked_by`, `locked_until`: column privileges). No UPDATE or DELETE \
+             for users.",
         ],
         indexes: &[
             "`idx_batch_items_job_id` on `batch_job_id`",
             "`idx_batch_items_status` on `status`",
             "`idx_batch_items_conversation_id` on `conversation_id WHERE conversation_id IS \
              NOT NULL`",
+            "`idx_batch_items_lease` on `locked_until WHERE locked_until IS NOT NULL`",
         ],
     },
 ];

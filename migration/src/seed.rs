@@ -510,6 +510,9 @@ fn items(
                     None
                 },
                 error: (status == Failed).then(|| "generation timed out".to_owned()),
+                // A worker that died holding the item: its lease ran out long ago.
+                locked_by: (status == Processing).then(|| "seed-worker".to_owned()),
+                locked_until: (status == Processing).then(|| clock.at(70)),
                 created_at: clock.at(60),
                 updated_at: clock.at(61 + i64::from(n)),
             }

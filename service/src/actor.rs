@@ -35,13 +35,18 @@ use crate::error::{ForgeError, Result};
 /// A connection a repository call can run on: the pool (`DatabaseConnection`) or a
 /// caller's transaction (`DatabaseTransaction`).
 pub trait Connection:
-    ConnectionTrait + TransactionTrait<Transaction = DatabaseTransaction>
+    ConnectionTrait + TransactionTrait<Transaction = DatabaseTransaction> + 'static
 {
 }
 
 impl<C> Connection for C where
-    C: ConnectionTrait + TransactionTrait<Transaction = DatabaseTransaction>
+    C: ConnectionTrait + TransactionTrait<Transaction = DatabaseTransaction> + 'static
 {
+}
+
+/// Whether `db` is a caller's transaction (Forge's call then runs in a savepoint).
+fn is_callers_transaction<C: Connection>(db: &C) -> bool {
+    (db as &dyn std::any::Any).is::<DatabaseTransaction>()
 }
 
 /// On whose behalf a call runs.
@@ -140,7 +145,9 @@ where
         Access::Read => None,
         Access::Write => Some(SqliteTransactionMode::Immediate),
     };
-    let txn = if db.get_database_backend() == DbBackend::Sqlite && mode.is_some() {
+    let txn = if is_callers_transaction(db) {
+        savepoint(db).await?
+    } else if db.get_database_backend() == DbBackend::Sqlite && mode.is_some() {
         begin_immediate(db).await?
     } else {
         db.begin().await?
@@ -165,6 +172,58 @@ where
             Err(err)
         }
     }
+}
+
+/// Opens Forge's savepoint inside the caller's transaction `db`, so that dropping the
+/// call's future cannot cost the caller their transaction.
+///
+/// The driver counts a savepoint only once the server has confirmed it; a future dropped
+/// while `SAVEPOINT` is on the wire makes it roll back one level too far — the caller's
+/// whole transaction — and the caller's later statements then autocommit while their
+/// `commit()` succeeds doing nothing. On a multi-threaded Tokio runtime the savepoint is
+/// therefore opened in [`tokio::task::block_in_place`]: there is no `.await` at which the
+/// call could be dropped until the driver has counted it. (On a current-thread runtime that
+/// is not possible; the next Forge call on a transaction lost that way fails with
+/// [`ForgeError::TransactionLost`] instead of silently running outside it.)
+async fn savepoint<C: Connection>(db: &C) -> Result<DatabaseTransaction> {
+    if db.get_database_backend() == DbBackend::Postgres {
+        require_open_transaction(db).await?;
+    }
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            Ok(tokio::task::block_in_place(|| handle.block_on(db.begin()))?)
+        }
+        _ => Ok(db.begin().await?),
+    }
+}
+
+/// Refuses a caller's transaction that the server no longer holds open. `SAVEPOINT` is
+/// refused outside a transaction block (SQLSTATE 25P01), and releasing it at once leaves an
+/// open transaction as it was; one round trip, simple protocol.
+async fn require_open_transaction<C: Connection>(db: &C) -> Result<()> {
+    match db
+        .execute_unprepared("SAVEPOINT forge_probe; RELEASE SAVEPOINT forge_probe")
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(err) if sql_state(&err).as_deref() == Some("25P01") => {
+            Err(ForgeError::TransactionLost)
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// The SQLSTATE of a database error.
+fn sql_state(err: &sea_orm::DbErr) -> Option<String> {
+    use sea_orm::{DbErr, RuntimeErr};
+    let (DbErr::Query(RuntimeErr::SqlxError(e))
+    | DbErr::Exec(RuntimeErr::SqlxError(e))
+    | DbErr::Conn(RuntimeErr::SqlxError(e))) = err
+    else {
+        return None;
+    };
+    e.as_database_error()
+        .and_then(|db| db.code().map(|code| code.into_owned()))
 }
 
 /// How often `BEGIN IMMEDIATE` is tried when SQLite's write lock stays taken.
@@ -194,20 +253,9 @@ async fn begin_immediate<C: Connection>(db: &C) -> Result<DatabaseTransaction> {
 
 /// SQLite's `SQLITE_BUSY` ("database is locked"): the busy timeout ran out.
 fn is_sqlite_busy(err: &sea_orm::DbErr) -> bool {
-    use sea_orm::{DbErr, RuntimeErr};
-    let (DbErr::Query(RuntimeErr::SqlxError(e))
-    | DbErr::Exec(RuntimeErr::SqlxError(e))
-    | DbErr::Conn(RuntimeErr::SqlxError(e))) = err
-    else {
-        return false;
-    };
-    match e.as_ref() {
-        sea_orm::sqlx::Error::Database(db) => db
-            .code()
-            .and_then(|code| code.parse::<i32>().ok())
-            .is_some_and(|code| code & 0xff == 5),
-        _ => false,
-    }
+    sql_state(err)
+        .and_then(|code| code.parse::<i32>().ok())
+        .is_some_and(|code| code & 0xff == 5)
 }
 
 /// The role a user's call runs as on PostgreSQL (row-level security applies to it).

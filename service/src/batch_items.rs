@@ -1,45 +1,68 @@
-//! Batch items, the worker side: claiming queued items, reporting progress, and finishing
-//! them with a conversation or an error. Claiming and finishing are the service's; a user
-//! may read an item of their own batch ([`find`], [`get`]), and another user's item is
+//! Batch items, the worker side: claiming items on a lease, heartbeats, progress, and
+//! finishing them with a conversation or an error. All of it is the service's; a user may
+//! read an item of their own batch ([`find`], [`get`]), and another user's item is
 //! [`ForgeError::NotFound`].
 //!
-//! Claiming takes the next `queued` items of batches that are `queued` or `processing`,
-//! ordered by batch priority (high, normal, low), then batch age, then item position.
-//! A batch never has more than `configuration.concurrent_processing` items `processing`
-//! at once, however many workers race: on PostgreSQL a claim locks the batch row
-//! (`FOR UPDATE`) before it counts the batch's items in flight and marks the next ones
-//! `processing` (picked with `FOR UPDATE SKIP LOCKED`), so claims on one batch are
-//! serialised; on SQLite the write transaction (`BEGIN IMMEDIATE`) serialises them. A
-//! claim waits for a batch lock only while it holds none (further batches of a
-//! [`claim_many`] are locked with `SKIP LOCKED`), so claims never deadlock. The first
-//! claim of a `queued` batch moves it to `processing` and sets `started_at`. Paused,
-//! cancelled, completed and failed batches give nothing.
+//! - **Claiming** ([`claim_next`], [`claim_many`]) takes the claimable items of batches
+//!   that are `queued` or `processing`, ordered by batch priority (high, normal, low), then
+//!   batch age, then item position. An item is claimable when it is `queued`, or when it
+//!   is `processing` and its lease has run out (`locked_until` has passed; an item left
+//!   `processing` from before leases existed has none and counts as run out): its worker
+//!   is presumed dead and another one takes it over. A claim marks the item `processing`,
+//!   records the worker (`locked_by`) and the end of the lease (`locked_until` = now +
+//!   `lease`, at most [`crate::jobs::MAX_LEASE`]), and starts the item over at `progress`
+//!   0. The first claim of a `queued` batch moves it to `processing` and sets `started_at`.
+//!   Paused, cancelled, completed and failed batches give nothing: an item whose lease ran
+//!   out in a paused batch is taken over once the batch is resumed.
+//! - **Concurrency.** `configuration.concurrent_processing` bounds a batch's *live*
+//!   leases: its items `processing` whose `locked_until` has not passed. An item whose
+//!   lease runs out gives its slot back at that moment, so a dead worker does not slow
+//!   its batch down for longer than one lease; in exchange the batch may show more items
+//!   `processing` than its cap for a while (those whose workers stopped answering, until
+//!   they are taken over). The cap holds for live leases at every instant, however many
+//!   workers race: on PostgreSQL a claim locks the batch row (`FOR UPDATE`) before it
+//!   reads the clock, counts the live leases and marks the next items `processing`
+//!   (picked with `FOR UPDATE SKIP LOCKED`), and a [`heartbeat`] holds `FOR KEY SHARE` on
+//!   the batch row while it judges and renews a lease, so a lease is never renewed after
+//!   a claim counted it as run out; on SQLite the write transaction (`BEGIN IMMEDIATE`)
+//!   serialises them. A claim waits for a batch lock only while it holds none (further
+//!   batches of a [`claim_many`] are locked with `SKIP LOCKED`), so claims never deadlock.
+//! - **Leases.** A worker holds an item while it is `processing` with `locked_by` = the
+//!   worker. [`heartbeat`] renews a lease that is still live; once it has run out the slot
+//!   is gone and the heartbeat is refused with [`ForgeError::LeaseLost`] (stop working
+//!   on the item). Until another worker takes the item over, the worker may still report
+//!   progress and finish it ([`set_progress`], [`complete`], [`fail`]), so finished work
+//!   is not thrown away; after that, or after [`requeue`], these are refused with
+//!   [`ForgeError::LeaseLost`] and change nothing, so an item is finished exactly once.
+//!   `locked_by` stays on the item after it finished or was requeued (the worker that
+//!   claimed it last); `locked_until` is set only while it is `processing`.
+//! - **Finishing** an item ([`complete`], [`fail`]) moves the item out of `processing` and
+//!   the batch's counters by one, in the same transaction — the database keeps the
+//!   counters equal to what the items say. When the last item finishes, a running batch
+//!   (`queued`, `processing` or `paused`) becomes `completed`; with `error_handling =
+//!   'stop'` the first failure makes it `failed` at once, and its queued items stay queued
+//!   and unclaimed. Both set `completed_at`. Items already in flight when their batch is
+//!   paused, cancelled or failed may still report progress and finish: their counters
+//!   move, the batch's status stays as it is.
 //!
-//! Finishing an item ([`complete`], [`fail`]) moves the item out of `processing` and the
-//! batch's counters by one, in the same transaction, with SQL increments — the counters
-//! always equal what the items say. When the last item finishes, a running batch
-//! (`queued`, `processing` or `paused`) becomes `completed`; with `error_handling =
-//! 'stop'` the first failure makes it `failed` at once, and its queued items stay queued
-//! and unclaimed. Both set `completed_at`.
-//!
-//! Items already in flight when their batch is paused, cancelled or failed may still
-//! report progress and finish: their counters move, the batch's status stays as it is.
-//! `batch_items` has no lease column (SCHEMA.md), so the `worker` name of a claim is
-//! recorded in the trace only, and an item whose worker died stays `processing` (and
-//! counts against the batch's concurrency) until the service finishes or [`requeue`]s it.
+//! Items carry no attempt counter (unlike coding jobs): an item whose generation kills
+//! its worker every time is taken over again after every lease.
 
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
 use forge_entity::batch_items::{self, ItemStatus};
 use forge_entity::batch_jobs::{self, BatchPriority, BatchStatus, ErrorHandling};
-use sea_orm::sea_query::{Expr, ExprTrait, LockBehavior, LockType};
+use sea_orm::sea_query::{Asterisk, Expr, ExprTrait, Func, LockBehavior, LockType, Query};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, Order,
+    ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, Order,
     PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait, Select, UpdateMany,
 };
 use uuid::Uuid;
 
 use crate::actor::{Access, Actor, Connection, run_as};
 use crate::error::{ForgeError, Result};
-use crate::{batches, validate};
+use crate::{batches, jobs, validate};
 
 const ITEM: &str = "batch item";
 /// The most items one [`claim_many`] call takes.
@@ -47,7 +70,7 @@ pub const MAX_CLAIM: u32 = 100;
 const MAX_WORKER: usize = 200;
 const MAX_ERROR: usize = 10_000;
 
-/// Batch states whose queued items may be claimed.
+/// Batch states whose claimable items may be claimed.
 const CLAIMABLE: &[BatchStatus] = &[BatchStatus::Queued, BatchStatus::Processing];
 /// Batch states that a finishing item may still end (`completed` or `failed`).
 const RUNNING: &[BatchStatus] = &[
@@ -56,10 +79,11 @@ const RUNNING: &[BatchStatus] = &[
     BatchStatus::Paused,
 ];
 
-/// An item a worker now holds (`processing`), with its batch as the claim left it.
+/// An item a worker now holds (`processing`, leased to it), with its batch as the claim
+/// left it.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct ClaimedItem {
-    /// The item, `processing`.
+    /// The item, `processing`, `locked_by` the worker, `locked_until` the end of the lease.
     pub item: batch_items::Model,
     /// Its batch: configuration for the generation, status `processing`.
     pub batch: batch_jobs::Model,
@@ -129,56 +153,82 @@ where
         .ok_or_else(|| ForgeError::not_found(ITEM, id))
 }
 
-/// Claims the next queued item for `worker` (service only): see the module docs for the
-/// order and the per-batch concurrency limit. `None` when no claimable batch has both a
-/// queued item and a free slot right now.
+/// Claims the next claimable item for `worker`, holding it for `lease` (service only):
+/// see the module docs for the order, the takeover of run-out leases and the per-batch
+/// concurrency limit. `None` when no claimable batch has both a claimable item and a free
+/// slot right now.
 ///
 /// # Errors
 /// [`ForgeError::Forbidden`] for a user, [`ForgeError::Validation`] for a blank or
-/// over-long worker name.
+/// over-long worker name or a zero or longer than [`crate::jobs::MAX_LEASE`] `lease`.
 #[tracing::instrument(skip_all, fields(entity = ITEM, op = "claim_next", worker = %worker))]
-pub async fn claim_next<C>(db: &C, actor: Actor, worker: &str) -> Result<Option<ClaimedItem>>
+pub async fn claim_next<C>(
+    db: &C,
+    actor: Actor,
+    worker: &str,
+    lease: Duration,
+) -> Result<Option<ClaimedItem>>
 where
     C: Connection,
 {
-    let claimed = claim_up_to(db, actor, worker, 1).await?;
+    let claimed = claim_up_to(db, actor, worker, lease, 1).await?;
     Ok(claimed.into_iter().next())
 }
 
-/// Claims up to `limit` queued items at once for `worker` (service only), in claim order,
-/// in one transaction; each batch still gives at most its free slots.
+/// Claims up to `limit` claimable items at once for `worker`, each held for `lease`
+/// (service only), in claim order, in one transaction; each batch still gives at most its
+/// free slots.
 ///
 /// # Errors
 /// [`ForgeError::Forbidden`] for a user, [`ForgeError::Validation`] for a `limit` outside
-/// `1..=`[`MAX_CLAIM`] or a blank or over-long worker name.
+/// `1..=`[`MAX_CLAIM`], a blank or over-long worker name, or a zero or longer than
+/// [`crate::jobs::MAX_LEASE`] `lease`.
 #[tracing::instrument(skip_all, fields(entity = ITEM, op = "claim_many", worker = %worker, limit))]
 pub async fn claim_many<C>(
     db: &C,
     actor: Actor,
     worker: &str,
+    lease: Duration,
     limit: u32,
 ) -> Result<Vec<ClaimedItem>>
 where
     C: Connection,
 {
     validate::in_range("limit", i64::from(limit), 1, i64::from(MAX_CLAIM))?;
-    claim_up_to(db, actor, worker, u64::from(limit)).await
+    claim_up_to(db, actor, worker, lease, u64::from(limit)).await
 }
 
-async fn claim_up_to<C>(db: &C, actor: Actor, worker: &str, limit: u64) -> Result<Vec<ClaimedItem>>
+/// The worker name as stored in `locked_by`.
+fn worker_name(worker: &str) -> Result<String> {
+    validate::text("worker", worker, MAX_WORKER)
+}
+
+async fn claim_up_to<C>(
+    db: &C,
+    actor: Actor,
+    worker: &str,
+    lease: Duration,
+    limit: u64,
+) -> Result<Vec<ClaimedItem>>
 where
     C: Connection,
 {
     actor.require_service("claiming batch items")?;
-    validate::text("worker", worker, MAX_WORKER)?;
+    let worker = worker_name(worker)?;
+    let lease = jobs::lease_delta("lease", lease)?;
     run_as(db, actor, Access::Write, move |txn| {
-        Box::pin(async move { claim(txn, limit).await })
+        Box::pin(async move { claim(txn, &worker, lease, limit).await })
     })
     .await
 }
 
 /// Claims up to `limit` items, batch after batch in claim order.
-async fn claim(txn: &DatabaseTransaction, limit: u64) -> Result<Vec<ClaimedItem>> {
+async fn claim(
+    txn: &DatabaseTransaction,
+    worker: &str,
+    lease: TimeDelta,
+    limit: u64,
+) -> Result<Vec<ClaimedItem>> {
     let mut claimed = Vec::new();
     let mut tried = Vec::new();
     while (claimed.len() as u64) < limit {
@@ -188,7 +238,8 @@ async fn claim(txn: &DatabaseTransaction, limit: u64) -> Result<Vec<ClaimedItem>
             break;
         };
         tried.push(batch.id);
-        let ids = claim_from(txn, &batch, limit - claimed.len() as u64).await?;
+        let wanted = limit - claimed.len() as u64;
+        let ids = claim_from(txn, &batch, wanted, worker, lease).await?;
         if !ids.is_empty() {
             claimed.extend(read_claimed(txn, batch.id, ids).await?);
         }
@@ -212,22 +263,53 @@ fn concurrency_sql(backend: DbBackend) -> String {
     }
 }
 
-/// The batch row has a queued item and fewer items in flight than it allows. On
-/// PostgreSQL this reads the statement's snapshot, so [`claim_from`] counts again under
-/// the batch lock; on SQLite it is already exact.
-fn has_work_and_room(backend: DbBackend) -> Expr {
-    let items_in = |status: ItemStatus| {
-        format!(
-            "FROM batch_items i WHERE i.batch_job_id = batch_jobs.id AND i.status = '{}'",
-            status.as_str()
+/// Items that may be claimed at `now`: queued, or processing with a lease that has run
+/// out (or none, from before leases existed).
+fn claimable_at(now: DateTime<Utc>) -> Condition {
+    use batch_items::Column as Col;
+    Condition::any()
+        .add(Col::Status.eq(ItemStatus::Queued))
+        .add(
+            Condition::all()
+                .add(Col::Status.eq(ItemStatus::Processing))
+                .add(
+                    Condition::any()
+                        .add(Col::LockedUntil.is_null())
+                        .add(Col::LockedUntil.lt(now)),
+                ),
         )
+}
+
+/// Items whose lease is live at `now`: the ones that take a slot of their batch.
+fn live_at(now: DateTime<Utc>) -> Condition {
+    use batch_items::Column as Col;
+    Condition::all()
+        .add(Col::Status.eq(ItemStatus::Processing))
+        .add(Col::LockedUntil.gte(now))
+}
+
+/// The batch row has a claimable item and fewer live leases than it allows, at `now`.
+/// On PostgreSQL this reads the statement's snapshot, so [`claim_from`] counts again
+/// under the batch lock; on SQLite it is already exact.
+fn has_work_and_room(backend: DbBackend, now: DateTime<Utc>) -> Expr {
+    let of_this_batch = || {
+        Query::select()
+            .from(batch_items::Entity)
+            .and_where(
+                Expr::col((batch_items::Entity, batch_items::Column::BatchJobId))
+                    .equals((batch_jobs::Entity, batch_jobs::Column::Id)),
+            )
+            .to_owned()
     };
-    Expr::cust(format!(
-        "EXISTS (SELECT 1 {queued}) AND (SELECT count(*) {processing}) < {cap}",
-        queued = items_in(ItemStatus::Queued),
-        processing = items_in(ItemStatus::Processing),
-        cap = concurrency_sql(backend),
-    ))
+    let work = of_this_batch()
+        .expr(Expr::val(1))
+        .cond_where(claimable_at(now))
+        .to_owned();
+    let live = of_this_batch()
+        .expr(Func::count(Expr::col(Asterisk)))
+        .cond_where(live_at(now))
+        .to_owned();
+    Expr::exists(work).and(Expr::from(live).lt(Expr::cust(concurrency_sql(backend))))
 }
 
 /// High before normal before low.
@@ -250,7 +332,7 @@ async fn next_batch(
     let select = batch_jobs::Entity::find()
         .filter(Col::Status.is_in(CLAIMABLE.iter().copied()))
         .filter(Col::Id.is_not_in(tried.iter().copied()))
-        .filter(has_work_and_room(txn.get_database_backend()))
+        .filter(has_work_and_room(txn.get_database_backend(), crate::now()))
         .order_by(priority_rank(), Order::Asc)
         .order_by_asc(Col::CreatedAt)
         .order_by_asc(Col::Id)
@@ -263,20 +345,25 @@ async fn next_batch(
     Ok(select.one(txn).await?)
 }
 
-/// Marks up to `wanted` of the locked `batch`'s next queued items `processing`, within
-/// its free slots, and starts the batch if it was queued; the ids claimed.
+/// Leases up to `wanted` of the locked `batch`'s claimable items to `worker`, by
+/// position, within its free slots, and starts the batch if it was queued; the ids
+/// claimed. The clock is read under the batch lock, so no heartbeat of this batch
+/// renews a lease between the moment it is judged run out here and the commit.
 async fn claim_from(
     txn: &DatabaseTransaction,
     batch: &batch_jobs::Model,
     wanted: u64,
+    worker: &str,
+    lease: TimeDelta,
 ) -> Result<Vec<Uuid>> {
     use batch_items::Column as Col;
-    let in_flight = batch_items::Entity::find()
+    let now = crate::now();
+    let live = batch_items::Entity::find()
         .filter(Col::BatchJobId.eq(batch.id))
-        .filter(Col::Status.eq(ItemStatus::Processing))
+        .filter(live_at(now))
         .count(txn)
         .await?;
-    let free = u64::from(batch.configuration.concurrent_processing).saturating_sub(in_flight);
+    let free = u64::from(batch.configuration.concurrent_processing).saturating_sub(live);
     let room = Ord::min(free, wanted);
     if room == 0 {
         return Ok(Vec::new());
@@ -285,7 +372,7 @@ async fn claim_from(
         .select_only()
         .column(Col::Id)
         .filter(Col::BatchJobId.eq(batch.id))
-        .filter(Col::Status.eq(ItemStatus::Queued))
+        .filter(claimable_at(now))
         .order_by_asc(Col::Position)
         .limit(room)
         .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
@@ -295,12 +382,14 @@ async fn claim_from(
     if ids.is_empty() {
         return Ok(ids);
     }
-    let now = crate::now();
     batch_items::Entity::update_many()
         .col_expr(Col::Status, Expr::val(ItemStatus::Processing.as_str()))
+        .col_expr(Col::LockedBy, Expr::val(worker))
+        .col_expr(Col::LockedUntil, Expr::val(now + lease))
+        .col_expr(Col::Progress, Expr::val(0))
         .col_expr(Col::UpdatedAt, Expr::val(now))
         .filter(Col::Id.is_in(ids.iter().copied()))
-        .filter(Col::Status.eq(ItemStatus::Queued))
+        .filter(claimable_at(now))
         .exec(txn)
         .await?;
     start_batch(txn, batch.id, now).await?;
@@ -308,11 +397,7 @@ async fn claim_from(
 }
 
 /// `queued → processing` for batch `id`, `started_at` set once.
-async fn start_batch(
-    txn: &DatabaseTransaction,
-    id: Uuid,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<()> {
+async fn start_batch(txn: &DatabaseTransaction, id: Uuid, now: DateTime<Utc>) -> Result<()> {
     use batch_jobs::Column as Col;
     batch_jobs::Entity::update_many()
         .col_expr(Col::Status, Expr::val(BatchStatus::Processing.as_str()))
@@ -372,41 +457,157 @@ fn transition(from: ItemStatus, to: ItemStatus) -> ForgeError {
     }
 }
 
-/// Why a conditional update of a `processing` item `id` changed nothing: it is gone, or
-/// no longer processing.
-async fn refusal(txn: &DatabaseTransaction, id: Uuid, to: ItemStatus) -> ForgeError {
+/// Whether `worker` holds `item`: processing and leased to it (a lease that ran out but
+/// was not taken over still counts; see [`heartbeat`] for the one call it does not).
+fn holds(item: &batch_items::Model, worker: &str) -> bool {
+    item.status == ItemStatus::Processing && item.locked_by.as_deref() == Some(worker)
+}
+
+/// The items `worker` holds: `id`, processing, leased to it.
+fn held_by(id: Uuid, worker: &str) -> Condition {
+    use batch_items::Column as Col;
+    Condition::all()
+        .add(Col::Id.eq(id))
+        .add(Col::Status.eq(ItemStatus::Processing))
+        .add(Col::LockedBy.eq(worker))
+}
+
+/// Why `worker`, which does not hold `item`, may not move it to `to`:
+/// [`ForgeError::LeaseLost`] when someone else holds it or claimed it after `worker`,
+/// or it was requeued after `worker`'s claim; [`ForgeError::InvalidTransition`] when it
+/// was never claimed, or `worker` itself finished it.
+fn not_held(item: &batch_items::Model, worker: &str, to: ItemStatus) -> ForgeError {
+    let lost = match item.locked_by.as_deref() {
+        Some(holder) if holder != worker => true,
+        Some(_) => item.status == ItemStatus::Queued,
+        None => item.status == ItemStatus::Processing,
+    };
+    if lost {
+        ForgeError::LeaseLost {
+            job: item.id,
+            worker: worker.to_owned(),
+        }
+    } else {
+        transition(item.status, to)
+    }
+}
+
+/// Why a write to item `id` guarded by [`held_by`] changed nothing, read afresh.
+async fn refusal(txn: &DatabaseTransaction, id: Uuid, worker: &str, to: ItemStatus) -> ForgeError {
     match item_row(txn, id).await {
-        Ok(item) => transition(item.status, to),
+        Ok(item) => not_held(&item, worker, to),
         Err(err) => err,
     }
 }
 
-/// Sets the progress (0–100) of processing item `id` (service only).
+/// Renews `worker`'s lease on item `id` to `lease` from now (service only), while the
+/// lease is still live. Call it well within the lease while the work goes on.
+///
+/// # Errors
+/// [`ForgeError::Forbidden`] for a user; [`ForgeError::Validation`] for a bad `worker` or
+/// `lease`; [`ForgeError::NotFound`] for an unknown item; [`ForgeError::LeaseLost`] when
+/// `worker` does not hold the item, or its lease has already run out (its slot went back
+/// to the batch, and another worker may be taking the item over: stop working on it;
+/// [`complete`] and [`fail`] still accept the result until someone does);
+/// [`ForgeError::InvalidTransition`] for an item that was never claimed or that `worker`
+/// finished itself.
+#[tracing::instrument(skip_all, fields(entity = ITEM, op = "heartbeat", id = %id))]
+pub async fn heartbeat<C>(
+    db: &C,
+    actor: Actor,
+    id: Uuid,
+    worker: &str,
+    lease: Duration,
+) -> Result<batch_items::Model>
+where
+    C: Connection,
+{
+    actor.require_service("extending a batch item lease")?;
+    let worker = worker_name(worker)?;
+    let lease = jobs::lease_delta("lease", lease)?;
+    use batch_items::Column as Col;
+    run_as(db, actor, Access::Write, move |txn| {
+        Box::pin(async move {
+            // Serialised with the claims of the batch (which lock its row FOR UPDATE), so
+            // that the clock read next judges the lease as a concurrent claim would.
+            let batch_of_item = Query::select()
+                .column(Col::BatchJobId)
+                .from(batch_items::Entity)
+                .and_where(Col::Id.eq(id))
+                .to_owned();
+            batch_jobs::Entity::find()
+                .filter(batch_jobs::Column::Id.in_subquery(batch_of_item))
+                .lock(LockType::KeyShare)
+                .one(txn)
+                .await?;
+            let now = crate::now();
+            let renewed = batch_items::Entity::update_many()
+                .col_expr(Col::LockedUntil, Expr::val(now + lease))
+                .col_expr(Col::UpdatedAt, Expr::val(now))
+                .filter(held_by(id, &worker))
+                .filter(Col::LockedUntil.gte(now))
+                .exec_with_returning(txn)
+                .await?;
+            if let Some(item) = renewed.into_iter().next() {
+                return Ok(item);
+            }
+            let item = item_row(txn, id).await?;
+            Err(if holds(&item, &worker) {
+                ForgeError::LeaseLost {
+                    job: id,
+                    worker: worker.clone(),
+                }
+            } else {
+                not_held(&item, &worker, ItemStatus::Processing)
+            })
+        })
+    })
+    .await
+}
+
+/// Sets the progress (0–100) of item `id`, which `worker` holds (service only).
 ///
 /// # Errors
 /// [`ForgeError::Forbidden`] for a user, [`ForgeError::Validation`] for a progress
-/// outside 0..=100, [`ForgeError::NotFound`] for an unknown item,
-/// [`ForgeError::InvalidTransition`] when the item is not processing.
+/// outside 0..=100 or a bad `worker`, [`ForgeError::NotFound`] for an unknown item,
+/// [`ForgeError::LeaseLost`] when `worker` does not hold the item (another worker took it
+/// over, finished it, or it was requeued), [`ForgeError::InvalidTransition`] when it was
+/// never claimed or `worker` finished it itself.
 #[tracing::instrument(skip_all, fields(entity = ITEM, op = "set_progress", id = %id, progress))]
 pub async fn set_progress<C>(
     db: &C,
     actor: Actor,
     id: Uuid,
+    worker: &str,
     progress: i32,
 ) -> Result<batch_items::Model>
 where
     C: Connection,
 {
     actor.require_service("reporting batch item progress")?;
+    let worker = worker_name(worker)?;
     validate::in_range("progress", i64::from(progress), 0, 100)?;
+    use batch_items::Column as Col;
     let update = batch_items::Entity::update_many()
-        .col_expr(batch_items::Column::Progress, Expr::val(progress));
-    change_processing(db, actor, id, ItemStatus::Processing, update).await
+        .col_expr(Col::Progress, Expr::val(progress))
+        .col_expr(Col::UpdatedAt, Expr::val(crate::now()))
+        .filter(held_by(id, &worker));
+    run_as(db, actor, Access::Write, move |txn| {
+        Box::pin(async move {
+            let rows = update.exec_with_returning(txn).await?;
+            match rows.into_iter().next() {
+                Some(item) => Ok(item),
+                None => Err(refusal(txn, id, &worker, ItemStatus::Processing).await),
+            }
+        })
+    })
+    .await
 }
 
-/// Puts processing item `id` back in the queue (service only), progress 0: for an item
-/// whose worker stopped, since batch items carry no lease. It is claimed again in its
-/// position order and frees its batch's slot at once.
+/// Puts processing item `id` back in the queue (service only), progress 0, lease
+/// released: for an item whose worker is known to have stopped, so it need not wait for
+/// its lease to run out. It is claimed again in its position order and frees its batch's
+/// slot at once; the worker that held it gets [`ForgeError::LeaseLost`] from then on.
 ///
 /// # Errors
 /// [`ForgeError::Forbidden`] for a user, [`ForgeError::NotFound`] for an unknown item,
@@ -420,76 +621,80 @@ where
     use batch_items::Column as Col;
     let update = batch_items::Entity::update_many()
         .col_expr(Col::Status, Expr::val(ItemStatus::Queued.as_str()))
-        .col_expr(Col::Progress, Expr::val(0));
-    change_processing(db, actor, id, ItemStatus::Queued, update).await
-}
-
-/// Applies `update` to item `id` only while it is processing (a transition `to`).
-async fn change_processing<C>(
-    db: &C,
-    actor: Actor,
-    id: Uuid,
-    to: ItemStatus,
-    update: UpdateMany<batch_items::Entity>,
-) -> Result<batch_items::Model>
-where
-    C: Connection,
-{
-    use batch_items::Column as Col;
-    let update = update
+        .col_expr(Col::Progress, Expr::val(0))
+        .col_expr(Col::LockedUntil, Expr::val(Option::<DateTime<Utc>>::None))
         .col_expr(Col::UpdatedAt, Expr::val(crate::now()))
         .filter(Col::Id.eq(id))
         .filter(Col::Status.eq(ItemStatus::Processing));
     run_as(db, actor, Access::Write, move |txn| {
         Box::pin(async move {
-            if update.exec(txn).await?.rows_affected == 0 {
-                return Err(refusal(txn, id, to).await);
+            let rows = update.exec_with_returning(txn).await?;
+            match rows.into_iter().next() {
+                Some(item) => Ok(item),
+                None => Err(transition(
+                    item_row(txn, id).await?.status,
+                    ItemStatus::Queued,
+                )),
             }
-            item_row(txn, id).await
         })
     })
     .await
 }
 
-/// Completes processing item `id` with its generated conversation (service only):
-/// progress 100, `conversation_id` set; the batch's `completed_items` and
-/// `successful_items` move by one, and the batch completes with its last item.
+/// Completes item `id`, which `worker` holds, with its generated conversation (service
+/// only): progress 100, `conversation_id` set, lease released; the batch's
+/// `completed_items` and `successful_items` move by one, and the batch completes with its
+/// last item.
 ///
 /// # Errors
-/// [`ForgeError::Forbidden`] for a user, [`ForgeError::NotFound`] for an unknown item or
-/// conversation, [`ForgeError::Conflict`] when the conversation is not the batch owner's,
-/// [`ForgeError::InvalidTransition`] when the item is not processing (e.g. another
-/// worker finished it).
+/// [`ForgeError::Forbidden`] for a user, [`ForgeError::Validation`] for a bad `worker`,
+/// [`ForgeError::NotFound`] for an unknown item or conversation,
+/// [`ForgeError::Conflict`] when the conversation is not the batch owner's,
+/// [`ForgeError::LeaseLost`] when `worker` does not hold the item (another worker took it
+/// over after its lease ran out, finished it, or it was requeued): nothing changes;
+/// [`ForgeError::InvalidTransition`] when it was never claimed or `worker` finished it
+/// already.
 #[tracing::instrument(skip_all, fields(entity = ITEM, op = "complete", id = %id))]
 pub async fn complete<C>(
     db: &C,
     actor: Actor,
     id: Uuid,
+    worker: &str,
     conversation_id: Uuid,
 ) -> Result<FinishedItem>
 where
     C: Connection,
 {
     actor.require_service("completing batch items")?;
-    finish(db, actor, id, Outcome::Completed(conversation_id)).await
+    let worker = worker_name(worker)?;
+    finish(db, actor, id, worker, Outcome::Completed(conversation_id)).await
 }
 
-/// Fails processing item `id` with `error` (service only): the batch's `completed_items`
-/// and `failed_items` move by one; with `error_handling = 'stop'` the batch fails,
-/// otherwise it completes with its last item.
+/// Fails item `id`, which `worker` holds, with `error` (service only), lease released:
+/// the batch's `completed_items` and `failed_items` move by one; with `error_handling =
+/// 'stop'` the batch fails, otherwise it completes with its last item.
 ///
 /// # Errors
 /// [`ForgeError::Forbidden`] for a user, [`ForgeError::Validation`] for a blank or
-/// over-long error, [`ForgeError::NotFound`] for an unknown item,
-/// [`ForgeError::InvalidTransition`] when the item is not processing.
+/// over-long error or a bad `worker`, [`ForgeError::NotFound`] for an unknown item,
+/// [`ForgeError::LeaseLost`] when `worker` does not hold the item (as for [`complete`]),
+/// [`ForgeError::InvalidTransition`] when it was never claimed or `worker` finished it
+/// already.
 #[tracing::instrument(skip_all, fields(entity = ITEM, op = "fail", id = %id))]
-pub async fn fail<C>(db: &C, actor: Actor, id: Uuid, error: &str) -> Result<FinishedItem>
+pub async fn fail<C>(
+    db: &C,
+    actor: Actor,
+    id: Uuid,
+    worker: &str,
+    error: &str,
+) -> Result<FinishedItem>
 where
     C: Connection,
 {
     actor.require_service("failing batch items")?;
+    let worker = worker_name(worker)?;
     let error = validate::text("error", error, MAX_ERROR)?;
-    finish(db, actor, id, Outcome::Failed(error)).await
+    finish(db, actor, id, worker, Outcome::Failed(error)).await
 }
 
 impl Outcome {
@@ -500,18 +705,20 @@ impl Outcome {
         }
     }
 
-    /// The item's update, applied only while it is processing.
+    /// The item's update, applied only while `worker` holds it; `locked_by` stays, the
+    /// record of who finished it.
     fn item_update(
         &self,
         id: Uuid,
-        now: chrono::DateTime<chrono::Utc>,
+        worker: &str,
+        now: DateTime<Utc>,
     ) -> UpdateMany<batch_items::Entity> {
         use batch_items::Column as Col;
         let update = batch_items::Entity::update_many()
             .col_expr(Col::Status, Expr::val(self.status().as_str()))
+            .col_expr(Col::LockedUntil, Expr::val(Option::<DateTime<Utc>>::None))
             .col_expr(Col::UpdatedAt, Expr::val(now))
-            .filter(Col::Id.eq(id))
-            .filter(Col::Status.eq(ItemStatus::Processing));
+            .filter(held_by(id, worker));
         match self {
             Self::Completed(conversation) => update
                 .col_expr(Col::ConversationId, Expr::val(*conversation))
@@ -522,21 +729,27 @@ impl Outcome {
     }
 }
 
-async fn finish<C>(db: &C, actor: Actor, id: Uuid, outcome: Outcome) -> Result<FinishedItem>
+async fn finish<C>(
+    db: &C,
+    actor: Actor,
+    id: Uuid,
+    worker: String,
+    outcome: Outcome,
+) -> Result<FinishedItem>
 where
     C: Connection,
 {
     run_as(db, actor, Access::Write, move |txn| {
         Box::pin(async move {
             let item = item_row(txn, id).await?;
-            if item.status != ItemStatus::Processing {
-                return Err(transition(item.status, outcome.status()));
+            if !holds(&item, &worker) {
+                return Err(not_held(&item, &worker, outcome.status()));
             }
             let batch = batch_row(txn, item.batch_job_id).await?;
             let now = crate::now();
-            let moved = outcome.item_update(id, now).exec(txn).await?;
+            let moved = outcome.item_update(id, &worker, now).exec(txn).await?;
             if moved.rows_affected == 0 {
-                return Err(refusal(txn, id, outcome.status()).await);
+                return Err(refusal(txn, id, &worker, outcome.status()).await);
             }
             let stop = matches!(outcome, Outcome::Failed(_))
                 && batch.configuration.error_handling == ErrorHandling::Stop;

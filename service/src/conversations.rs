@@ -27,8 +27,8 @@ use forge_entity::profiles;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbBackend,
-    DbErr, EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Select, Set,
-    Statement,
+    DbErr, EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
+    Select, Set, Statement,
 };
 use serde_json::Value as Json;
 use uuid::Uuid;
@@ -57,10 +57,8 @@ const EDITABLE: &[ConversationStatus] = &[
 const UNDER_REVIEW: &[ConversationStatus] = &[ConversationStatus::PendingReview];
 /// What a user may edit and submit: `generated` is the generator's (SCHEMA.md), so only
 /// the service submits or extends a generated conversation.
-const USER_EDITABLE: &[ConversationStatus] = &[
-    ConversationStatus::Draft,
-    ConversationStatus::NeedsRevision,
-];
+const USER_EDITABLE: &[ConversationStatus] =
+    &[ConversationStatus::Draft, ConversationStatus::NeedsRevision];
 
 /// The states in which `actor` may add turns and submit.
 fn editable_by(actor: Actor) -> &'static [ConversationStatus] {
@@ -173,6 +171,7 @@ pub fn visible_to(actor: Actor) -> Select<conversations::Entity> {
 }
 
 fn turn_content(content: &str) -> Result<()> {
+    validate::no_nul("content", content)?;
     if content.trim().is_empty() {
         return Err(ForgeError::invalid("content", "must not be blank"));
     }
@@ -323,12 +322,14 @@ where
     let (row, turns) = prepare(actor, new)?;
     run_as(db, actor, Access::Write, move |txn| {
         Box::pin(async move {
-            let conversation = row.insert(txn).await?;
+            let id = row.insert(txn).await?.id;
             let active = turns
                 .iter()
                 .cloned()
                 .map(IntoActiveModel::into_active_model);
             insert_chunked(txn, active.collect()).await?;
+            // Read back: the database counted the turns into the totals.
+            let conversation = visible_row(txn, actor, id).await?;
             Ok(ConversationWithTurns {
                 conversation,
                 turns,

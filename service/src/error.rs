@@ -67,9 +67,15 @@ pub enum ForgeError {
         /// The worker that acted.
         worker: String,
     },
+    /// The transaction passed to a Forge call is no longer open on the server: an earlier
+    /// call on it was dropped while it opened its savepoint, and the driver rolled the
+    /// whole transaction back (see the crate docs on cancellation). Roll it back and start
+    /// again.
+    #[error("the caller's transaction is no longer open; roll it back and retry")]
+    TransactionLost,
     /// Any other database error.
     #[error("database error: {0}")]
-    Db(DbErr),
+    Db(#[source] DbErr),
 }
 
 /// The result of every repository call.
@@ -77,9 +83,9 @@ pub type Result<T, E = ForgeError> = std::result::Result<T, E>;
 
 impl From<DbErr> for ForgeError {
     fn from(err: DbErr) -> Self {
-        if let Some(refusal) = database_error(&err).and_then(|(message, constraint)| {
-            database_rule(&message, constraint.as_deref())
-        }) {
+        if let Some(refusal) = database_error(&err)
+            .and_then(|(message, constraint)| database_rule(&message, constraint.as_deref()))
+        {
             return refusal;
         }
         match err.sql_err() {
@@ -91,6 +97,24 @@ impl From<DbErr> for ForgeError {
 }
 
 impl ForgeError {
+    /// Whether trying the same call again may succeed: the connection broke or the server
+    /// went away or restarted (the pool opens a new connection), the pool had no
+    /// connection free in time, the database gave up on a transaction to resolve a conflict
+    /// (serialization failure, deadlock) or was busy (SQLite), or the caller's transaction
+    /// was lost. A retried write is safe: a call that failed this way changed nothing it
+    /// reported, and Forge's writes are atomic (a `complete` whose reply was lost answers
+    /// [`ForgeError::LeaseLost`] on retry if it did commit).
+    ///
+    /// Refusals (not found, validation, conflicts, limits, transitions, leases) are not
+    /// retryable: the same call gets the same answer.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::TransactionLost => true,
+            Self::Db(err) => db_error_is_transient(err),
+            _ => false,
+        }
+    }
+
     /// A [`ForgeError::NotFound`] for `entity` with `id`.
     pub fn not_found(entity: &'static str, id: impl ToString) -> Self {
         Self::NotFound {
@@ -114,6 +138,7 @@ const RULE_NAMES: &[&str] = &[
     "conversation",
     "batch",
     "project",
+    "profile",
     "live sessions",
     "expires_at",
     "project_id",
@@ -134,6 +159,43 @@ fn rule_name(name: &str) -> &'static str {
         .find(|known| **known == name)
         .copied()
         .unwrap_or("input")
+}
+
+/// Whether `err` is a transient failure: see [`ForgeError::is_retryable`].
+fn db_error_is_transient(err: &DbErr) -> bool {
+    use sea_orm::RuntimeErr;
+    use sea_orm::sqlx::Error as Sqlx;
+    let (DbErr::Query(RuntimeErr::SqlxError(e))
+    | DbErr::Exec(RuntimeErr::SqlxError(e))
+    | DbErr::Conn(RuntimeErr::SqlxError(e))) = err
+    else {
+        return matches!(err, DbErr::ConnectionAcquire(_) | DbErr::Conn(_));
+    };
+    match e.as_ref() {
+        Sqlx::Io(_)
+        | Sqlx::Tls(_)
+        | Sqlx::PoolTimedOut
+        | Sqlx::PoolClosed
+        | Sqlx::WorkerCrashed
+        | Sqlx::Protocol(_) => true,
+        Sqlx::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            // PostgreSQL: connection exceptions (08…), the server shutting down or
+            // restarting (57P01–57P03), too many connections (53300), the transaction
+            // ended by idle_in_transaction_session_timeout (25P03), serialization failure
+            // and deadlock (40001, 40P01). SQLite: busy (5) and locked (6), with extended
+            // codes in the high bits.
+            code.starts_with("08")
+                || matches!(
+                    code.as_ref(),
+                    "57P01" | "57P02" | "57P03" | "53300" | "25P03" | "40001" | "40P01"
+                )
+                || code
+                    .parse::<i32>()
+                    .is_ok_and(|c| matches!(c & 0xff, 5 | 6))
+        }
+        _ => false,
+    }
 }
 
 /// The message and the violated constraint (if any) of the error the database server
@@ -205,12 +267,18 @@ mod tests {
         let limit = database_rule("forge:limit:live sessions:3", None);
         assert!(matches!(
             limit,
-            Some(ForgeError::LimitReached { what: "live sessions", limit: 3 })
+            Some(ForgeError::LimitReached {
+                what: "live sessions",
+                limit: 3
+            })
         ));
         let sqlite = database_rule("forge:transition:session", None);
         assert!(matches!(
             sqlite,
-            Some(ForgeError::InvalidTransition { entity: "session", .. })
+            Some(ForgeError::InvalidTransition {
+                entity: "session",
+                ..
+            })
         ));
         let moved = database_rule("forge:transition:session:completed:active", None);
         assert!(
@@ -227,7 +295,13 @@ mod tests {
             "new row for relation \"projects\" violates check constraint",
             Some("projects_expo_config_size_check"),
         );
-        assert!(matches!(size, Some(ForgeError::Validation { field: "expo_config", .. })));
+        assert!(matches!(
+            size,
+            Some(ForgeError::Validation {
+                field: "expo_config",
+                ..
+            })
+        ));
         assert!(database_rule("syntax error at or near \"forge\"", None).is_none());
         assert!(database_rule("value too long", Some("projects_name_check")).is_none());
     }

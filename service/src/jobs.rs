@@ -18,7 +18,7 @@
 //!   `UPDATE` joins on it; concurrent claimers skip each other's rows instead of waiting.
 //!   On SQLite it is one `UPDATE … WHERE id IN (SELECT … LIMIT n) RETURNING *` inside
 //!   `BEGIN IMMEDIATE`, which serialises writers.
-//! - **Leases.** [`heartbeat`], [`complete`] and [`fail`] are single guarded updates
+//! - **Leases.** [`heartbeat`], [`complete`], [`fail`] and [`release`] are guarded updates
 //!   (`WHERE id = … AND status = 'processing' AND locked_by = <worker>`): a worker whose
 //!   lease was taken over (the job was claimed again after the lease ran out, finished,
 //!   or failed because its session ended) gets [`ForgeError::LeaseLost`] and changes
@@ -35,6 +35,9 @@
 //!   PostgreSQL a `SECURITY DEFINER` trigger on `coding_sessions` does it (users, who end
 //!   their own sessions, have no UPDATE on `coding_jobs`; and it also holds for SQL run
 //!   outside Forge); on SQLite [`crate::sessions`] calls `fail_jobs_of_ended_sessions`.
+//! - **Giving back.** [`release`] hands a held job back to `pending` without spending
+//!   an attempt (a worker shutting down before it did the work), claimable at once;
+//!   [`cancel`] fails a job that is still `pending` ("cancelled") so no worker claims it.
 //! - **Housekeeping.** [`purge_finished`] deletes completed and failed jobs older than a
 //!   given age in bounded batches, each its own short transaction.
 //!
@@ -52,9 +55,9 @@
 //! order. Neither walks over the jobs in flight, so a claim costs the same with 10 or
 //! 10,000 jobs being worked on.
 //!
-//! Writes of the service that are one statement (claim, heartbeat, complete) run without
-//! an explicit transaction on PostgreSQL: the statement is atomic on its own, and the
-//! `BEGIN`/`COMMIT` round trips would cost a third of the queue's throughput.
+//! Every call, even one of a single statement (claim, heartbeat, complete), runs in a
+//! transaction as `service_role` on PostgreSQL ([`crate::run_as`]), so that the application
+//! role Forge connects as needs no privilege of its own.
 
 use std::time::Duration;
 
@@ -178,7 +181,7 @@ pub fn visible_to(actor: Actor) -> Select<coding_jobs::Entity> {
 }
 
 /// `d` as a chrono delta; `field` names it in the error when it is out of range.
-fn lease_delta(field: &'static str, d: Duration) -> Result<TimeDelta> {
+pub(crate) fn lease_delta(field: &'static str, d: Duration) -> Result<TimeDelta> {
     if d.is_zero() || d > MAX_LEASE {
         return Err(ForgeError::invalid(
             field,
@@ -710,6 +713,84 @@ where
                 .run(txn)
                 .await?;
             held_or_lost(rows, id, worker)
+        })
+    })
+    .await
+}
+
+/// Hands job `id`, which `worker` holds, back to the queue without spending an attempt
+/// (service only): for a worker that stops before it did the work (it is shutting down,
+/// say). The job is `pending` again, lease cleared (`locked_by` and `locked_until`), and
+/// claimable at once in its old place (its `run_after` has passed: it was claimed).
+/// `retry_count` stays as it is: a claim of a pending job counts no attempt, and the
+/// attempt a takeover of a run-out lease counted was the dead holder's, which stays
+/// counted — so the next claim is exactly the attempt this one would have been.
+/// `started_at` and `error_message` stay too.
+///
+/// # Errors
+/// [`ForgeError::Forbidden`] for a user; [`ForgeError::Validation`] for a bad `worker`;
+/// [`ForgeError::LeaseLost`] when `worker` does not hold the job (also for an unknown
+/// job): it was taken over, finished or failed meanwhile, and stays as it is.
+#[tracing::instrument(skip_all, fields(entity = "job", op = "release", id = %id))]
+pub async fn release<C>(db: &C, actor: Actor, id: Uuid, worker: &str) -> Result<coding_jobs::Model>
+where
+    C: Connection,
+{
+    actor.require_service("releasing a job")?;
+    let worker = worker_name(worker)?;
+    let update = stamped(crate::now())
+        .col_expr(coding_jobs::Column::Status, Expr::value(JobStatus::Pending))
+        .col_expr(
+            coding_jobs::Column::LockedBy,
+            Expr::value(Option::<String>::None),
+        )
+        .col_expr(
+            coding_jobs::Column::LockedUntil,
+            Expr::value(Option::<DateTime<Utc>>::None),
+        );
+    update_held(db, id, worker, update).await
+}
+
+/// The `error_message` of a job [`cancel`]led before it ran.
+pub const CANCELLED: &str = "cancelled";
+
+/// Cancels pending job `id` (service only): it is `failed` with `error_message`
+/// [`CANCELLED`] and `completed_at` set, and never claimed. A job a worker holds is
+/// not taken away from it (fail it through the worker, or end its session).
+///
+/// # Errors
+/// [`ForgeError::Forbidden`] for a user; [`ForgeError::NotFound`] for an unknown job;
+/// [`ForgeError::InvalidTransition`] (to `failed`) when the job is not pending: it is
+/// processing, completed or failed already. A refused cancel changes nothing.
+#[tracing::instrument(skip_all, fields(entity = "job", op = "cancel", id = %id))]
+pub async fn cancel<C>(db: &C, actor: Actor, id: Uuid) -> Result<coding_jobs::Model>
+where
+    C: Connection,
+{
+    actor.require_service("cancelling a job")?;
+    run_as(db, actor, Access::Write, move |txn| {
+        Box::pin(async move {
+            let now = crate::now();
+            let update = finished(stamped(now), JobStatus::Failed, now)
+                .col_expr(
+                    coding_jobs::Column::ErrorMessage,
+                    Expr::value(Some(CANCELLED.to_owned())),
+                )
+                .filter(coding_jobs::Column::Id.eq(id))
+                .filter(coding_jobs::Column::Status.eq(JobStatus::Pending));
+            let rows = Write::Update(Box::new(update)).run(txn).await?;
+            if let Some(job) = rows.into_iter().next() {
+                return Ok(job);
+            }
+            let job = coding_jobs::Entity::find_by_id(id)
+                .one(txn)
+                .await?
+                .ok_or_else(|| ForgeError::not_found("job", id))?;
+            Err(ForgeError::InvalidTransition {
+                entity: "job",
+                from: job.status.to_string(),
+                to: JobStatus::Failed.to_string(),
+            })
         })
     })
     .await

@@ -27,8 +27,8 @@ use forge_entity::coding_sessions::{self, SessionStatus};
 use forge_entity::profiles;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, DatabaseTransaction, EntityTrait,
-    QueryFilter, QueryTrait, Select, Set,
+    ActiveModelTrait, ColumnTrait, Condition, DatabaseTransaction, EntityTrait, QueryFilter,
+    QueryTrait, Select, Set,
 };
 use serde_json::Value as Json;
 use uuid::Uuid;
@@ -170,13 +170,18 @@ where
             // backends): the owner's own active project, and at most `sessions_limit`
             // live sessions — it locks the owner's profile row, so racing starts queue.
             match row.insert(txn).await.map_err(ForgeError::from) {
-                Err(ForgeError::NotFound { entity: "project", .. }) => {
-                    Err(ForgeError::not_found("project", project_id))
+                Err(ForgeError::NotFound {
+                    entity: "project", ..
+                }) => Err(ForgeError::not_found("project", project_id)),
+                Err(ForgeError::NotFound {
+                    entity: "profile", ..
+                }) => Err(ForgeError::not_found("profile", owner)),
+                Err(ForgeError::LimitReached { what, limit: -1 }) => {
+                    Err(ForgeError::LimitReached {
+                        what,
+                        limit: live_limit(txn, owner).await?,
+                    })
                 }
-                Err(ForgeError::LimitReached { what, limit: -1 }) => Err(ForgeError::LimitReached {
-                    what,
-                    limit: live_limit(txn, owner).await?,
-                }),
                 inserted => inserted,
             }
         })

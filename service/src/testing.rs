@@ -163,7 +163,9 @@ impl TestDb {
     /// The application role's URL of this test's database (PostgreSQL only), to open
     /// more pools the way [`TestDb::db`] is opened.
     pub fn app_url(&self) -> Option<String> {
-        self.pg.as_ref().map(|owned| postgres::app_url(&owned.url()))
+        self.pg
+            .as_ref()
+            .map(|owned| postgres::app_url(&owned.url()))
     }
 
     /// Which backend this database runs on.

@@ -4,8 +4,22 @@ use chrono::{DateTime, Utc};
 
 use crate::error::{ForgeError, Result};
 
-/// `value` trimmed; refused when blank or longer than `max_chars` characters.
+/// Refuses text holding a NUL character (U+0000): PostgreSQL cannot store one in `text`
+/// or `jsonb` while SQLite would, so it is refused on both backends alike.
+pub(crate) fn no_nul(field: &'static str, value: &str) -> Result<()> {
+    if value.contains('\0') {
+        return Err(ForgeError::invalid(
+            field,
+            "must not contain a NUL character (U+0000)",
+        ));
+    }
+    Ok(())
+}
+
+/// `value` trimmed; refused when blank, longer than `max_chars` characters, or holding a
+/// NUL character.
 pub(crate) fn text(field: &'static str, value: &str, max_chars: usize) -> Result<String> {
+    no_nul(field, value)?;
     let trimmed = value.trim();
     if trimmed.is_empty() {
         return Err(ForgeError::invalid(field, "must not be blank"));
@@ -66,6 +80,7 @@ pub(crate) fn json_document(
     field: &'static str,
     value: serde_json::Value,
 ) -> Result<serde_json::Value> {
+    json_no_nul(field, &value)?;
     let size = jsonb_text_len(&value);
     if size > forge_entity::JSON_MAX_BYTES {
         return Err(ForgeError::invalid(
@@ -79,6 +94,21 @@ pub(crate) fn json_document(
     Ok(value)
 }
 
+/// Refuses a JSON document with a NUL character (`\u0000`) in any string or key:
+/// PostgreSQL's `jsonb` cannot hold one.
+fn json_no_nul(field: &'static str, value: &serde_json::Value) -> Result<()> {
+    use serde_json::Value;
+    match value {
+        Value::String(s) => no_nul(field, s),
+        Value::Array(items) => items.iter().try_for_each(|v| json_no_nul(field, v)),
+        Value::Object(map) => map.iter().try_for_each(|(k, v)| {
+            no_nul(field, k)?;
+            json_no_nul(field, v)
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// The length of `value` as PostgreSQL prints a `jsonb` (`{"a": 1, "b": [1, 2]}`: a space
 /// after every `:` and `,`), which is what the database's size `CHECK` measures; SQLite
 /// stores the compact form, which is never longer.
@@ -86,7 +116,9 @@ fn jsonb_text_len(value: &serde_json::Value) -> usize {
     use serde_json::Value;
     let separators = |n: usize| 2 * n.saturating_sub(1);
     match value {
-        Value::Array(items) => 2 + separators(items.len()) + items.iter().map(jsonb_text_len).sum::<usize>(),
+        Value::Array(items) => {
+            2 + separators(items.len()) + items.iter().map(jsonb_text_len).sum::<usize>()
+        }
         Value::Object(map) => {
             2 + separators(map.len())
                 + map
@@ -117,12 +149,18 @@ mod tests {
     fn jsonb_text_len_counts_as_postgres_prints() {
         let doc = serde_json::json!({"a": 1, "b": [1, 2], "c": {"d": "x\"y"}});
         // PostgreSQL: {"a": 1, "b": [1, 2], "c": {"d": "x\"y"}}
-        assert_eq!(jsonb_text_len(&doc), r#"{"a": 1, "b": [1, 2], "c": {"d": "x\"y"}}"#.len());
+        assert_eq!(
+            jsonb_text_len(&doc),
+            r#"{"a": 1, "b": [1, 2], "c": {"d": "x\"y"}}"#.len()
+        );
         assert_eq!(jsonb_text_len(&serde_json::json!([])), 2);
         let big = serde_json::json!({"k": "x".repeat(70_000)});
         assert!(json_document("metadata", big).is_err());
         let small = serde_json::json!({"k": "x".repeat(60_000)});
         assert!(json_object("metadata", small).is_ok());
+        assert!(json_document("data", serde_json::json!({"k": ["a\u{0}b"]})).is_err());
+        assert!(json_document("data", serde_json::json!({"a\u{0}": 1})).is_err());
+        assert!(text("name", "a\0b", 10).is_err());
     }
 
     #[test]

@@ -23,18 +23,22 @@ pub async fn owner(db: &DatabaseConnection, email: &str, sessions_limit: i32) ->
     id
 }
 
-/// A project of `owner` in `status` (written directly: the projects repository is not
-/// what these tests are about).
+/// A project of `owner` in `status` (written directly, in the service's context: the
+/// projects repository is not what these tests are about).
 pub async fn project(db: &DatabaseConnection, owner: Uuid, status: ProjectStatus) -> Uuid {
-    projects::ActiveModel {
-        user_id: Set(owner),
-        name: Set(format!("project {status}")),
-        status: Set(status),
-        ..Default::default()
-    }
-    .insert(db)
+    crate::common::as_service(db, move |txn| {
+        Box::pin(async move {
+            Ok(projects::ActiveModel {
+                user_id: Set(owner),
+                name: Set(format!("project {status}")),
+                status: Set(status),
+                ..Default::default()
+            }
+            .insert(txn)
+            .await?)
+        })
+    })
     .await
-    .expect("insert project")
     .id
 }
 
@@ -70,7 +74,11 @@ where
 /// A migrated database that several pools can open at once: on SQLite a temporary file
 /// (an in-memory database lives in one connection), on PostgreSQL the test's database.
 pub struct SharedDb {
+    /// For Forge's calls: on PostgreSQL the application role of the two-role setup (like
+    /// `TestDb::db`), which may do nothing outside a Forge context.
     pub url: String,
+    /// As the database's owner, for raw setup and inspection (on SQLite the same file).
+    pub owner_url: String,
     file: Option<PathBuf>,
 }
 
@@ -78,7 +86,8 @@ impl SharedDb {
     pub async fn for_test(t: &TestDb) -> Self {
         match t.backend() {
             DbBackend::Postgres => Self {
-                url: t.pg_url().expect("PostgreSQL URL"),
+                url: t.app_url().expect("PostgreSQL URL"),
+                owner_url: t.pg_url().expect("PostgreSQL URL"),
                 file: None,
             },
             _ => {
@@ -89,6 +98,7 @@ impl SharedDb {
                 Migrator::up(&db, None).await.expect("migrate SQLite file");
                 db.close().await.expect("close");
                 Self {
+                    owner_url: url.clone(),
                     url,
                     file: Some(file),
                 }
@@ -96,9 +106,14 @@ impl SharedDb {
         }
     }
 
-    /// A new, separate connection pool.
+    /// A new, separate connection pool for Forge's calls.
     pub async fn pool(&self) -> DatabaseConnection {
         connect(&self.url).await.expect("open pool")
+    }
+
+    /// A new, separate connection pool as the database's owner.
+    pub async fn owner_pool(&self) -> DatabaseConnection {
+        connect(&self.owner_url).await.expect("open owner pool")
     }
 
     /// `n` separate pools.

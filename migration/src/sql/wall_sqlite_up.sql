@@ -16,8 +16,15 @@ END;
 
 -- coding_sessions: only on the owner's own, active project, and never more live sessions
 -- than the owner's sessions_limit (SQLite has one writer at a time, so no race).
+CREATE TRIGGER coding_sessions_profile BEFORE INSERT ON coding_sessions
+WHEN NOT EXISTS (SELECT 1 FROM profiles p WHERE p.id = NEW.user_id)
+BEGIN
+  SELECT RAISE(ABORT, 'forge:not_found:profile');
+END;
+
 CREATE TRIGGER coding_sessions_project BEFORE INSERT ON coding_sessions
-WHEN NOT EXISTS (SELECT 1 FROM projects p WHERE p.id = NEW.project_id AND p.user_id = NEW.user_id)
+WHEN EXISTS (SELECT 1 FROM profiles p WHERE p.id = NEW.user_id)
+ AND NOT EXISTS (SELECT 1 FROM projects p WHERE p.id = NEW.project_id AND p.user_id = NEW.user_id)
 BEGIN
   SELECT RAISE(ABORT, 'forge:not_found:project');
 END;
@@ -156,12 +163,12 @@ BEGIN
    WHERE batch_job_id = NEW.id AND status = 'queued';
 END;
 
--- session_events: append-only, `seq` the session's next (forge-service computes it in the
--- same write transaction). Deleting is left to the session's cascade, which SQLite's
+-- session_events: append-only, `seq` never past the session's next (forge-service computes
+-- it in the same write transaction; a taken one is refused by the unique constraint). Deleting is left to the session's cascade, which SQLite's
 -- triggers cannot tell from a direct delete.
 CREATE TRIGGER session_events_seq_next BEFORE INSERT ON session_events
-WHEN NEW.seq IS NOT (SELECT coalesce(max(e.seq), 0) + 1 FROM session_events e
-                      WHERE e.session_id = NEW.session_id)
+WHEN NEW.seq > (SELECT coalesce(max(e.seq), 0) + 1 FROM session_events e
+                 WHERE e.session_id = NEW.session_id)
 BEGIN
   SELECT RAISE(ABORT, 'forge:invariant:seq is not the next of its session (events are gapless)');
 END;

@@ -230,6 +230,16 @@ BEGIN
     RAISE EXCEPTION 'forge:transition:session:%:%', OLD.status, NEW.status;
   END IF;
 
+  IF TG_OP = 'INSERT' OR NEW.user_id IS DISTINCT FROM OLD.user_id THEN
+    -- Locking the owner's profile row queues concurrent starts for one owner, so each
+    -- counts the live sessions the previous one committed.
+    SELECT p.sessions_limit INTO live_limit
+      FROM public.profiles p WHERE p.id = NEW.user_id FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+      RAISE EXCEPTION 'forge:not_found:profile:%', NEW.user_id;
+    END IF;
+  END IF;
+
   IF TG_OP = 'INSERT' THEN
     IF end_user AND NEW.status <> 'pending' THEN
       RAISE EXCEPTION 'forge:forbidden:a user starts a session as pending, not %', NEW.status;
@@ -250,14 +260,10 @@ BEGIN
 
   IF NEW.status IN ('pending', 'active', 'paused')
      AND (TG_OP = 'INSERT' OR NEW.user_id IS DISTINCT FROM OLD.user_id) THEN
-    SELECT p.sessions_limit INTO live_limit
-      FROM public.profiles p WHERE p.id = NEW.user_id FOR NO KEY UPDATE;
-    IF FOUND THEN
-      SELECT count(*) INTO live FROM public.coding_sessions s
-       WHERE s.user_id = NEW.user_id AND s.status IN ('pending', 'active', 'paused');
-      IF live >= live_limit THEN
-        RAISE EXCEPTION 'forge:limit:live sessions:%', live_limit;
-      END IF;
+    SELECT count(*) INTO live FROM public.coding_sessions s
+     WHERE s.user_id = NEW.user_id AND s.status IN ('pending', 'active', 'paused');
+    IF live >= live_limit THEN
+      RAISE EXCEPTION 'forge:limit:live sessions:%', live_limit;
     END IF;
   END IF;
   RETURN NEW;
@@ -555,8 +561,9 @@ CREATE TRIGGER batch_items_counters_delete
   FOR EACH STATEMENT EXECUTE FUNCTION public.forge_batch_items_counters();
 
 -- ---------------------------------------------------------------------------------------
--- session_events is append-only and `seq` gapless for every role: an explicit `seq` must be
--- the session's next one (the seq trigger, which runs first, holds the session's lock), an
+-- session_events is append-only and `seq` gapless for every role: an explicit `seq` may not
+-- skip past the session's next one (the seq trigger, which runs first, holds the session's
+-- lock; a taken one is refused by the unique constraint), an
 -- event never changes, and one is deleted only with its session (a cascade).
 CREATE FUNCTION public.forge_session_events_guard()
 RETURNS trigger
@@ -565,8 +572,10 @@ SET search_path = ''
 AS $$
 BEGIN
   IF TG_OP = 'INSERT' THEN
-    IF NEW.seq IS DISTINCT FROM (SELECT coalesce(max(e.seq), 0) + 1 FROM public.session_events e
-                                  WHERE e.session_id = NEW.session_id) THEN
+    -- A seq already taken is left to the unique (session_id, seq) constraint (or to an
+    -- ON CONFLICT clause); one past the next would leave a gap.
+    IF NEW.seq > (SELECT coalesce(max(e.seq), 0) + 1 FROM public.session_events e
+                   WHERE e.session_id = NEW.session_id) THEN
       RAISE EXCEPTION 'forge:invariant:seq % is not the next of session % (events are gapless)',
         NEW.seq, NEW.session_id;
     END IF;

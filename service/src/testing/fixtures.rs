@@ -117,11 +117,13 @@ pub async fn events<C: Connection>(
     crate::events::append_many(db, Actor::Service, session_id, events).await
 }
 
-/// A `generated` conversation of `owner` (created by the owner) with `turns` turns,
-/// alternating user and assistant (`turns = 0`: a `draft`).
+/// A `generated` conversation of `owner` with `turns` turns, alternating user and
+/// assistant (`turns = 0`: a `draft`), stored by the service for the owner as a generator
+/// does (`generated` is the generator's status: what a user writes stays a `draft`).
 ///
 /// # Errors
-/// As [`crate::conversations::create`].
+/// As [`crate::conversations::create`], e.g. [`crate::ForgeError::Conflict`] when the owner
+/// does not exist.
 pub async fn conversation_with_turns<C: Connection>(
     db: &C,
     owner: Uuid,
@@ -151,7 +153,7 @@ pub async fn conversation_with_turns<C: Connection>(
         parameters: json!({}),
         turns,
     };
-    crate::conversations::create(db, Actor::User(owner), new).await
+    crate::conversations::create(db, Actor::Service, new).await
 }
 
 /// A `template`-tier batch of `owner` (created by the owner) with `items` queued items,
