@@ -5,7 +5,8 @@
 #   scripts/with-postgres.sh cargo test
 #
 # The command sees DATABASE_URL and FORGE_TEST_DATABASE_URL, both pointing at the cluster's
-# `postgres` database as the superuser `postgres` (trust auth, 127.0.0.1 only, a free port).
+# `postgres` database as the superuser `postgres` (trust auth, 127.0.0.1 only, a free port),
+# and FORGE_TEST_PG_RESTART, a script that restarts the server (for the fault tests).
 # Needs PostgreSQL's server binaries (initdb, pg_ctl, postgres): found with
 # `pg_config --bindir`, under /usr/lib/postgresql/*/bin, or on PATH. Run as root, the server
 # runs as the `postgres` user. Without PostgreSQL it fails loudly; it never skips.
@@ -77,6 +78,21 @@ for _ in 1 2 3 4 5 6 7 8 9 10; do
   fi
 done
 [ -n "$started" ] || { cat "$LOG" >&2 2>/dev/null || true; die "could not start PostgreSQL"; }
+
+# A script the fault tests call to restart the server (same data, port and options).
+RESTART="$WORK/restart-postgres.sh"
+if [ ${#AS[@]} -eq 0 ]; then
+  printf '#!/bin/sh\nexec %q -D %q -l %q -m fast -w -t 60 restart >/dev/null\n' \
+    "$BINDIR/pg_ctl" "$DATA" "$LOG" >"$RESTART"
+elif [ "${AS[0]}" = runuser ]; then
+  printf '#!/bin/sh\nexec runuser -u postgres -- %q -D %q -l %q -m fast -w -t 60 restart >/dev/null\n' \
+    "$BINDIR/pg_ctl" "$DATA" "$LOG" >"$RESTART"
+else
+  printf '#!/bin/sh\nexec su postgres -s /bin/sh -c %q\n' \
+    "$(printf '%q ' "$BINDIR/pg_ctl" -D "$DATA" -l "$LOG" -m fast -w -t 60 restart) >/dev/null" >"$RESTART"
+fi
+chmod 755 "$RESTART"
+export FORGE_TEST_PG_RESTART="$RESTART"
 
 export DATABASE_URL="postgres://postgres@127.0.0.1:$PORT/postgres"
 export FORGE_TEST_DATABASE_URL="$DATABASE_URL"

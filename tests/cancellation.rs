@@ -200,7 +200,9 @@ async fn dropped_calls_never_lend_a_connection_inside_a_transaction() {
     jobs::enqueue_many(
         &t.db,
         Actor::Service,
-        (0..100).map(|i| NewJob::new(session.id, format!("storm {i}"))).collect(),
+        (0..100)
+            .map(|i| NewJob::new(session.id, format!("storm {i}")))
+            .collect(),
     )
     .await
     .expect("storm jobs");
@@ -236,7 +238,11 @@ async fn dropped_calls_never_lend_a_connection_inside_a_transaction() {
     // succeeds only inside one).
     let mut lent_inside = 0;
     for _ in 0..60 {
-        if pool.execute_unprepared("SAVEPOINT forge_probe").await.is_ok() {
+        if pool
+            .execute_unprepared("SAVEPOINT forge_probe")
+            .await
+            .is_ok()
+        {
             lent_inside += 1;
         }
     }
@@ -266,9 +272,15 @@ async fn dropped_calls_never_lend_a_connection_inside_a_transaction() {
             .expect("claim")
             .expect("a job to claim");
         assert!(ids.contains(&job.id), "claims the high-priority jobs first");
-        jobs::complete(&pool, Actor::Service, job.id, "after", serde_json::json!({}))
-            .await
-            .expect("complete");
+        jobs::complete(
+            &pool,
+            Actor::Service,
+            job.id,
+            "after",
+            serde_json::json!({}),
+        )
+        .await
+        .expect("complete");
         let seen = query_i64(
             &t.owner,
             &format!(
@@ -293,11 +305,26 @@ async fn dropped_calls_never_lend_a_connection_inside_a_transaction() {
         parked > 0,
         "no storm left a connection inside a transaction: nothing was tested"
     );
-    assert_eq!(lent_inside, 0, "the pool lent a connection inside a transaction");
-    assert_eq!(invisible, 0, "a claim or completion ran inside a leaked transaction");
-    assert_eq!(left_open, 0, "a connection is still idle inside a transaction");
-    assert!(cancelled > calls / 4, "the storms cut enough calls ({cancelled})");
-    assert!(cancelled < calls, "the storms let calls finish too ({cancelled})");
+    assert_eq!(
+        lent_inside, 0,
+        "the pool lent a connection inside a transaction"
+    );
+    assert_eq!(
+        invisible, 0,
+        "a claim or completion ran inside a leaked transaction"
+    );
+    assert_eq!(
+        left_open, 0,
+        "a connection is still idle inside a transaction"
+    );
+    assert!(
+        cancelled > calls / 4,
+        "the storms cut enough calls ({cancelled})"
+    );
+    assert!(
+        cancelled < calls,
+        "the storms let calls finish too ({cancelled})"
+    );
     // The check discards only what it must: calls that nobody drops reuse the pool.
     assert!(
         reopened <= 10,
@@ -344,7 +371,11 @@ async fn caller_round(
         }
     };
     let count = |name: String| async move {
-        query_i64(owner, &format!("SELECT count(*) FROM projects WHERE name = '{name}'")).await
+        query_i64(
+            owner,
+            &format!("SELECT count(*) FROM projects WHERE name = '{name}'"),
+        )
+        .await
     };
     let (a, b) = (count(first).await, count(second).await);
     if std::env::var("FORGE_DEBUG_ROUNDS").is_ok() {
@@ -375,7 +406,9 @@ async fn callers_transactions_are_never_half_committed(rounds: u64) {
             half += 1;
         }
     }
-    println!("caller transactions: {rounds} rounds with a dropped call inside; {half} half-committed");
+    println!(
+        "caller transactions: {rounds} rounds with a dropped call inside; {half} half-committed"
+    );
     assert_eq!(half, 0);
     pool.close().await.ok();
     t.finish().await;
@@ -392,4 +425,26 @@ async fn dropped_calls_inside_a_callers_transaction_multi_thread() {
 #[tokio::test]
 async fn dropped_calls_inside_a_callers_transaction_current_thread() {
     callers_transactions_are_never_half_committed(80).await;
+}
+
+/// A transaction someone leaves open on a Forge connection is ended by the server after
+/// `IDLE_IN_TRANSACTION_TIMEOUT`, so it cannot hold its locks forever.
+#[tokio::test]
+async fn forge_connections_end_transactions_left_idle() {
+    let t = TestDb::postgres().await;
+    let pool = forge_db::connect(&t.app_url().expect("postgres"))
+        .await
+        .expect("pool");
+    let timeout = common::query_string(&pool, "SHOW idle_in_transaction_session_timeout").await;
+    assert_eq!(
+        forge_db::migration::IDLE_IN_TRANSACTION_TIMEOUT,
+        Duration::from_secs(60)
+    );
+    assert_eq!(
+        timeout.as_deref(),
+        Some("1min"),
+        "PostgreSQL shows 60 s as 1min"
+    );
+    pool.close().await.ok();
+    t.finish().await;
 }

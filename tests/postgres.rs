@@ -644,7 +644,9 @@ async fn upgrading_reconciles_totals_and_counters() {
         Some("3,2,1,1")
     );
     let url = t.pg_url().unwrap();
-    let report = forge_db::migration::verify(&url).await.expect("verify runs");
+    let report = forge_db::migration::verify(&url)
+        .await
+        .expect("verify runs");
     assert!(report.passes(false), "{report:?}");
     t.finish().await;
 }

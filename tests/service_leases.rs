@@ -34,7 +34,7 @@ const SVC: Actor = Actor::Service;
 /// A lease no test outlives.
 const LONG: Duration = Duration::from_secs(60);
 /// A lease a test waits out (long enough for the calls made while it must still hold).
-const SHORT: Duration = Duration::from_secs(1);
+const SHORT: Duration = Duration::from_secs(2);
 
 on_both_backends! {
     a_dead_workers_item_is_taken_over_and_finished_once => a_dead_workers_item_is_taken_over_and_finished_once;

@@ -36,7 +36,10 @@ pub mod schema_doc;
 pub mod seed;
 pub mod verify;
 
-pub use connect::{Backend, ConnectError, DEFAULT_DATABASE_URL, connect, redact_url, url_from_env};
+pub use connect::{
+    Backend, ConnectError, DEFAULT_DATABASE_URL, IDLE_IN_TRANSACTION_TIMEOUT, connect, redact_url,
+    url_from_env,
+};
 pub use m20251130_000006_database_wall::JSON_MAX_BYTES;
 pub use migrate::{MIGRATION_LOCK_KEY, MigrateError, MigrationLock, migrate};
 pub use sea_orm_migration::{MigratorTrait, sea_orm};

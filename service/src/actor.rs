@@ -206,9 +206,7 @@ async fn require_open_transaction<C: Connection>(db: &C) -> Result<()> {
         .await
     {
         Ok(_) => Ok(()),
-        Err(err) if sql_state(&err).as_deref() == Some("25P01") => {
-            Err(ForgeError::TransactionLost)
-        }
+        Err(err) if sql_state(&err).as_deref() == Some("25P01") => Err(ForgeError::TransactionLost),
         Err(err) => Err(err.into()),
     }
 }

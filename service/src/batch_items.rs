@@ -22,11 +22,13 @@
 //!   they are taken over). The cap holds for live leases at every instant, however many
 //!   workers race: on PostgreSQL a claim locks the batch row (`FOR UPDATE`) before it
 //!   reads the clock, counts the live leases and marks the next items `processing`
-//!   (picked with `FOR UPDATE SKIP LOCKED`), and a [`heartbeat`] holds `FOR KEY SHARE` on
-//!   the batch row while it judges and renews a lease, so a lease is never renewed after
-//!   a claim counted it as run out; on SQLite the write transaction (`BEGIN IMMEDIATE`)
-//!   serialises them. A claim waits for a batch lock only while it holds none (further
-//!   batches of a [`claim_many`] are locked with `SKIP LOCKED`), so claims never deadlock.
+//!   (picked with `FOR UPDATE SKIP LOCKED`), and a [`heartbeat`] locks the batch row the
+//!   same way while it judges and renews a lease, so a lease is never renewed after a
+//!   claim counted it as run out; on SQLite the write transaction (`BEGIN IMMEDIATE`)
+//!   serialises them. (A weaker `FOR KEY SHARE` for heartbeats deadlocks against the
+//!   claims' `FOR UPDATE` on a batch row that finishing items keep updating.) A claim or
+//!   heartbeat waits for a batch lock only while it holds no other lock (further batches
+//!   of a [`claim_many`] are locked with `SKIP LOCKED`), so they never deadlock.
 //! - **Leases.** A worker holds an item while it is `processing` with `locked_by` = the
 //!   worker. [`heartbeat`] renews a lease that is still live; once it has run out the slot
 //!   is gone and the heartbeat is refused with [`ForgeError::LeaseLost`] (stop working
@@ -528,8 +530,9 @@ where
     use batch_items::Column as Col;
     run_as(db, actor, Access::Write, move |txn| {
         Box::pin(async move {
-            // Serialised with the claims of the batch (which lock its row FOR UPDATE), so
-            // that the clock read next judges the lease as a concurrent claim would.
+            // Serialised with the claims of the batch, which lock its row FOR UPDATE too
+            // (the first lock this transaction takes), so that the clock read next judges
+            // the lease as a concurrent claim would.
             let batch_of_item = Query::select()
                 .column(Col::BatchJobId)
                 .from(batch_items::Entity)
@@ -537,7 +540,7 @@ where
                 .to_owned();
             batch_jobs::Entity::find()
                 .filter(batch_jobs::Column::Id.in_subquery(batch_of_item))
-                .lock(LockType::KeyShare)
+                .lock(LockType::Update)
                 .one(txn)
                 .await?;
             let now = crate::now();

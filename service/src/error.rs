@@ -190,9 +190,7 @@ fn db_error_is_transient(err: &DbErr) -> bool {
                     code.as_ref(),
                     "57P01" | "57P02" | "57P03" | "53300" | "25P03" | "40001" | "40P01"
                 )
-                || code
-                    .parse::<i32>()
-                    .is_ok_and(|c| matches!(c & 0xff, 5 | 6))
+                || code.parse::<i32>().is_ok_and(|c| matches!(c & 0xff, 5 | 6))
         }
         _ => false,
     }
