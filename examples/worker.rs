@@ -13,7 +13,9 @@
 //! heartbeats its lease. The work is simulated; the failures are deterministic (by
 //! prompt), so every run shows the retries. It stops on Ctrl-C (after finishing the job in
 //! hand; jobs claimed but not started are handed back), or by itself once the queue has
-//! stayed empty for `WORKER_IDLE_SECS` (default 8) — so it terminates in CI. Errors print
+//! stayed empty for `WORKER_IDLE_SECS` (default 8) — so it terminates in CI. A fault of the
+//! connection (a terminated backend, the server restarting) is retried with back-off
+//! (`ForgeError::is_retryable`); other errors print
 //! as one line on stderr, with exit code 1.
 
 use std::io::Write;
@@ -179,7 +181,10 @@ async fn work(db: &DatabaseConnection, shutdown: &Shutdown, idle: Duration) -> A
     let mut stats = Stats::default();
     let mut idle_since = Instant::now();
     while !shutdown.requested() {
-        let claimed = jobs::claim_many(db, Actor::Service, WORKER, LEASE, CLAIM).await?;
+        let claimed = retrying(shutdown, "claim", || {
+            jobs::claim_many(db, Actor::Service, WORKER, LEASE, CLAIM)
+        })
+        .await?;
         if claimed.is_empty() {
             if idle_since.elapsed() >= idle {
                 println!("idle      queue empty for {}s", idle.as_secs());
@@ -190,7 +195,7 @@ async fn work(db: &DatabaseConnection, shutdown: &Shutdown, idle: Duration) -> A
         }
         for job in claimed {
             if shutdown.requested() {
-                hand_back(db, &job).await?;
+                hand_back(db, &job, shutdown).await?;
                 continue;
             }
             let finished = process(db, &job, shutdown).await?;
@@ -205,10 +210,40 @@ async fn work(db: &DatabaseConnection, shutdown: &Shutdown, idle: Duration) -> A
     Ok(stats)
 }
 
+/// Runs `call` until it succeeds or fails for a reason other than a transient fault (a
+/// terminated connection, a restarting server, a pool timeout: `ForgeError::is_retryable`),
+/// backing off 100 ms, 200 ms, … up to 5 s between tries. Once Ctrl-C was pressed the
+/// fault is returned instead. Retrying is safe: a call that failed this way is atomic, and
+/// a `complete` whose reply was lost after it committed answers `LeaseLost` when retried.
+async fn retrying<T, F, Fut>(shutdown: &Shutdown, what: &str, mut call: F) -> Result<T, ForgeError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ForgeError>>,
+{
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match call().await {
+            Err(err) if err.is_retryable() && !shutdown.requested() => {
+                println!(
+                    "retry     {what}: {err} (again in {} ms)",
+                    pause.as_millis()
+                );
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Gives a claimed but unstarted job back to the queue, claimable at once by another
 /// worker, without using up one of its retries (`jobs::release`).
-async fn hand_back(db: &DatabaseConnection, job: &CodingJob) -> AnyResult<()> {
-    match jobs::release(db, Actor::Service, job.id, WORKER).await {
+async fn hand_back(db: &DatabaseConnection, job: &CodingJob, shutdown: &Shutdown) -> AnyResult<()> {
+    let released = retrying(shutdown, "release", || {
+        jobs::release(db, Actor::Service, job.id, WORKER)
+    })
+    .await;
+    match released {
         Ok(job) => println!("release   \"{}\" → {}", job.prompt, job.status),
         // Its lease ran out and another worker took it over meanwhile.
         Err(ForgeError::LeaseLost { .. }) => println!("release   \"{}\": lease gone", job.prompt),
@@ -230,10 +265,16 @@ async fn process(
     let finished = match outcome {
         Ok(files) => {
             let result = json!({ "files_changed": files });
-            jobs::complete(db, Actor::Service, job.id, WORKER, result).await
+            retrying(shutdown, "complete", || {
+                jobs::complete(db, Actor::Service, job.id, WORKER, result.clone())
+            })
+            .await
         }
         Err(Failure::Job(reason)) => {
-            jobs::fail(db, Actor::Service, job.id, WORKER, &reason, RETRY).await
+            retrying(shutdown, "fail", || {
+                jobs::fail(db, Actor::Service, job.id, WORKER, &reason, RETRY)
+            })
+            .await
         }
         Err(Failure::Db(err)) => return Err(err.into()),
     };
@@ -286,28 +327,35 @@ async fn simulate(
     let long = job.prompt.contains("(long)");
     let steps = if long { 6 } else { 2 };
     let thinking = json!({ "text": format!("Planning: {}", job.prompt) });
-    events::append(
-        db,
-        Actor::Service,
-        job.session_id,
-        EventType::Thinking,
-        thinking,
-    )
+    retrying(shutdown, "append", || {
+        events::append(
+            db,
+            Actor::Service,
+            job.session_id,
+            EventType::Thinking,
+            thinking.clone(),
+        )
+    })
     .await?;
     for step in 1..=steps {
         // Finish the job in hand even when Ctrl-C comes: the sleep only ends sooner.
         shutdown.sleep(STEP).await;
         let change = json!({ "path": format!("src/step_{step}.rs") });
-        events::append(
-            db,
-            Actor::Service,
-            job.session_id,
-            EventType::FileChange,
-            change,
-        )
+        retrying(shutdown, "append", || {
+            events::append(
+                db,
+                Actor::Service,
+                job.session_id,
+                EventType::FileChange,
+                change.clone(),
+            )
+        })
         .await?;
         if long {
-            jobs::heartbeat(db, Actor::Service, job.id, WORKER, LEASE).await?;
+            retrying(shutdown, "heartbeat", || {
+                jobs::heartbeat(db, Actor::Service, job.id, WORKER, LEASE)
+            })
+            .await?;
             println!(
                 "heartbeat \"{}\" step {step}/{steps}, lease renewed",
                 job.prompt
@@ -318,17 +366,28 @@ async fn simulate(
     if flaky || job.prompt.contains("(broken)") {
         let reason = "simulated failure: the build broke";
         let data = json!({ "message": reason });
-        events::append(db, Actor::Service, job.session_id, EventType::Error, data).await?;
+        retrying(shutdown, "append", || {
+            events::append(
+                db,
+                Actor::Service,
+                job.session_id,
+                EventType::Error,
+                data.clone(),
+            )
+        })
+        .await?;
         return Err(Failure::Job(reason.to_owned()));
     }
     let done = json!({ "summary": format!("Done: {}", job.prompt) });
-    events::append(
-        db,
-        Actor::Service,
-        job.session_id,
-        EventType::Completion,
-        done,
-    )
+    retrying(shutdown, "append", || {
+        events::append(
+            db,
+            Actor::Service,
+            job.session_id,
+            EventType::Completion,
+            done.clone(),
+        )
+    })
     .await?;
     Ok(steps)
 }

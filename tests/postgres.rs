@@ -381,31 +381,19 @@ async fn down_is_complete_and_up_again_is_identical() {
     t.finish().await;
 }
 
-/// Supabase's three API roles, created where missing (roles are cluster-wide and other
-/// tests create them concurrently).
-const SUPABASE_ROLES: &str = "DO $$ BEGIN
-  BEGIN CREATE ROLE anon NOLOGIN NOINHERIT; EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END;
-  BEGIN CREATE ROLE authenticated NOLOGIN NOINHERIT; EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END;
-  BEGIN CREATE ROLE service_role NOLOGIN NOINHERIT BYPASSRLS; EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END;
-END $$;";
-
 #[tokio::test]
 async fn supabase_auth_is_used_not_replaced() {
     let t = TestDb::postgres_empty().await;
     // What Supabase provides before any migration runs: its roles, `auth`, and the
     // platform's default privileges (ALL on every new table, function and sequence of
     // `public` to anon, authenticated and service_role).
-    t.owner.execute_unprepared(SUPABASE_ROLES).await.unwrap();
+    t.owner
+        .execute_unprepared(common::SUPABASE_PLATFORM)
+        .await
+        .unwrap();
     t.owner
         .execute_unprepared(
-            "ALTER DEFAULT PRIVILEGES IN SCHEMA public
-           GRANT ALL ON TABLES TO anon, authenticated, service_role;
-         ALTER DEFAULT PRIVILEGES IN SCHEMA public
-           GRANT ALL ON FUNCTIONS TO anon, authenticated, service_role;
-         ALTER DEFAULT PRIVILEGES IN SCHEMA public
-           GRANT ALL ON SEQUENCES TO anon, authenticated, service_role;
-         GRANT USAGE ON SCHEMA public TO anon, authenticated, service_role;
-         CREATE SCHEMA auth;
+            "CREATE SCHEMA auth;
          CREATE TABLE auth.users (id uuid PRIMARY KEY, email text, raw_user_meta_data jsonb);
          CREATE FUNCTION auth.uid() RETURNS uuid LANGUAGE sql STABLE AS
            $$ SELECT nullif(current_setting('request.jwt.claim.sub', true), '')::uuid $$;

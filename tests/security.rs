@@ -127,9 +127,12 @@ async fn attacks_on_a_supabase_like_database() {
     let db = forge_db::migration::connect(&url)
         .await
         .expect("connect as the owner");
-    db.execute_unprepared(SUPABASE_PRELUDE)
+    db.execute_unprepared(common::SUPABASE_PLATFORM)
         .await
-        .expect("the Supabase prelude");
+        .expect("Supabase's roles and default privileges");
+    db.execute_unprepared(SUPABASE_AUTH)
+        .await
+        .expect("Supabase's auth schema");
     Migrator::up(&db, None)
         .await
         .expect("migrate over the Supabase prelude");
@@ -141,36 +144,10 @@ async fn attacks_on_a_supabase_like_database() {
     t.finish().await;
 }
 
-/// What a Supabase project has before any migration of Forge's runs: the API roles, the
-/// `auth` schema with `auth.users` and `auth.uid()` as Supabase defines it, and the
-/// platform's default privileges (ALL on every new table, function and sequence in
-/// `public` for the three API roles).
-const SUPABASE_PRELUDE: &str = r#"
--- Roles are cluster-wide and other databases are migrated concurrently: tolerate a
--- concurrent creator (as migration/src/sql/rls_up.sql does).
-DO $$
-BEGIN
-  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'anon') THEN
-    BEGIN
-      CREATE ROLE anon NOLOGIN NOINHERIT;
-    EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
-    END;
-  END IF;
-  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'authenticated') THEN
-    BEGIN
-      CREATE ROLE authenticated NOLOGIN NOINHERIT;
-    EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
-    END;
-  END IF;
-  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'service_role') THEN
-    BEGIN
-      CREATE ROLE service_role NOLOGIN NOINHERIT BYPASSRLS;
-    EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
-    END;
-  END IF;
-END
-$$;
-
+/// What a Supabase project has before any migration of Forge's runs: the platform's roles
+/// and default privileges (`common::SUPABASE_PLATFORM`), and the `auth` schema with
+/// `auth.users` and `auth.uid()` as Supabase defines it.
+const SUPABASE_AUTH: &str = r#"
 CREATE SCHEMA auth;
 CREATE TABLE auth.users (id uuid PRIMARY KEY, email text, raw_user_meta_data jsonb);
 CREATE FUNCTION auth.uid() RETURNS uuid LANGUAGE sql STABLE AS $$
@@ -193,10 +170,6 @@ CREATE FUNCTION auth.jwt() RETURNS jsonb LANGUAGE sql STABLE AS $$
 $$;
 GRANT USAGE ON SCHEMA auth TO anon, authenticated, service_role;
 
-GRANT USAGE ON SCHEMA public TO anon, authenticated, service_role;
-ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON TABLES TO anon, authenticated, service_role;
-ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON FUNCTIONS TO anon, authenticated, service_role;
-ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON SEQUENCES TO anon, authenticated, service_role;
 "#;
 
 /// Two tenants with one of everything, plus the users the limits need. Built as the

@@ -193,6 +193,11 @@ fn check_configuration(mut config: BatchConfiguration) -> Result<BatchConfigurat
     )?;
     config.shared_parameters =
         validate::json_object("shared_parameters", config.shared_parameters)?;
+    // The whole configuration is one JSON column under the cap: `shared_parameters` is
+    // the only part of it whose size the caller chooses.
+    let stored = serde_json::to_value(&config)
+        .map_err(|e| ForgeError::invalid("configuration", e.to_string()))?;
+    validate::json_fits("shared_parameters", &stored)?;
     Ok(config)
 }
 

@@ -22,6 +22,7 @@ use chrono::{DateTime, Utc};
 use forge_entity::conversation_turns::{self, TurnRole};
 use forge_entity::conversations::{
     self, Categories, ConversationStatus, ConversationTier, ReviewAction, ReviewActionKind,
+    ReviewHistory,
 };
 use forge_entity::profiles;
 use sea_orm::sea_query::Expr;
@@ -570,6 +571,35 @@ fn append_to_history(backend: DbBackend, action: &ReviewAction) -> Result<Expr> 
     })
 }
 
+/// Bytes an entry of `review_history` may take beyond what its Rust form prints as: the
+/// database writes a user's submission itself, with `at` as `…+00:00` instead of `…Z`.
+const HISTORY_ENTRY_SLACK: usize = 8;
+
+/// Refuses `action` when `review_history` would outgrow the cap of a JSON column with it
+/// ([`forge_entity::JSON_MAX_BYTES`]), before anything is written: as a `comment` when
+/// it has one, else as `review_history` (the conversation's history is full).
+fn history_has_room(history: ReviewHistory, action: &ReviewAction) -> Result<()> {
+    let field = if action.comment.is_some() {
+        "comment"
+    } else {
+        "review_history"
+    };
+    let mut entries = history.0;
+    entries.push(action.clone());
+    let slack = HISTORY_ENTRY_SLACK * entries.len();
+    let grown = serde_json::to_value(&entries).map_err(|e| DbErr::Json(e.to_string()))?;
+    if validate::json_size(&grown) + slack > forge_entity::JSON_MAX_BYTES {
+        return Err(ForgeError::invalid(
+            field,
+            format!(
+                "the conversation's review_history would grow past {} bytes",
+                forge_entity::JSON_MAX_BYTES
+            ),
+        ));
+    }
+    Ok(())
+}
+
 async fn require_profile(txn: &DatabaseTransaction, id: Uuid) -> Result<()> {
     let found = profiles::Entity::find_by_id(id).count(txn).await?;
     if found == 0 {
@@ -602,6 +632,7 @@ where
                 at: now,
                 comment: step.comment,
             };
+            history_has_room(current.review_history, &action)?;
             let mut update = conversations::Entity::update_many()
                 .col_expr(Col::Status, Expr::val(step.to.as_str()))
                 .col_expr(Col::UpdatedAt, Expr::val(now));
@@ -673,7 +704,9 @@ fn reason(reason: &str) -> Result<Option<String>> {
 ///
 /// # Errors
 /// [`ForgeError::NotFound`] when it is not `actor`'s, [`ForgeError::InvalidTransition`]
-/// from any other state, [`ForgeError::Validation`] for an over-long or blank comment.
+/// from any other state, [`ForgeError::Validation`] for an over-long or blank comment,
+/// or when `review_history` has no room left for this step (`comment`, or
+/// `review_history` without one: it is kept under 64 KiB).
 #[tracing::instrument(skip_all, fields(entity = "conversation", op = "submit_for_review", id = %id))]
 pub async fn submit_for_review<C>(
     db: &C,
@@ -700,7 +733,8 @@ where
 /// # Errors
 /// [`ForgeError::Forbidden`] for a user, [`ForgeError::NotFound`] for an unknown
 /// conversation or reviewer profile, [`ForgeError::InvalidTransition`] unless it is
-/// pending review, [`ForgeError::Validation`] for an over-long or blank comment.
+/// pending review, [`ForgeError::Validation`] for an over-long or blank comment, or when
+/// `review_history` has no room left for this step (as for [`submit_for_review`]).
 #[tracing::instrument(skip_all, fields(entity = "conversation", op = "approve", id = %id))]
 pub async fn approve<C>(
     db: &C,

@@ -100,8 +100,16 @@ async fn next_seq(txn: &DatabaseTransaction, session_id: Uuid) -> Result<i64> {
     next.ok_or_else(|| ForgeError::Db(sea_orm::DbErr::RecordNotFound("next seq".into())))
 }
 
-/// Inserts one event into an opened log. PostgreSQL's trigger assigns `seq` when it is
-/// left out; on SQLite it is computed here.
+/// `event` with its payload checked, before anything is written.
+fn checked(event: NewEvent) -> Result<NewEvent> {
+    Ok(NewEvent {
+        data: validate::json_document("data", event.data)?,
+        ..event
+    })
+}
+
+/// Inserts one event (already [`checked`]) into an opened log. PostgreSQL's trigger
+/// assigns `seq` when it is left out; on SQLite it is computed here.
 async fn insert_event(
     txn: &DatabaseTransaction,
     session_id: Uuid,
@@ -110,7 +118,7 @@ async fn insert_event(
     let mut row = session_events::ActiveModel {
         session_id: Set(session_id),
         event_type: Set(event.event_type),
-        data: Set(validate::json_document("data", event.data)?),
+        data: Set(event.data),
         ..Default::default()
     };
     if txn.get_database_backend() != DbBackend::Postgres {
@@ -123,9 +131,10 @@ async fn insert_event(
 /// only).
 ///
 /// # Errors
-/// [`ForgeError::Forbidden`] for a user; [`ForgeError::NotFound`] for an unknown session;
-/// [`ForgeError::InvalidTransition`] when the session has ended (completed, failed or
-/// expired), naming its state.
+/// [`ForgeError::Forbidden`] for a user; [`ForgeError::Validation`] (`data`) for a
+/// payload with a NUL character, over 64 KiB or nested too deeply;
+/// [`ForgeError::NotFound`] for an unknown session; [`ForgeError::InvalidTransition`]
+/// when the session has ended (completed, failed or expired), naming its state.
 #[tracing::instrument(skip_all, fields(entity = "session_event", op = "append", session_id = %session_id))]
 pub async fn append<C>(
     db: &C,
@@ -138,10 +147,11 @@ where
     C: Connection,
 {
     actor.require_service("appending session events")?;
+    let event = checked(NewEvent::new(event_type, data))?;
     run_as(db, actor, Access::Write, move |txn| {
         Box::pin(async move {
             open_log(txn, session_id, event_type).await?;
-            insert_event(txn, session_id, NewEvent::new(event_type, data)).await
+            insert_event(txn, session_id, event).await
         })
     })
     .await
@@ -152,7 +162,8 @@ where
 ///
 /// # Errors
 /// [`ForgeError::Forbidden`] for a user; [`ForgeError::Validation`] (`events`) for an
-/// empty list or more than [`MAX_EVENTS_PER_APPEND`]; [`ForgeError::NotFound`] for an
+/// empty list or more than [`MAX_EVENTS_PER_APPEND`], (`data`) for any payload refused
+/// as by [`append`]; [`ForgeError::NotFound`] for an
 /// unknown session; [`ForgeError::InvalidTransition`] when the session has ended. On any
 /// error nothing is appended.
 #[tracing::instrument(skip_all, fields(entity = "session_event", op = "append_many", session_id = %session_id, count = events.len()))]
@@ -168,6 +179,10 @@ where
     actor.require_service("appending session events")?;
     let count = i64::try_from(events.len()).unwrap_or(i64::MAX);
     validate::in_range("events", count, 1, MAX_EVENTS_PER_APPEND as i64)?;
+    let events = events
+        .into_iter()
+        .map(checked)
+        .collect::<Result<Vec<_>>>()?;
     run_as(db, actor, Access::Write, move |txn| {
         Box::pin(async move {
             let Some(first) = events.first().map(|e| e.event_type) else {

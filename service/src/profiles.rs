@@ -60,7 +60,8 @@ pub fn visible_to(actor: Actor) -> Select<profiles::Entity> {
 }
 
 fn normalise_email(email: &str) -> Result<String> {
-    let email = validate::text("email", email, MAX_EMAIL)?.to_lowercase();
+    // Lower-cased before the length check: lower-casing may lengthen it ('İ' → "i̇").
+    let email = validate::text("email", &email.to_lowercase(), MAX_EMAIL)?;
     match email.split_once('@') {
         Some((local, domain))
             if !local.is_empty() && !domain.is_empty() && !domain.contains('@') =>

@@ -54,7 +54,8 @@ pub struct NewSession {
     pub project_id: Uuid,
     /// What the session should do; trimmed, must not be blank.
     pub initial_prompt: String,
-    /// How long the session lives from now (`expires_at = now + ttl`); must be positive.
+    /// How long the session lives from now (`expires_at = now + ttl`); must be positive,
+    /// and end the session by the year 9999.
     pub ttl: TimeDelta,
     /// A JSON object of free-form metadata (`None`: `{}`).
     pub metadata: Option<Json>,
@@ -122,6 +123,13 @@ fn new_row(actor: Actor, new: NewSession) -> Result<coding_sessions::ActiveModel
         .checked_add_signed(new.ttl)
         .ok_or_else(|| ForgeError::invalid("ttl", "is too long"))?;
     let expires_at = validate::future("ttl", expires_at)?;
+    // An expiry past the year 9999 would compare as already passed on SQLite (as text).
+    let expires_at = validate::storable_instant("ttl", expires_at).map_err(|_| {
+        ForgeError::invalid(
+            "ttl",
+            "is too long: the session would end after the year 9999",
+        )
+    })?;
     if actor.user_id().is_some() && new.ttl > MAX_USER_TTL {
         return Err(ForgeError::invalid(
             "ttl",
@@ -152,11 +160,11 @@ async fn live_limit(txn: &DatabaseTransaction, owner: Uuid) -> Result<i64> {
 /// # Errors
 /// [`ForgeError::Forbidden`] when a user starts a session for someone else;
 /// [`ForgeError::Validation`] for a blank or over-long prompt (`initial_prompt`), a
-/// non-positive or overflowing `ttl`, `metadata` that is not a JSON object, or a project
-/// that is archived or deleted (`project_id`); [`ForgeError::NotFound`] when the owner's
-/// profile or the project does not exist or is not the owner's;
-/// [`ForgeError::LimitReached`] (`"live sessions"`) when the owner already has
-/// `sessions_limit` live sessions.
+/// non-positive `ttl` or one that would end the session after the year 9999, `metadata`
+/// that is not a JSON object, or a project that is archived or deleted (`project_id`);
+/// [`ForgeError::NotFound`] when the owner's profile or the project does not exist or is
+/// not the owner's; [`ForgeError::LimitReached`] (`"live sessions"`) when the owner
+/// already has `sessions_limit` live sessions.
 #[tracing::instrument(skip_all, fields(entity = "session", op = "start", project_id = %new.project_id))]
 pub async fn start<C>(db: &C, actor: Actor, new: NewSession) -> Result<coding_sessions::Model>
 where

@@ -154,3 +154,39 @@ where
         .await
         .expect("raw work in the service's context")
 }
+
+/// What every Supabase project has before any migration of Forge's runs: the three API
+/// roles (created where missing; roles are cluster-wide and other tests create them
+/// concurrently) and the platform's default privileges — `ALL` on every new table,
+/// function and sequence in `public` for `anon`, `authenticated` and `service_role`.
+pub const SUPABASE_PLATFORM: &str = r#"
+-- Roles are cluster-wide and other databases are migrated concurrently: tolerate a
+-- concurrent creator (as migration/src/sql/rls_up.sql does).
+DO $$
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'anon') THEN
+    BEGIN
+      CREATE ROLE anon NOLOGIN NOINHERIT;
+    EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+    END;
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'authenticated') THEN
+    BEGIN
+      CREATE ROLE authenticated NOLOGIN NOINHERIT;
+    EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+    END;
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'service_role') THEN
+    BEGIN
+      CREATE ROLE service_role NOLOGIN NOINHERIT BYPASSRLS;
+    EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+    END;
+  END IF;
+END
+$$;
+
+GRANT USAGE ON SCHEMA public TO anon, authenticated, service_role;
+ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON TABLES TO anon, authenticated, service_role;
+ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON FUNCTIONS TO anon, authenticated, service_role;
+ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON SEQUENCES TO anon, authenticated, service_role;
+"#;
