@@ -27,14 +27,7 @@ pub(crate) struct TableDef {
 impl TableDef {
     /// Starts a table with its `id uuid PRIMARY KEY` column.
     pub(crate) fn new(backend: DbBackend, name: &'static str) -> Self {
-        let mut stmt = Table::create();
-        stmt.table(Alias::new(name)).if_not_exists();
-        let mut def = Self {
-            backend,
-            name,
-            stmt,
-            indexes: Vec::new(),
-        };
+        let mut def = Self::empty(backend, name);
         let mut id = ColumnDef::new(Alias::new("id"));
         id.uuid().not_null().primary_key();
         if backend == DbBackend::Postgres {
@@ -42,6 +35,30 @@ impl TableDef {
         }
         def.stmt.col(id);
         def
+    }
+
+    /// Starts a table whose primary key is the `text` column `key` (a key the application
+    /// chooses, such as `jobs.run_id`), with no default.
+    pub(crate) fn with_text_key(backend: DbBackend, name: &'static str, key: &str) -> Self {
+        let mut def = Self::empty(backend, name);
+        def.stmt.col(
+            ColumnDef::new(Alias::new(key))
+                .text()
+                .not_null()
+                .primary_key(),
+        );
+        def
+    }
+
+    fn empty(backend: DbBackend, name: &'static str) -> Self {
+        let mut stmt = Table::create();
+        stmt.table(Alias::new(name)).if_not_exists();
+        Self {
+            backend,
+            name,
+            stmt,
+            indexes: Vec::new(),
+        }
     }
 
     fn column(&mut self, mut col: ColumnDef) -> &mut Self {
@@ -120,6 +137,11 @@ impl TableDef {
                 .not_null()
                 .take(),
         )
+    }
+
+    /// `name bigint NULL`.
+    pub(crate) fn big_integer_null(&mut self, name: &str) -> &mut Self {
+        self.column(ColumnDef::new(Alias::new(name)).big_integer().null().take())
     }
 
     /// `name double precision NULL`.
@@ -222,12 +244,24 @@ impl TableDef {
         target: &str,
         on_delete: ForeignKeyAction,
     ) -> &mut Self {
+        self.references_key(column, target, "id", on_delete)
+    }
+
+    /// `FOREIGN KEY (column) REFERENCES target(target_key) ON DELETE rule`, named
+    /// `{table}_{column}_fkey`, for a parent whose key is not `id`.
+    pub(crate) fn references_key(
+        &mut self,
+        column: &str,
+        target: &str,
+        target_key: &str,
+        on_delete: ForeignKeyAction,
+    ) -> &mut Self {
         let mut fk = ForeignKey::create();
         fk.name(format!("{}_{column}_fkey", self.name))
             .from_tbl(Alias::new(self.name))
             .from_col(Alias::new(column))
             .to_tbl(Alias::new(target))
-            .to_col(Alias::new("id"))
+            .to_col(Alias::new(target_key))
             .on_delete(on_delete)
             .on_update(ForeignKeyAction::NoAction);
         self.stmt.foreign_key(&mut fk);

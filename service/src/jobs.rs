@@ -154,7 +154,25 @@ impl Default for RetryPolicy {
     }
 }
 
+/// The longest back-off a [`RetryPolicy`] may ask for: 30 days.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(30 * 24 * 3600);
+
 impl RetryPolicy {
+    /// Refuses a policy whose waits could not be scheduled: `base` over `max`, or `max`
+    /// over [`MAX_BACKOFF`].
+    fn checked(self) -> Result<Self> {
+        if self.max > MAX_BACKOFF || self.base > self.max {
+            return Err(ForgeError::invalid(
+                "policy",
+                format!(
+                    "base must be at most max, and max at most {} s",
+                    MAX_BACKOFF.as_secs()
+                ),
+            ));
+        }
+        Ok(self)
+    }
+
     /// The wait before the retry that follows `retry_count` earlier retries, with jitter.
     pub fn backoff(&self, retry_count: i32) -> Duration {
         let exponent = u32::try_from(retry_count.clamp(0, 31)).unwrap_or(31);
@@ -198,6 +216,10 @@ fn worker_name(worker: &str) -> Result<String> {
 /// Validates `new` and turns it into the row to insert, created at `created_at`.
 fn new_row(new: NewJob, created_at: DateTime<Utc>) -> Result<coding_jobs::ActiveModel> {
     let prompt = validate::text("prompt", &new.prompt, MAX_TEXT)?;
+    let run_after = new
+        .run_after
+        .map(|at| validate::storable_instant("run_after", at))
+        .transpose()?;
     validate::in_range(
         "max_retries",
         i64::from(new.max_retries),
@@ -213,7 +235,7 @@ fn new_row(new: NewJob, created_at: DateTime<Utc>) -> Result<coding_jobs::Active
         retry_count: Set(0),
         max_retries: Set(new.max_retries),
         // Microseconds, as PostgreSQL keeps them, so the row reads back equal everywhere.
-        run_after: Set(new.run_after.map_or(created_at, |at| at.trunc_subsecs(6))),
+        run_after: Set(run_after.map_or(created_at, |at| at.trunc_subsecs(6))),
         locked_by: Set(None),
         locked_until: Set(None),
         result: Set(None),
@@ -671,9 +693,10 @@ fn finished(
 /// Either way `error_message` is `error`.
 ///
 /// # Errors
-/// [`ForgeError::Forbidden`] for a user; [`ForgeError::Validation`] for a bad `worker` or
-/// a blank or over-long `error`; [`ForgeError::LeaseLost`] when `worker` no longer holds
-/// the job (also for an unknown job).
+/// [`ForgeError::Forbidden`] for a user; [`ForgeError::Validation`] for a bad `worker`,
+/// a blank or over-long `error`, or a `policy` whose `base` exceeds its `max` or whose `max`
+/// exceeds [`MAX_BACKOFF`]; [`ForgeError::LeaseLost`] when `worker` no longer holds the
+/// job (also for an unknown job).
 #[tracing::instrument(skip_all, fields(entity = "job", op = "fail", id = %id))]
 pub async fn fail<C>(
     db: &C,
@@ -689,6 +712,7 @@ where
     actor.require_service("failing a job")?;
     let worker = worker_name(worker)?;
     let error = validate::text("error", error, MAX_TEXT)?;
+    let policy = policy.checked()?;
     run_as(db, actor, Access::Write, move |txn| {
         Box::pin(async move {
             let held = coding_jobs::Entity::find()
@@ -846,6 +870,7 @@ where
         .ok()
         .and_then(|age| crate::now().checked_sub_signed(age))
         .ok_or_else(|| ForgeError::invalid("older_than", "is too large"))?;
+    let cutoff = validate::storable_instant("older_than", cutoff)?;
     let mut total = 0;
     loop {
         let done = run_as(db, actor, Access::Write, move |txn| {
