@@ -163,6 +163,7 @@ async fn rls_is_enabled_with_the_policies_of_schema_md() {
     .unwrap_or_default();
     // Turns and items are written by their parent's owner only on insert (SCHEMA.md).
     let expected = [
+        "artifacts:SELECT",
         "batch_items:INSERT",
         "batch_items:SELECT",
         "batch_jobs:DELETE",
@@ -179,12 +180,17 @@ async fn rls_is_enabled_with_the_policies_of_schema_md() {
         "conversations:INSERT",
         "conversations:SELECT",
         "conversations:UPDATE",
+        "job_events:SELECT",
+        "jobs:INSERT",
+        "jobs:SELECT",
+        "jobs:UPDATE",
         "profiles:SELECT",
         "profiles:UPDATE",
         "projects:DELETE",
         "projects:INSERT",
         "projects:SELECT",
         "projects:UPDATE",
+        "prompts:SELECT",
         "session_events:SELECT",
     ]
     .join(",");

@@ -15,7 +15,11 @@
 //!   now, unless the caller set them;
 //! - on insert, `updated_at` becomes now unless the caller set it; on every update it
 //!   becomes now, whatever the caller set (the PostgreSQL `BEFORE UPDATE` trigger does
-//!   the same). `session_events` and `conversation_turns` have no `updated_at`.
+//!   the same). `session_events`, `conversation_turns`, `job_events` and `artifacts`
+//!   have no `updated_at`.
+//!
+//! `jobs` ([`pipeline_runs`]) and [`prompts`] are keyed by text the caller chooses
+//! (`run_id`, `id`): their hooks fill in only the timestamps.
 //!
 //! The hooks only run through `ActiveModel::insert`, `update` and `save`; bulk
 //! statements such as `Entity::insert_many` or `Entity::update_many` bypass them.
@@ -162,20 +166,51 @@ macro_rules! stamped_active_model_behavior {
     };
 }
 
+/// Implements `ActiveModelBehavior` for an `ActiveModel` whose primary key the caller
+/// always gives (a `text` key such as `jobs.run_id`): on insert `created_at` becomes now
+/// when `NotSet`; given the name of an `updated_at` field, that field is filled in on
+/// insert when `NotSet` and overwritten with now on every update.
+macro_rules! keyed_active_model_behavior {
+    ($($updated_at:ident)?) => {
+        #[::sea_orm::prelude::async_trait::async_trait]
+        impl ::sea_orm::ActiveModelBehavior for ActiveModel {
+            async fn before_save<C>(
+                mut self,
+                _db: &C,
+                insert: bool,
+            ) -> ::std::result::Result<Self, ::sea_orm::DbErr>
+            where
+                C: ::sea_orm::ConnectionTrait,
+            {
+                let now = ::chrono::Utc::now();
+                if insert {
+                    self.created_at.set_if_unset(now);
+                }
+                $($crate::touch(&mut self.$updated_at, insert, now);)?
+                Ok(self)
+            }
+        }
+    };
+}
+
 /// The largest JSON document any JSON column accepts, in bytes of its text form (as
 /// PostgreSQL prints a `jsonb`): 64 KiB. The database refuses more (a `CHECK` on
 /// PostgreSQL, a trigger on SQLite), and the repositories refuse it before writing.
 pub const JSON_MAX_BYTES: usize = 65_536;
 
+pub mod artifacts;
 pub mod batch_items;
 pub mod batch_jobs;
 pub mod coding_jobs;
 pub mod coding_sessions;
 pub mod conversation_turns;
 pub mod conversations;
+pub mod pipeline_events;
+pub mod pipeline_runs;
 pub mod prelude;
 pub mod profiles;
 pub mod projects;
+pub mod prompts;
 pub mod session_events;
 
 /// The `updated_at` rule shared by every entity that has the column.

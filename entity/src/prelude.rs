@@ -1,4 +1,6 @@
-//! Every entity under its table's name, plus every enum and typed JSON struct.
+//! Every entity under its table's name (the pipeline's `jobs` and `job_events` as
+//! `PipelineRuns` and `PipelineEvents`, after their modules), plus every enum and typed
+//! JSON struct.
 //!
 //! `use forge_entity::prelude::*;` also brings SeaORM's `Json`, `Uuid` and
 //! `DateTimeUtc` aliases.
@@ -6,6 +8,7 @@
 pub use sea_orm::prelude::{DateTimeUtc, Json, Uuid};
 
 pub use crate::UnknownVariant;
+pub use crate::artifacts::Entity as Artifacts;
 pub use crate::batch_items::{Entity as BatchItems, ItemStatus};
 pub use crate::batch_jobs::{
     BatchConfiguration, BatchPriority, BatchStatus, Entity as BatchJobs, ErrorHandling,
@@ -17,6 +20,9 @@ pub use crate::conversations::{
     Categories, ConversationStatus, ConversationTier, Entity as Conversations, QualityMetrics,
     ReviewAction, ReviewActionKind, ReviewHistory,
 };
+pub use crate::pipeline_events::Entity as PipelineEvents;
+pub use crate::pipeline_runs::{Entity as PipelineRuns, RunStatus};
 pub use crate::profiles::{Entity as Profiles, Tier};
 pub use crate::projects::{Entity as Projects, ProjectStatus};
+pub use crate::prompts::Entity as Prompts;
 pub use crate::session_events::{Entity as SessionEvents, EventType};

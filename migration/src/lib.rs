@@ -30,6 +30,7 @@ mod m20251121_000004_postgres_rls;
 mod m20251122_000005_queue_tuning;
 mod m20251130_000006_database_wall;
 mod m20251130_000007_batch_item_leases;
+mod m20251130_000008_pipeline_runs;
 mod migrate;
 mod schema;
 pub mod schema_doc;
@@ -94,6 +95,12 @@ pub(crate) fn sources() -> Vec<verify::checksum::Source> {
             "sql/wall_sqlite_up.sql"
         ),
         source!(m20251130_000007_batch_item_leases),
+        source!(
+            m20251130_000008_pipeline_runs,
+            "sql/pipeline_up.sql",
+            "sql/pipeline_down.sql",
+            "sql/pipeline_sqlite_up.sql"
+        ),
     ]
 }
 
@@ -108,6 +115,10 @@ pub const TABLES: &[&str] = &[
     "conversation_turns",
     "batch_jobs",
     "batch_items",
+    "jobs",
+    "job_events",
+    "artifacts",
+    "prompts",
 ];
 
 /// Runs a script of PostgreSQL statements, and nothing on other backends.

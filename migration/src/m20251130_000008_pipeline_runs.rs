@@ -179,8 +179,14 @@ mod tests {
     fn sqlite_triggers_cover_every_json_column() {
         let up = sqlite_up();
         for (table, column) in JSON_COLUMNS {
-            assert!(up.contains(&format!("{table}_{column}_size_insert")), "{up}");
-            assert!(up.contains(&format!("{table}_{column}_size_update")), "{up}");
+            assert!(
+                up.contains(&format!("{table}_{column}_size_insert")),
+                "{up}"
+            );
+            assert!(
+                up.contains(&format!("{table}_{column}_size_update")),
+                "{up}"
+            );
         }
         assert!(!up.contains("{now}"), "{up}");
     }

@@ -9,8 +9,8 @@
 use std::fmt::Write as _;
 
 use forge_entity::{
-    batch_items, batch_jobs, coding_jobs, coding_sessions, conversation_turns, conversations,
-    profiles, projects, session_events,
+    artifacts, batch_items, batch_jobs, coding_jobs, coding_sessions, conversation_turns,
+    conversations, pipeline_events, pipeline_runs, profiles, projects, prompts, session_events,
 };
 use sea_orm_migration::sea_orm::sea_query::ForeignKeyAction;
 use sea_orm_migration::sea_orm::{
@@ -128,6 +128,10 @@ fn tables() -> Vec<Table> {
         table::<conversation_turns::Entity>(),
         table::<batch_jobs::Entity>(),
         table::<batch_items::Entity>(),
+        table::<pipeline_runs::Entity>(),
+        table::<pipeline_events::Entity>(),
+        table::<artifacts::Entity>(),
+        table::<prompts::Entity>(),
     ]
 }
 
@@ -258,14 +262,18 @@ const HEADER: &str = "# Forge's database schema
 forge-entity and the notes in migration/src/schema_doc.rs. Do not edit by hand: a test
 (migration/tests/seed_and_docs.rs) fails when this file is stale. -->
 
-Forge keeps two aggregates in nine tables. A **profile** owns **projects**, and a project's
-**coding sessions** carry a queue of **coding jobs** and an append-only stream of
+Forge keeps three aggregates in thirteen tables. A **profile** owns **projects**, and a
+project's **coding sessions** carry a queue of **coding jobs** and an append-only stream of
 **session events** (seed 002). A profile also owns generated **conversations** with their
 **turns**, and **batch jobs** whose **items** each produce one conversation (seed 003).
+And a profile owns **pipeline runs** (`jobs`), which bots turn into **artifacts** while
+logging **job events**; **prompts** hold the bots' and the app's prompts and copy (seeds
+000 and 001, with the seeds' own table names).
 Every table has a `uuid` primary key `id` (the application sets it; PostgreSQL also
-defaults it to `gen_random_uuid()`) and `created_at`; every table but `session_events`
-and `conversation_turns` has `updated_at`, kept current by the entities'
-`ActiveModelBehavior` and, on PostgreSQL, by a `BEFORE UPDATE` trigger. Enum-like columns
+defaults it to `gen_random_uuid()`), except `jobs` (keyed by the text `run_id`) and
+`prompts` (keyed by a text `id`), and `created_at`; every table but `session_events`,
+`conversation_turns`, `job_events` and `artifacts` has `updated_at`, kept current by the
+entities' `ActiveModelBehavior` and, on PostgreSQL, by a `BEFORE UPDATE` trigger. Enum-like columns
 are `text` with a `CHECK (col IN (...))`; JSON columns are `jsonb` on PostgreSQL and JSON
 text on SQLite. The same migrations build the schema on SQLite and PostgreSQL;
 row-level security exists on PostgreSQL only.
@@ -278,7 +286,8 @@ On PostgreSQL the migrations enable and force RLS on every table, Supabase-compa
 roles `anon`, `authenticated` and `service_role` (created when missing), and `auth.uid()`
 reading the `sub` of the request's JWT claims (`request.jwt.claim.sub` or
 `request.jwt.claims`). Every policy is for `authenticated` and compares the owner with
-`(select auth.uid())`; `service_role` bypasses RLS. The service layer filters by owner in
+`(select auth.uid())`, except that every signed-in user reads `prompts`; `service_role`
+bypasses RLS. The service layer filters by owner in
 Rust as well, so RLS is the second wall, not the only one.
 
 The database holds every rule of the contract by itself, for SQL sent straight to it (as
@@ -308,12 +317,20 @@ is at most 64 KiB (a `CHECK` per JSON column).
   writes them); `completed_at` is set when a batch ends; cancelling fails the queued
   items; an item's conversation is one of the batch owner's; users only pause, resume and
   cancel.
+- `jobs_guard`: the run transitions, `started_at` / `completed_at` set on entering
+  running / an end state, `error_message` only on a failed run, an owner that never
+  changes (a run inserted without one belongs to `auth.uid()`); users create pending runs
+  and only cancel them. `job_events_owner`, `artifacts_owner`
+  (`forge_pipeline_owner_of_run`): an event's and an artifact's `owner_id` is the run's
+  owner, filled in when left out. `job_events_append_only`: events never change and are
+  deleted only with their run.
 - Every function has `search_path = ''`; none is executable by `anon`, `authenticated`
   or `service_role` (triggers need no `EXECUTE`).
 
 On SQLite the same invariants (transitions, `sessions_limit`, own active project, totals,
-counters, an item's conversation, cancelling, JSON size) are triggers raising the same
-`forge:<kind>:…` messages.
+counters, an item's conversation, cancelling, JSON size, the run transitions and
+timestamps, a run's `error_message` and owner, the owner of events and artifacts) are
+triggers raising the same `forge:<kind>:…` messages.
 - `on_auth_user_created` on `auth.users`, where that table exists (Supabase): creates the
   profile on signup.
 
@@ -322,8 +339,9 @@ counters, an item's conversation, cancelling, JSON size) are triggers raising th
 `forge-migration seed [--users N]` loads, for each of N users, the data set of seed 002
 step 9 (a profile `dev{n}@forge.local`, the project \"Test Todo App\", a live session, its
 jobs and events) plus seven conversations, one in every review status, with their turns,
-and a batch of six items. Ids are fixed, so running it again inserts nothing new. It
-refuses to run on a database with pending migrations.
+a batch of six items, and five pipeline runs, one in every status, with their events and
+artifacts; the prompts are loaded once. Ids are fixed, so running it again inserts nothing
+new. It refuses to run on a database with pending migrations.
 
 ## Testing
 
@@ -528,6 +546,79 @@ pub const NOTES: &[TableNotes] = &[
              NOT NULL`",
             "`idx_batch_items_lease` on `locked_until WHERE locked_until IS NOT NULL`",
         ],
+    },
+    TableNotes {
+        table: "jobs",
+        purpose: "A pipeline run (seeds 000 and 001): the bots turn its project \
+                  specification into artifacts, logging events as they go. The seeds' \
+                  table name; the entity is `forge_entity::pipeline_runs`.",
+        invariants: &[
+            "`run_id` (the human-facing id, the primary key) is not blank and at most 200 \
+             characters; `project_spec` is a JSON object of at most 64 KiB.",
+            "Transitions: pending→running→completed|failed, pending|running→cancelled; \
+             nothing leaves completed, failed or cancelled.",
+            "`started_at` is set on entering running and `completed_at` on entering an end \
+             state (by the database, unless the writer gave them); a pending run has no \
+             `started_at`, a run that has not ended no `completed_at`.",
+            "`error_message` only on a failed run; `owner_id` never changes.",
+        ],
+        rls: &[
+            "`jobs_select_own`: SELECT where `owner_id = auth.uid()`.",
+            "`jobs_insert_own`: INSERT of `run_id`, `project_spec`, `owner_id`, `status` \
+             (column privileges) for oneself, as `pending`; `owner_id` defaults to \
+             `auth.uid()`.",
+            "`jobs_update_own`: UPDATE of `status` only, to cancel an own pending or running \
+             run. Every other change and DELETE are the service's (the bots').",
+        ],
+        indexes: &[
+            "`idx_jobs_owner_id` on `owner_id`",
+            "`idx_jobs_status` on `status`",
+            "`idx_jobs_created_at` on `created_at DESC`",
+        ],
+    },
+    TableNotes {
+        table: "job_events",
+        purpose: "The append-only log of a pipeline run: which bot did what, with a JSON \
+                  payload. The seeds' table name; the entity is \
+                  `forge_entity::pipeline_events`.",
+        invariants: &[
+            "`owner_id` is the run's owner: PostgreSQL fills it in when an insert leaves it \
+             out; any other value is refused (both backends).",
+            "Events never change (no `updated_at`) and are deleted only with their run.",
+            "`payload` is at most 64 KiB.",
+        ],
+        rls: &["`job_events_select_own`: SELECT where `owner_id = auth.uid()`; nothing else."],
+        indexes: &[
+            "`idx_job_events_run_id` on `(run_id, created_at)`",
+            "`idx_job_events_owner_id` on `owner_id`",
+        ],
+    },
+    TableNotes {
+        table: "artifacts",
+        purpose: "What a pipeline run produced (a zip, a file, …): where to fetch it, its \
+                  size, type and checksum.",
+        invariants: &[
+            "`owner_id` is the run's owner: PostgreSQL fills it in when an insert leaves it \
+             out; any other value is refused (both backends).",
+            "`file_size` ≥ 0; `checksum`, when set, is `sha256:` followed by 64 lowercase \
+             hex digits; `meta` is at most 64 KiB.",
+        ],
+        rls: &["`artifacts_select_own`: SELECT where `owner_id = auth.uid()`; nothing else."],
+        indexes: &[
+            "`idx_artifacts_run_id` on `run_id`",
+            "`idx_artifacts_owner_id` on `owner_id`",
+        ],
+    },
+    TableNotes {
+        table: "prompts",
+        purpose: "The AI prompts and product copy the pipeline's bots and the app use, under \
+                  stable keys such as `onboarding.welcome`.",
+        invariants: &["`id` is not blank and at most 200 characters."],
+        rls: &[
+            "`prompts_select_authenticated`: every signed-in user reads every prompt; only \
+             the service writes them. Nothing for `anon`.",
+        ],
+        indexes: &["none besides the primary key (`id`)"],
     },
 ];
 

@@ -3,17 +3,22 @@
 //! For each of `N` users (numbered from 1) this loads the data set of seed 002 step 9 —
 //! a profile, a project "Test Todo App", a live coding session, its jobs (completed,
 //! pending, failed) and its events — plus seven conversations, one in every review
-//! status, each with its turns, and a batch of six items in every item status.
+//! status, each with its turns, and a batch of six items in every item status — and from
+//! seeds 000 and 001, five pipeline runs (`jobs`), one in every run status, with their
+//! events and artifacts. The prompts (`prompts`) are shared by every user and loaded once.
 //!
 //! Loading is idempotent: every row has a fixed id derived from the user number and the
 //! row's place in the set (`5eed0000-0000-4000-8000-UUUUUUUUKKNN`), emails are
-//! `dev{n}@forge.local`, and every insert is `ON CONFLICT (id) DO NOTHING`. Running it
-//! twice leaves the same rows; running it with a larger `N` adds the missing users.
+//! `dev{n}@forge.local`, run ids `seed-{n}-{status}`, and every insert is `ON CONFLICT
+//! DO NOTHING` on the primary key. Running it twice leaves the same rows; running it with a
+//! larger `N` adds the missing users.
 //!
 //! The set holds to the schema's invariants: a conversation's `total_turns` and
 //! `total_tokens` are the count and token sum of its turns, its `review_history` matches
 //! its status, and the batch's counters are what its items say
-//! (`completed = successful + failed ≤ total`). Everything is written in one transaction.
+//! (`completed = successful + failed ≤ total`). A run has `started_at` once it ran and
+//! `completed_at` once it ended, an `error_message` only when it failed, and its events
+//! and artifacts carry its owner. Everything is written in one transaction.
 
 use std::fmt;
 
@@ -29,9 +34,11 @@ use forge_entity::conversations::{
     self, Categories, ConversationStatus, ConversationTier, QualityMetrics, ReviewAction,
     ReviewActionKind, ReviewHistory,
 };
+use forge_entity::pipeline_runs::{self, RunStatus};
 use forge_entity::profiles::{self, Tier};
 use forge_entity::projects::{self, ProjectStatus};
 use forge_entity::session_events::{self, EventType};
+use forge_entity::{artifacts, pipeline_events, prompts};
 use sea_orm_migration::MigratorTrait;
 use sea_orm_migration::sea_orm::{
     ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, IntoActiveModel, PaginatorTrait,
@@ -140,6 +147,7 @@ pub async fn seed(db: &DatabaseConnection, users: u32) -> Result<SeedReport, See
     for user in 1..=users {
         load(&txn, &UserSet::new(user, now), &mut inserted).await?;
     }
+    inserted[12] += insert_new::<prompts::Entity, _>(&txn, prompts(now)).await?;
     let tables = totals(&txn, &inserted).await?;
     txn.commit().await?;
     Ok(SeedReport { users, tables })
@@ -176,6 +184,9 @@ struct UserSet {
     turns: Vec<conversation_turns::Model>,
     batch: batch_jobs::Model,
     items: Vec<batch_items::Model>,
+    runs: Vec<pipeline_runs::Model>,
+    run_events: Vec<pipeline_events::Model>,
+    artifacts: Vec<artifacts::Model>,
 }
 
 /// When each row was made, counted back from a run's `now`.
@@ -202,6 +213,7 @@ impl UserSet {
             .map(|(status, n)| conversation(owner, user, n, *status, clock))
             .unzip();
         let items = items(user, &conversations, clock);
+        let runs = runs(user, clock);
         Self {
             profile: profile(user, clock),
             project: project(user, clock),
@@ -212,6 +224,9 @@ impl UserSet {
             conversations,
             turns: turns.into_iter().flatten().collect(),
             items,
+            run_events: run_events(user, &runs),
+            artifacts: run_artifacts(user, &runs),
+            runs,
         }
     }
 }
@@ -550,6 +565,151 @@ fn batch(user: u32, items: &[batch_items::Model], clock: Clock) -> batch_jobs::M
     }
 }
 
+/// One pipeline run of `user` in every status, each created five minutes after the
+/// previous one; those that ran took a minute to start and two to finish.
+fn runs(user: u32, clock: Clock) -> Vec<pipeline_runs::Model> {
+    RunStatus::ALL
+        .iter()
+        .zip(0_i64..)
+        .map(|(status, n)| {
+            let created = clock.at(90 + 5 * n);
+            let ran = matches!(
+                status,
+                RunStatus::Running | RunStatus::Completed | RunStatus::Failed
+            );
+            pipeline_runs::Model {
+                run_id: format!("seed-{user}-{}", status.as_str()),
+                project_spec: json!({
+                    "name": "Todo App",
+                    "platform": "expo",
+                    "features": ["lists", "reminders"],
+                    "variant": status.as_str(),
+                }),
+                owner_id: id(user, 0, 0),
+                status: *status,
+                started_at: ran.then(|| created + Duration::minutes(1)),
+                completed_at: status.is_final().then(|| created + Duration::minutes(3)),
+                error_message: (*status == RunStatus::Failed)
+                    .then(|| "build bot: expo export exited with 1".to_owned()),
+                created_at: created,
+                updated_at: created + Duration::minutes(if status.is_final() { 3 } else { 1 }),
+            }
+        })
+        .collect()
+}
+
+/// What the bots logged: every run that started has a `started` event from the planner and
+/// one from the builder; a run that ended has a last event saying how.
+fn run_events(user: u32, runs: &[pipeline_runs::Model]) -> Vec<pipeline_events::Model> {
+    let mut events = Vec::new();
+    for (run, r) in runs.iter().zip(0_u8..) {
+        let Some(started) = run.started_at else {
+            continue;
+        };
+        let mut logged = vec![
+            ("planner", "started", json!({"step": "plan"})),
+            ("builder", "progress", json!({"percent": 50})),
+        ];
+        match run.status {
+            RunStatus::Completed => logged.push(("builder", "completed", json!({"files": 12}))),
+            RunStatus::Failed => logged.push((
+                "builder",
+                "error",
+                json!({"message": run.error_message.clone()}),
+            )),
+            RunStatus::Cancelled => logged.push(("builder", "cancelled", json!({}))),
+            RunStatus::Pending | RunStatus::Running => {}
+        }
+        for ((bot, event_type, payload), n) in logged.into_iter().zip(0_u8..) {
+            events.push(pipeline_events::Model {
+                // Events of run r are ids (kind 9, r * 16 + n).
+                id: id(user, 9, r * 16 + n),
+                run_id: run.run_id.clone(),
+                bot_name: bot.to_owned(),
+                event_type: event_type.to_owned(),
+                payload: Some(payload),
+                owner_id: run.owner_id,
+                created_at: started + Duration::seconds(30 * i64::from(n)),
+            });
+        }
+    }
+    events
+}
+
+/// A completed run leaves a zip and a file; a failed one its build log.
+fn run_artifacts(user: u32, runs: &[pipeline_runs::Model]) -> Vec<artifacts::Model> {
+    let mut out = Vec::new();
+    for (run, r) in runs.iter().zip(0_u8..) {
+        let made: &[(&str, &str, &str, i64)] = match run.status {
+            RunStatus::Completed => &[
+                ("zip", "app.zip", "application/zip", 48_213),
+                ("file", "App.tsx", "text/plain", 1_874),
+            ],
+            RunStatus::Failed => &[("file", "build.log", "text/plain", 9_120)],
+            _ => &[],
+        };
+        for ((kind, name, content_type, size), n) in made.iter().zip(0_u8..) {
+            let digit = char::from(b'a' + (r + n) % 6);
+            out.push(artifacts::Model {
+                id: id(user, 10, r * 16 + n),
+                run_id: run.run_id.clone(),
+                kind: (*kind).to_owned(),
+                url: Some(format!(
+                    "https://storage.forge.local/runs/{}/{name}",
+                    run.run_id
+                )),
+                meta: Some(json!({"name": name})),
+                owner_id: run.owner_id,
+                file_size: Some(*size),
+                content_type: Some((*content_type).to_owned()),
+                checksum: Some(format!("sha256:{}", digit.to_string().repeat(64))),
+                created_at: run.completed_at.unwrap_or(run.created_at),
+            });
+        }
+    }
+    out
+}
+
+/// The prompts and copy of seeds 000/001's app, shared by every user.
+fn prompts(now: DateTime<Utc>) -> Vec<prompts::Model> {
+    [
+        (
+            "onboarding.welcome",
+            "copy",
+            "the first screen after signup",
+            "Welcome to Forge! Describe the app you want and our bots will build it.",
+        ),
+        (
+            "pipeline.plan",
+            "bot",
+            "the planner bot, turning a project spec into a build plan",
+            "You are a senior mobile engineer. Turn this project specification into a step-by-step build plan.",
+        ),
+        (
+            "pipeline.build",
+            "bot",
+            "the builder bot, writing the Expo app",
+            "Write the Expo (React Native) code for this plan. Return complete files.",
+        ),
+        (
+            "run.failed",
+            "copy",
+            "the run screen, when a run failed",
+            "Something went wrong while building your app. You can start a new run at any time.",
+        ),
+    ]
+    .into_iter()
+    .map(|(id, category, context, text)| prompts::Model {
+        id: id.to_owned(),
+        category: category.to_owned(),
+        context: context.to_owned(),
+        prompt_text: text.to_owned(),
+        created_at: now - Duration::days(1),
+        updated_at: now - Duration::days(1),
+    })
+    .collect()
+}
+
 /// Inserts one user's set, parents first, adding what each table took to `inserted`.
 async fn load<C: ConnectionTrait>(
     db: &C,
@@ -576,6 +736,9 @@ async fn load<C: ConnectionTrait>(
     batch.failed_items = 0;
     inserted[7] += insert_new::<batch_jobs::Entity, _>(db, vec![batch]).await?;
     inserted[8] += insert_new::<batch_items::Entity, _>(db, set.items.clone()).await?;
+    inserted[9] += insert_new::<pipeline_runs::Entity, _>(db, set.runs.clone()).await?;
+    inserted[10] += insert_new::<pipeline_events::Entity, _>(db, set.run_events.clone()).await?;
+    inserted[11] += insert_new::<artifacts::Entity, _>(db, set.artifacts.clone()).await?;
     Ok(())
 }
 
@@ -612,6 +775,10 @@ async fn totals<C: ConnectionTrait>(
         conversation_turns::Entity::find().count(db).await?,
         batch_jobs::Entity::find().count(db).await?,
         batch_items::Entity::find().count(db).await?,
+        pipeline_runs::Entity::find().count(db).await?,
+        pipeline_events::Entity::find().count(db).await?,
+        artifacts::Entity::find().count(db).await?,
+        prompts::Entity::find().count(db).await?,
     ];
     Ok(TABLES
         .iter()
@@ -664,5 +831,38 @@ mod tests {
             .filter(|i| i.conversation_id.is_some())
             .count();
         assert_eq!(linked, 3);
+
+        let statuses: Vec<_> = set.runs.iter().map(|r| r.status).collect();
+        assert_eq!(statuses, RunStatus::ALL.to_vec());
+        for run in &set.runs {
+            // The cancelled run was cancelled before it started.
+            let ran = matches!(
+                run.status,
+                RunStatus::Running | RunStatus::Completed | RunStatus::Failed
+            );
+            assert_eq!(run.started_at.is_some(), ran, "{run:?}");
+            assert_eq!(run.completed_at.is_some(), run.status.is_final(), "{run:?}");
+            assert_eq!(
+                run.error_message.is_some(),
+                run.status == RunStatus::Failed,
+                "{run:?}"
+            );
+            assert!(run.project_spec.is_object());
+        }
+        for event in &set.run_events {
+            let run = set.runs.iter().find(|r| r.run_id == event.run_id);
+            assert_eq!(run.map(|r| r.owner_id), Some(event.owner_id));
+        }
+        for artifact in &set.artifacts {
+            let run = set.runs.iter().find(|r| r.run_id == artifact.run_id);
+            assert_eq!(run.map(|r| r.owner_id), Some(artifact.owner_id));
+            assert!(
+                artifact
+                    .checksum
+                    .as_deref()
+                    .is_some_and(artifacts::is_sha256_checksum)
+            );
+        }
+        assert_eq!((set.run_events.len(), set.artifacts.len()), (8, 3));
     }
 }

@@ -151,6 +151,14 @@ const RULE_NAMES: &[&str] = &[
     "quality_metrics",
     "review_history",
     "configuration",
+    "run",
+    "project_spec",
+    "payload",
+    "meta",
+    "owner_id",
+    "error_message",
+    "started_at",
+    "completed_at",
 ];
 
 fn rule_name(name: &str) -> &'static str {

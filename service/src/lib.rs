@@ -40,8 +40,10 @@ pub mod batches;
 pub mod conversations;
 pub mod events;
 pub mod jobs;
+pub mod pipeline;
 pub mod profiles;
 pub mod projects;
+pub mod prompts;
 pub mod sessions;
 #[cfg(feature = "testing")]
 pub mod testing;

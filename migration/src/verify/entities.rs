@@ -60,6 +60,10 @@ pub(crate) fn forge() -> Vec<EntityColumns> {
         of::<conversation_turns::Entity>(),
         of::<batch_jobs::Entity>(),
         of::<batch_items::Entity>(),
+        of::<pipeline_runs::Entity>(),
+        of::<pipeline_events::Entity>(),
+        of::<artifacts::Entity>(),
+        of::<prompts::Entity>(),
     ]
 }
 
