@@ -1,7 +1,7 @@
 //! Typed repositories over Forge's schema.
 //!
-//! One module per aggregate (profiles, projects, sessions, events, conversations, batches),
-//! so no application writes a query by hand. Every call runs for an [`Actor`]: a user sees
+//! One module per aggregate (profiles, projects, sessions, events, jobs, conversations,
+//! batches, batch items, pipeline runs, prompts), so no application writes a query by hand. Every call runs for an [`Actor`]: a user sees
 //! and changes only their own rows (on PostgreSQL twice over: the repository filters by
 //! owner, and the call runs under the user's row-level security context), the service sees
 //! everything. Something another user owns looks exactly like something that does not
@@ -9,8 +9,10 @@
 //!
 //! Every function takes any [`Connection`]: the pool, or a transaction of the caller's
 //! (the call then runs in a savepoint and leaves the transaction as it found it).
-//! Multi-statement writes are atomic. Workers use [`jobs`] and [`batch_items`], the two
-//! queues. With the `testing` feature, `testing` gives each test its own migrated
+//! Multi-statement writes are atomic, and a call's future may be dropped at any `.await`
+//! without harming the pool or the caller's transaction (see the README, "Cancellation and
+//! faults"). Workers use [`jobs`] and [`batch_items`], the two queues, and bots
+//! [`pipeline`]. With the `testing` feature, `testing` gives each test its own migrated
 //! database and fixture builders.
 //!
 //! ```no_run
