@@ -714,12 +714,21 @@ impl Suite {
         }
     }
 
+    /// With `FORGE_SECURITY_LIST` set, prints every attack and allowed write as it is
+    /// played (`scripts/with-postgres.sh cargo test --test security -- --nocapture`).
+    fn note(kind: &str, name: &str) {
+        if std::env::var_os("FORGE_SECURITY_LIST").is_some() {
+            println!("{kind}: {name}");
+        }
+    }
+
     fn fail(&mut self, name: &str, why: impl Display) {
         self.failures.push(format!("{name}: {why}"));
     }
 
     /// An attack: `sql` as `who` must be refused and change nothing.
     async fn attack(&mut self, name: &str, who: Who, sql: impl AsRef<str>, expect: Expect) {
+        Self::note("attack", name);
         let sql = sql.as_ref();
         let before = self.fingerprint().await;
         let outcome = self.exec(who, &[sql]).await;
@@ -763,6 +772,7 @@ impl Suite {
     /// A read attack: `count_sql` (a count of someone else's rows) must fail or see 0
     /// rows, while the superuser sees some.
     async fn invisible(&mut self, name: &str, who: Who, count_sql: impl AsRef<str>) {
+        Self::note("attack", name);
         let sql = count_sql.as_ref();
         let there = self.count_as(Who::Superuser, sql).await;
         if !matches!(there, Ok(n) if n > 0) {
@@ -780,6 +790,7 @@ impl Suite {
 
     /// An allowed read: `count_sql` as `who` returns `expected`.
     async fn visible(&mut self, name: &str, who: Who, count_sql: impl AsRef<str>, expected: i64) {
+        Self::note("allowed", name);
         match self.count_as(who, count_sql.as_ref()).await {
             Ok(n) if n == expected => self.allowed += 1,
             Ok(n) => self.fail(name, format!("sees {n} rows, expected {expected}")),
@@ -796,6 +807,7 @@ impl Suite {
         steps: &[(String, u64)],
         checks: &[(String, &str)],
     ) {
+        Self::note("allowed", name);
         let sqls: Vec<&str> = steps.iter().map(|(s, _)| s.as_str()).collect();
         let expected: Vec<u64> = steps.iter().map(|(_, n)| *n).collect();
         let verdict = match self.exec(who, &sqls).await {
@@ -828,6 +840,7 @@ impl Suite {
 
     /// A catalog lint: `offenders_sql` lists what breaks the rule (NULL or '' when none).
     async fn lint(&mut self, name: &str, offenders_sql: impl AsRef<str>) {
+        Self::note("lint", name);
         match query_text(&self.db, offenders_sql.as_ref()).await {
             None => self.refused += 1,
             Some(s) if s.is_empty() => self.refused += 1,
