@@ -172,12 +172,42 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, ConnectError> {
             }
         });
     }
-    Database::connect(options)
-        .await
-        .map_err(|source| ConnectError::Connect {
-            url: redact_url(url),
-            source,
-        })
+    // A new SQLite file is switched to WAL by whichever connection comes first, under an
+    // exclusive lock; a process starting beside a long write (another replica migrating)
+    // can wait past its busy timeout there. Opening the pool is safe to try again.
+    let mut attempt = 1;
+    loop {
+        match Database::connect(options.clone()).await {
+            Err(source) if backend == Backend::Sqlite && attempt < 10 && is_busy(&source) => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            connected => {
+                return connected.map_err(|source| ConnectError::Connect {
+                    url: redact_url(url),
+                    source,
+                });
+            }
+        }
+    }
+}
+
+/// SQLite's "database is locked" (`SQLITE_BUSY`, `SQLITE_LOCKED`, extended codes too).
+fn is_busy(err: &DbErr) -> bool {
+    use sea_orm_migration::sea_orm::{RuntimeErr, sqlx};
+    let (DbErr::Query(RuntimeErr::SqlxError(e))
+    | DbErr::Exec(RuntimeErr::SqlxError(e))
+    | DbErr::Conn(RuntimeErr::SqlxError(e))) = err
+    else {
+        return false;
+    };
+    match e.as_ref() {
+        sqlx::Error::Database(db) => db
+            .code()
+            .and_then(|code| code.parse::<i32>().ok())
+            .is_some_and(|code| matches!(code & 0xff, 5 | 6)),
+        _ => false,
+    }
 }
 
 /// The future a pool's `before_acquire` check returns.

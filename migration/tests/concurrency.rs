@@ -152,11 +152,17 @@ async fn race_tasks(url: &str, round: usize) {
             let url = url.to_owned();
             let barrier = barrier.clone();
             tokio::spawn(async move {
-                let db = connect(&url).await.expect("connect");
+                // Every task reaches the barrier, also one whose connect failed, so a
+                // failure is reported instead of leaving the others waiting forever.
+                let db = connect(&url).await;
                 barrier.wait().await;
-                let result = migrate(&db).await;
+                let db = db.map_err(|e| format!("connect: {e}"))?;
+                let result = tokio::time::timeout(Duration::from_secs(120), migrate(&db)).await;
                 db.close().await.ok();
-                result
+                match result {
+                    Ok(migrated) => migrated.map_err(|e| e.to_string()),
+                    Err(_) => Err("migrate did not finish within 120 s".to_owned()),
+                }
             })
         })
         .collect();
