@@ -233,7 +233,112 @@ async fn errors_map_to_statuses(t: &TestDb) {
     assert_eq!(last, StatusCode::TOO_MANY_REQUESTS);
 }
 
+/// `GET /exports` as `user`: status, content type, content disposition and the body.
+async fn download(
+    db: &DatabaseConnection,
+    uri: &str,
+    user: Uuid,
+) -> (StatusCode, String, String, String) {
+    let request = Request::get(uri).header(app::USER_HEADER, user.to_string());
+    let response = app::router(db.clone())
+        .oneshot(request.body(Body::empty()).expect("request"))
+        .await
+        .expect("the router never fails");
+    let header = |name| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let (kind, disposition) = (header("content-type"), header("content-disposition"));
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .expect("body");
+    let body = String::from_utf8(bytes.to_vec()).expect("UTF-8");
+    (status, kind, disposition, body)
+}
+
+async fn exports_download_the_users_conversations(t: &TestDb) {
+    use forge_db::service::conversations;
+    use forge_db::service::testing::fixtures;
+    let db = &t.db;
+    let (a, b, reviewer) = (
+        signup(db, "ada").await,
+        signup(db, "bob").await,
+        signup(db, "rev").await,
+    );
+    let mut approved = Vec::new();
+    for owner in [a, a, b] {
+        let c = fixtures::conversation_with_turns(db, owner, 2)
+            .await
+            .expect("conversation");
+        let id = c.conversation.id;
+        conversations::submit_for_review(db, Actor::Service, id, None)
+            .await
+            .expect("submit");
+        conversations::approve(db, Actor::Service, id, reviewer, None)
+            .await
+            .expect("approve");
+        approved.push(id);
+    }
+    fixtures::conversation_with_turns(db, a, 2)
+        .await
+        .expect("not approved");
+
+    let (status, kind, disposition, body) = download(db, "/exports?format=jsonl", a).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(kind, "application/jsonl; charset=utf-8");
+    assert!(
+        disposition.starts_with("attachment; filename=\"conversations"),
+        "{disposition}"
+    );
+    assert!(disposition.ends_with(".jsonl\""), "{disposition}");
+    let lines: Vec<Value> = body
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 2, "Ada's two approved conversations: {body}");
+    assert_eq!(
+        lines[0]["messages"],
+        json!([{"role": "user", "content": "turn 1"}, {"role": "assistant", "content": "turn 2"}])
+    );
+
+    let (status, kind, _, body) = download(db, "/exports?format=json&status=all", a).await;
+    assert_eq!(
+        (status, kind.as_str()),
+        (StatusCode::OK, "application/json; charset=utf-8")
+    );
+    let all: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(
+        all.as_array().map(Vec::len),
+        Some(3),
+        "every state with status=all"
+    );
+
+    // Bob's download holds only his conversation.
+    let (status, kind, disposition, body) = download(db, "/exports?format=csv", b).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(kind.starts_with("text/csv"), "{kind}");
+    assert!(disposition.ends_with(".csv\""), "{disposition}");
+    let rows: Vec<&str> = body.split("\r\n").filter(|r| !r.is_empty()).collect();
+    assert_eq!(rows.len(), 3, "a header and Bob's two turns: {body}");
+    let (_, kind, _, body) = download(db, "/exports?format=markdown", b).await;
+    assert_eq!(kind, "text/markdown; charset=utf-8");
+    assert_eq!(body.matches("\n---\n").count(), 1, "{body}");
+
+    let (status, _, _, body) = download(db, "/exports?format=xml", a).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let (status, _, _, _) = download(db, "/exports?status=nope", a).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let (status, _) = call(db, "GET", "/exports", None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
 on_both_backends! {
+    exports => exports_download_the_users_conversations;
     isolation => users_see_only_their_own_projects;
     sessions => sessions_and_events_belong_to_their_user;
     errors => errors_map_to_statuses;

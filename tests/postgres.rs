@@ -180,6 +180,12 @@ async fn rls_is_enabled_with_the_policies_of_schema_md() {
         "conversations:INSERT",
         "conversations:SELECT",
         "conversations:UPDATE",
+        "edge_cases:DELETE",
+        "edge_cases:INSERT",
+        "edge_cases:SELECT",
+        "edge_cases:UPDATE",
+        "export_logs:SELECT",
+        "generation_logs:SELECT",
         "job_events:SELECT",
         "jobs:INSERT",
         "jobs:SELECT",
@@ -191,7 +197,14 @@ async fn rls_is_enabled_with_the_policies_of_schema_md() {
         "projects:SELECT",
         "projects:UPDATE",
         "prompts:SELECT",
+        "scenarios:DELETE",
+        "scenarios:INSERT",
+        "scenarios:SELECT",
+        "scenarios:UPDATE",
         "session_events:SELECT",
+        "templates:INSERT",
+        "templates:SELECT",
+        "templates:UPDATE",
     ]
     .join(",");
     assert_eq!(policies, expected);

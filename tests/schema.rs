@@ -821,10 +821,10 @@ async fn sqlite_down_is_complete_and_up_again_is_identical() {
 
     let t = TestDb::sqlite().await;
     let first = schema(&t.owner).await;
-    // The thirteen tables, seaql_migrations and forge_migration_checksums.
+    // The eighteen tables, seaql_migrations and forge_migration_checksums.
     assert_eq!(
         first.iter().filter(|s| s.starts_with("table ")).count(),
-        15,
+        20,
         "{first:#?}"
     );
     Migrator::reset(&t.owner).await.unwrap();

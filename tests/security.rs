@@ -100,6 +100,21 @@ const JE_BOB: &str = "bbbbbbbb-0009-4000-8000-000000000001";
 const A_ADA: &str = "aaaaaaaa-000a-4000-8000-000000000001";
 const A_BOB: &str = "bbbbbbbb-000a-4000-8000-000000000001";
 const PROMPT: &str = "onboarding.welcome";
+// Generation sources and exports (SCHEMA.md, seed 003): Ada's active and inactive
+// templates, Bob's active and inactive ones; a scenario and an edge case each; a
+// generation log and an export each.
+const TPL_ADA: &str = "aaaaaaaa-000b-4000-8000-000000000001";
+const TPL_ADA_INACTIVE: &str = "aaaaaaaa-000b-4000-8000-000000000002";
+const TPL_BOB: &str = "bbbbbbbb-000b-4000-8000-000000000001";
+const TPL_BOB_INACTIVE: &str = "bbbbbbbb-000b-4000-8000-000000000002";
+const SC_ADA: &str = "aaaaaaaa-000c-4000-8000-000000000001";
+const SC_BOB: &str = "bbbbbbbb-000c-4000-8000-000000000001";
+const EC_ADA: &str = "aaaaaaaa-000d-4000-8000-000000000001";
+const EC_BOB: &str = "bbbbbbbb-000d-4000-8000-000000000001";
+const GL_ADA: &str = "aaaaaaaa-000e-4000-8000-000000000001";
+const GL_BOB: &str = "bbbbbbbb-000e-4000-8000-000000000001";
+const EX_ADA: &str = "aaaaaaaa-000f-4000-8000-000000000001";
+const EX_BOB: &str = "bbbbbbbb-000f-4000-8000-000000000001";
 
 const CONFIG: &str = r#"'{"tier":"template","shared_parameters":{},"concurrent_processing":3,"error_handling":"continue"}'::jsonb"#;
 /// 100 KiB of hex (hardly compressible) in a JSON object, and in a JSON array.
@@ -303,6 +318,25 @@ INSERT INTO public.artifacts (id, run_id, kind, url, meta, file_size, content_ty
   ('{A_BOB}', '{R_BOB}', 'file', NULL, NULL, NULL, NULL, NULL);
 INSERT INTO public.prompts (id, category, context, prompt_text)
   VALUES ('{PROMPT}', 'copy', 'the first screen', 'Welcome to Forge!');
+
+INSERT INTO public.templates (id, template_name, category, tier, template_text, variables, is_active, created_by) VALUES
+  ('{TPL_ADA}', 'Financial Planning Triumph', 'Financial Planning', 'template',
+   'Talk to {{{{persona}}}}', '["persona"]', true, '{ADA}'),
+  ('{TPL_ADA_INACTIVE}', 'Ada draft', 'Drafts', 'template', 'Draft', '[]', false, '{ADA}'),
+  ('{TPL_BOB}', 'Bob shared', 'Shared', 'scenario', 'Shared', '[]', true, '{BOB}'),
+  ('{TPL_BOB_INACTIVE}', 'Bob private', 'Private', 'template', 'Private', '[]', false, '{BOB}');
+INSERT INTO public.scenarios (id, name, parent_template_id, topic, persona, emotional_arc, created_by) VALUES
+  ('{SC_ADA}', 'Ada scenario', '{TPL_ADA}', 'retirement', 'a saver', 'worry → calm', '{ADA}'),
+  ('{SC_BOB}', 'Bob scenario', '{TPL_BOB}', 'debt', 'a borrower', 'shame → hope', '{BOB}');
+INSERT INTO public.edge_cases (id, name, scenario_id, test_category, expected_behavior, created_by) VALUES
+  ('{EC_ADA}', 'Ada edge', '{SC_ADA}', 'scope', 'stays on topic', '{ADA}'),
+  ('{EC_BOB}', 'Bob edge', '{SC_BOB}', 'scope', 'stays on topic', '{BOB}');
+INSERT INTO public.generation_logs (id, user_id, template_id, cost_usd, input_tokens) VALUES
+  ('{GL_ADA}', '{ADA}', '{TPL_ADA}', 0.01, 100),
+  ('{GL_BOB}', '{BOB}', '{TPL_BOB}', 0.02, 200);
+INSERT INTO public.export_logs (id, export_id, user_id, format) VALUES
+  ('{EX_ADA}', 'export-ada', '{ADA}', 'jsonl'),
+  ('{EX_BOB}', 'export-bob', '{BOB}', 'csv');
 "#
     )
 }
@@ -456,6 +490,54 @@ fn item_row(batch: &str, position: u32) -> Row {
     ])
 }
 
+fn template_row(owner: &str) -> Row {
+    row([
+        ("created_by", lit(owner)),
+        ("template_name", lit("Mallory template")),
+        ("category", lit("Mischief")),
+        ("tier", lit("template")),
+        ("template_text", lit("Say {{topic}}")),
+        ("variables", r#"'["topic"]'::jsonb"#.to_owned()),
+    ])
+}
+
+fn scenario_row(owner: &str, template: &str) -> Row {
+    row([
+        ("created_by", lit(owner)),
+        ("name", lit("Mallory scenario")),
+        ("parent_template_id", lit(template)),
+        ("topic", lit("refunds")),
+        ("persona", lit("a customer")),
+        ("emotional_arc", lit("anger → relief")),
+    ])
+}
+
+fn edge_case_row(owner: &str, scenario: &str) -> Row {
+    row([
+        ("created_by", lit(owner)),
+        ("name", lit("Mallory edge")),
+        ("scenario_id", lit(scenario)),
+        ("test_category", lit("scope")),
+        ("expected_behavior", lit("declines")),
+    ])
+}
+
+fn generation_log_row(user: &str) -> Row {
+    row([
+        ("user_id", lit(user)),
+        ("cost_usd", "0.5".to_owned()),
+        ("parameters", r#"'{"temperature":0.7}'::jsonb"#.to_owned()),
+    ])
+}
+
+fn export_log_row(user: &str, export_id: &str) -> Row {
+    row([
+        ("user_id", lit(user)),
+        ("export_id", lit(export_id)),
+        ("format", lit("json")),
+    ])
+}
+
 /// One row per Forge table that the superuser (and the service) may insert into the
 /// fixtures: the anon INSERT attacks, the service's allowed inserts and the JSON caps
 /// start from these.
@@ -474,6 +556,11 @@ fn valid_rows() -> Vec<(&'static str, Row)> {
         ("job_events", job_event_row(R_ADA_RUNNING)),
         ("artifacts", artifact_row(R_ADA_DONE)),
         ("prompts", prompt_row("mallory.prompt")),
+        ("templates", template_row(ADA)),
+        ("scenarios", scenario_row(ADA, TPL_ADA)),
+        ("edge_cases", edge_case_row(ADA, SC_ADA)),
+        ("generation_logs", generation_log_row(ADA)),
+        ("export_logs", export_log_row(ADA, "export-mallory")),
     ]
 }
 
@@ -905,6 +992,8 @@ async fn battery(db: DatabaseConnection, setup: &'static str) {
     items(&mut s).await;
     pipeline_runs(&mut s).await;
     pipeline_service(&mut s).await;
+    generation_sources(&mut s).await;
+    generation_service(&mut s).await;
     reads(&mut s).await;
     every_table(&mut s).await;
     anon(&mut s).await;
@@ -2584,6 +2673,553 @@ async fn pipeline_service(s: &mut Suite) {
 }
 
 /// Per table: whose rows Ada sees (her own: allowed; Bob's: an attack), as counts.
+/// Generation sources and exports (SCHEMA.md, seed 003): what `authenticated` may not do
+/// to templates, scenarios, edge cases, generation logs and exports, and what it may.
+async fn generation_sources(s: &mut Suite) {
+    let upd = |table: &str, set: &str, id: &str| {
+        format!("UPDATE public.{table} SET {set} WHERE id = '{id}'")
+    };
+
+    // templates: inserting.
+    s.attack(
+        "templates: insert a template for another user",
+        ADA_JWT,
+        insert("templates", &template_row(BOB)),
+        Expect::Refusal,
+    )
+    .await;
+    for (column, value) in [
+        ("usage_count", "1000"),
+        ("rating", "5"),
+        ("success_rate", "1"),
+        ("version", "7"),
+        ("last_modified", "now() - interval '1 year'"),
+        ("last_modified_by", &format!("'{BOB}'")),
+    ] {
+        s.attack(
+            &format!("templates: insert an own template with {column}"),
+            ADA_JWT,
+            insert("templates", &with(template_row(ADA), column, value)),
+            Expect::Denied,
+        )
+        .await;
+    }
+    // templates: the service's and the database's columns, on an own template.
+    for (column, value) in [
+        ("usage_count", "1000"),
+        ("rating", "5"),
+        ("success_rate", "1"),
+        ("version", "99"),
+        ("last_modified", "now() - interval '1 year'"),
+        ("last_modified_by", &format!("'{BOB}'")),
+        ("created_by", &format!("'{BOB}'")),
+        ("id", &format!("'{NEW_ID}'")),
+    ] {
+        s.attack(
+            &format!("templates: update own {column}"),
+            ADA_JWT,
+            upd("templates", &format!("{column} = {value}"), TPL_ADA),
+            Expect::Denied,
+        )
+        .await;
+    }
+    for (name, id) in [
+        ("templates: edit another user's active template", TPL_BOB),
+        (
+            "templates: edit another user's inactive template",
+            TPL_BOB_INACTIVE,
+        ),
+    ] {
+        s.attack(
+            name,
+            ADA_JWT,
+            upd("templates", "template_text = 'pwned'", id),
+            Expect::Refusal,
+        )
+        .await;
+    }
+    s.attack(
+        "templates: delete an own template",
+        ADA_JWT,
+        format!("DELETE FROM public.templates WHERE id = '{TPL_ADA}'"),
+        Expect::Denied,
+    )
+    .await;
+
+    // scenarios.
+    s.attack(
+        "scenarios: insert a scenario for another user",
+        ADA_JWT,
+        insert("scenarios", &scenario_row(BOB, TPL_BOB)),
+        Expect::Refusal,
+    )
+    .await;
+    s.attack(
+        "scenarios: insert an own scenario under another user's (active) template",
+        ADA_JWT,
+        insert("scenarios", &scenario_row(ADA, TPL_BOB)),
+        Expect::Refusal,
+    )
+    .await;
+    s.attack(
+        "scenarios: insert an own scenario under another user's inactive template",
+        ADA_JWT,
+        insert("scenarios", &scenario_row(ADA, TPL_BOB_INACTIVE)),
+        Expect::Refusal,
+    )
+    .await;
+    for (column, value) in [
+        ("generation_status", "'generated'".to_owned()),
+        ("conversation_id", format!("'{C_ADA_DRAFT}'")),
+        ("error_message", "'none'".to_owned()),
+        ("quality_score", "10".to_owned()),
+    ] {
+        s.attack(
+            &format!("scenarios: insert an own scenario with {column}"),
+            ADA_JWT,
+            insert(
+                "scenarios",
+                &with(scenario_row(ADA, TPL_ADA), column, value.clone()),
+            ),
+            Expect::Denied,
+        )
+        .await;
+        s.attack(
+            &format!("scenarios: update own {column}"),
+            ADA_JWT,
+            upd("scenarios", &format!("{column} = {value}"), SC_ADA),
+            Expect::Denied,
+        )
+        .await;
+    }
+    for (column, value) in [
+        ("parent_template_id", format!("'{TPL_BOB}'")),
+        ("created_by", format!("'{BOB}'")),
+    ] {
+        s.attack(
+            &format!("scenarios: update own {column}"),
+            ADA_JWT,
+            upd("scenarios", &format!("{column} = {value}"), SC_ADA),
+            Expect::Denied,
+        )
+        .await;
+    }
+    s.attack(
+        "scenarios: edit another user's scenario",
+        ADA_JWT,
+        upd("scenarios", "name = 'pwned'", SC_BOB),
+        Expect::Refusal,
+    )
+    .await;
+    s.attack(
+        "scenarios: delete another user's scenario",
+        ADA_JWT,
+        format!("DELETE FROM public.scenarios WHERE id = '{SC_BOB}'"),
+        Expect::Refusal,
+    )
+    .await;
+
+    // edge_cases.
+    s.attack(
+        "edge_cases: insert an edge case for another user",
+        ADA_JWT,
+        insert("edge_cases", &edge_case_row(BOB, SC_BOB)),
+        Expect::Refusal,
+    )
+    .await;
+    s.attack(
+        "edge_cases: insert an own edge case under another user's scenario",
+        ADA_JWT,
+        insert("edge_cases", &edge_case_row(ADA, SC_BOB)),
+        Expect::Refusal,
+    )
+    .await;
+    for (column, value) in [
+        ("test_status", "'passed'"),
+        ("last_test_result", r#"'{"score":10}'::jsonb"#),
+    ] {
+        s.attack(
+            &format!("edge_cases: insert an own edge case with {column}"),
+            ADA_JWT,
+            insert(
+                "edge_cases",
+                &with(edge_case_row(ADA, SC_ADA), column, value),
+            ),
+            Expect::Denied,
+        )
+        .await;
+        s.attack(
+            &format!("edge_cases: update own {column}"),
+            ADA_JWT,
+            upd("edge_cases", &format!("{column} = {value}"), EC_ADA),
+            Expect::Denied,
+        )
+        .await;
+    }
+    s.attack(
+        "edge_cases: update own scenario_id",
+        ADA_JWT,
+        upd("edge_cases", &format!("scenario_id = '{SC_BOB}'"), EC_ADA),
+        Expect::Denied,
+    )
+    .await;
+    s.attack(
+        "edge_cases: edit another user's edge case",
+        ADA_JWT,
+        upd("edge_cases", "name = 'pwned'", EC_BOB),
+        Expect::Refusal,
+    )
+    .await;
+    s.attack(
+        "edge_cases: delete another user's edge case",
+        ADA_JWT,
+        format!("DELETE FROM public.edge_cases WHERE id = '{EC_BOB}'"),
+        Expect::Refusal,
+    )
+    .await;
+
+    // generation_logs and export_logs: every write is the service's.
+    for (name, sql) in [
+        (
+            "generation_logs: insert an own log",
+            insert("generation_logs", &generation_log_row(ADA)),
+        ),
+        (
+            "generation_logs: update own cost_usd",
+            upd("generation_logs", "cost_usd = 0", GL_ADA),
+        ),
+        (
+            "generation_logs: delete an own log",
+            format!("DELETE FROM public.generation_logs WHERE id = '{GL_ADA}'"),
+        ),
+        (
+            "export_logs: insert an own export",
+            insert("export_logs", &export_log_row(ADA, "export-new")),
+        ),
+        (
+            "export_logs: complete an own export",
+            upd("export_logs", "status = 'completed'", EX_ADA),
+        ),
+        (
+            "export_logs: delete an own export",
+            format!("DELETE FROM public.export_logs WHERE id = '{EX_ADA}'"),
+        ),
+    ] {
+        s.attack(name, ADA_JWT, sql, Expect::Denied).await;
+    }
+
+    // Reads: other users' rows are invisible, but for their active templates.
+    for (name, sql) in [
+        (
+            "templates: read another user's inactive template",
+            format!("SELECT count(*) FROM public.templates WHERE id = '{TPL_BOB_INACTIVE}'"),
+        ),
+        (
+            "scenarios: read another user's scenarios",
+            format!("SELECT count(*) FROM public.scenarios WHERE created_by = '{BOB}'"),
+        ),
+        (
+            "edge_cases: read another user's edge cases",
+            format!("SELECT count(*) FROM public.edge_cases WHERE created_by = '{BOB}'"),
+        ),
+        (
+            "generation_logs: read another user's logs",
+            format!("SELECT count(*) FROM public.generation_logs WHERE user_id = '{BOB}'"),
+        ),
+        (
+            "export_logs: read another user's exports",
+            format!("SELECT count(*) FROM public.export_logs WHERE user_id = '{BOB}'"),
+        ),
+    ] {
+        s.invisible(name, ADA_JWT, sql).await;
+    }
+    s.visible(
+        "allowed: templates: read own templates and other users' active ones",
+        ADA_JWT,
+        "SELECT count(*) FROM public.templates",
+        3,
+    )
+    .await;
+    for (table, column) in [
+        ("scenarios", "created_by"),
+        ("edge_cases", "created_by"),
+        ("generation_logs", "user_id"),
+        ("export_logs", "user_id"),
+    ] {
+        s.visible(
+            &format!("allowed: {table}: read own"),
+            ADA_JWT,
+            format!("SELECT count(*) FROM public.{table} WHERE {column} = '{ADA}'"),
+            1,
+        )
+        .await;
+    }
+
+    // Allowed writes.
+    let tpl = |sql: &str| format!("SELECT {sql} FROM public.templates WHERE id = '{TPL_ADA}'");
+    s.allowed(
+        "allowed: templates: insert an own template (version 1, last modified by its author)",
+        ADA_JWT,
+        &[(insert("templates", &with(template_row(ADA), "id", lit(NEW_ID))), 1)],
+        &[(
+            format!(
+                "SELECT version || '/' || last_modified_by FROM public.templates WHERE id = '{NEW_ID}'"
+            ),
+            &format!("1/{ADA}"),
+        )],
+    )
+    .await;
+    s.allowed(
+        "allowed: templates: edit own content (version +1, last modified by the user)",
+        ADA_JWT,
+        &[(
+            upd(
+                "templates",
+                "template_text = 'Talk to {{persona}} about {{topic}}', \
+                 variables = '[\"persona\", \"topic\"]'",
+                TPL_ADA,
+            ),
+            1,
+        )],
+        &[(
+            tpl("version || '/' || last_modified_by || '/' || (last_modified > now() - interval '1 minute')"),
+            &format!("2/{ADA}/true"),
+        )],
+    )
+    .await;
+    s.allowed(
+        "allowed: templates: deactivate an own template (no new version)",
+        ADA_JWT,
+        &[(upd("templates", "is_active = false", TPL_ADA), 1)],
+        &[(tpl("version || '/' || is_active"), "1/false")],
+    )
+    .await;
+    s.allowed(
+        "allowed: scenarios: insert an own scenario under an own template",
+        ADA_JWT,
+        &[(insert("scenarios", &scenario_row(ADA, TPL_ADA_INACTIVE)), 1)],
+        &[(
+            format!("SELECT count(*)::text FROM public.scenarios WHERE created_by = '{ADA}'"),
+            "2",
+        )],
+    )
+    .await;
+    s.allowed(
+        "allowed: scenarios: edit own content columns",
+        ADA_JWT,
+        &[(
+            upd(
+                "scenarios",
+                "name = 'Renamed', context = 'At home', parameter_values = '{\"topic\":\"tax\"}', \
+                 topic = 'tax', persona = 'a parent', emotional_arc = 'calm', status = 'active'",
+                SC_ADA,
+            ),
+            1,
+        )],
+        &[(
+            format!("SELECT name || '/' || status FROM public.scenarios WHERE id = '{SC_ADA}'"),
+            "Renamed/active",
+        )],
+    )
+    .await;
+    s.allowed(
+        "allowed: edge_cases: insert an own edge case under an own scenario",
+        ADA_JWT,
+        &[(insert("edge_cases", &edge_case_row(ADA, SC_ADA)), 1)],
+        &[(
+            format!("SELECT count(*)::text FROM public.edge_cases WHERE scenario_id = '{SC_ADA}'"),
+            "2",
+        )],
+    )
+    .await;
+    s.allowed(
+        "allowed: edge_cases: edit own content columns",
+        ADA_JWT,
+        &[(
+            upd(
+                "edge_cases",
+                "name = 'Harder', test_category = 'tone', expected_behavior = 'stays calm', \
+                 complexity = 'high'",
+                EC_ADA,
+            ),
+            1,
+        )],
+        &[(
+            format!(
+                "SELECT name || '/' || complexity FROM public.edge_cases WHERE id = '{EC_ADA}'"
+            ),
+            "Harder/high",
+        )],
+    )
+    .await;
+    s.allowed(
+        "allowed: edge_cases: delete an own edge case",
+        ADA_JWT,
+        &[(
+            format!("DELETE FROM public.edge_cases WHERE id = '{EC_ADA}'"),
+            1,
+        )],
+        &[(
+            format!("SELECT count(*)::text FROM public.edge_cases WHERE created_by = '{ADA}'"),
+            "0",
+        )],
+    )
+    .await;
+    s.allowed(
+        "allowed: scenarios: delete an own scenario (its edge cases go with it)",
+        ADA_JWT,
+        &[(
+            format!("DELETE FROM public.scenarios WHERE id = '{SC_ADA}'"),
+            1,
+        )],
+        &[(
+            format!("SELECT count(*)::text FROM public.edge_cases WHERE id = '{EC_ADA}'"),
+            "0",
+        )],
+    )
+    .await;
+}
+
+/// The service writes what the contract gives it on the generation tables; the database
+/// keeps template versions and append-only logs even for it.
+async fn generation_service(s: &mut Suite) {
+    let svc = Who::Service;
+    for (name, sql) in [
+        (
+            "service_role: update a generation log",
+            format!("UPDATE public.generation_logs SET cost_usd = 0 WHERE id = '{GL_ADA}'"),
+        ),
+        (
+            "service_role: delete a generation log",
+            format!("DELETE FROM public.generation_logs WHERE id = '{GL_ADA}'"),
+        ),
+        (
+            "service_role: a processing export with completed_at",
+            format!("UPDATE public.export_logs SET completed_at = now() WHERE id = '{EX_ADA}'"),
+        ),
+        (
+            "service_role: a template with usage_count -1",
+            format!("UPDATE public.templates SET usage_count = -1 WHERE id = '{TPL_ADA}'"),
+        ),
+        (
+            "service_role: a template with rating 6",
+            format!("UPDATE public.templates SET rating = 6 WHERE id = '{TPL_ADA}'"),
+        ),
+        (
+            "service_role: a template with variables of numbers",
+            format!("UPDATE public.templates SET variables = '[1, 2]' WHERE id = '{TPL_ADA}'"),
+        ),
+    ] {
+        s.attack(name, svc, sql, Expect::Error).await;
+    }
+    s.allowed(
+        "allowed: service_role: usage_count, rating, success_rate (no new version)",
+        svc,
+        &[(
+            format!(
+                "UPDATE public.templates SET usage_count = 3, rating = 4.5, success_rate = 0.9
+                 WHERE id = '{TPL_ADA}'"
+            ),
+            1,
+        )],
+        &[(
+            format!(
+                "SELECT usage_count || '/' || rating || '/' || version FROM public.templates
+                 WHERE id = '{TPL_ADA}'"
+            ),
+            "3/4.5/1",
+        )],
+    )
+    .await;
+    s.allowed(
+        "allowed: service_role: writing version by hand changes nothing",
+        svc,
+        &[(
+            format!("UPDATE public.templates SET version = 99 WHERE id = '{TPL_ADA}'"),
+            1,
+        )],
+        &[(
+            format!("SELECT version::text FROM public.templates WHERE id = '{TPL_ADA}'"),
+            "1",
+        )],
+    )
+    .await;
+    s.allowed(
+        "allowed: service_role: a scenario generated into a conversation",
+        svc,
+        &[(
+            format!(
+                "UPDATE public.scenarios SET generation_status = 'generated',
+                   conversation_id = '{C_ADA_DRAFT}', quality_score = 9 WHERE id = '{SC_ADA}'"
+            ),
+            1,
+        )],
+        &[(
+            format!("SELECT generation_status FROM public.scenarios WHERE id = '{SC_ADA}'"),
+            "generated",
+        )],
+    )
+    .await;
+    s.allowed(
+        "allowed: service_role: an edge case tested",
+        svc,
+        &[(
+            format!(
+                "UPDATE public.edge_cases SET test_status = 'passed',
+                   last_test_result = '{{\"score\":9}}' WHERE id = '{EC_ADA}'"
+            ),
+            1,
+        )],
+        &[(
+            format!("SELECT test_status FROM public.edge_cases WHERE id = '{EC_ADA}'"),
+            "passed",
+        )],
+    )
+    .await;
+    s.allowed(
+        "allowed: service_role: an export completed (completed_at set by the database)",
+        svc,
+        &[(
+            format!(
+                "UPDATE public.export_logs SET status = 'completed', conversation_count = 5,
+                   file_size = 1024 WHERE id = '{EX_ADA}'"
+            ),
+            1,
+        )],
+        &[(
+            format!(
+                "SELECT (completed_at IS NOT NULL)::text FROM public.export_logs WHERE id = '{EX_ADA}'"
+            ),
+            "true",
+        )],
+    )
+    .await;
+    s.allowed(
+        "allowed: service_role: deleting a template nulls its conversations and logs",
+        svc,
+        &[
+            (
+                format!(
+                    "UPDATE public.conversations SET template_id = '{TPL_ADA}' WHERE id = '{C_ADA_DRAFT}'"
+                ),
+                1,
+            ),
+            (
+                format!("DELETE FROM public.templates WHERE id = '{TPL_ADA}'"),
+                1,
+            ),
+        ],
+        &[(
+            format!(
+                "SELECT count(*)::text FROM public.generation_logs
+                 WHERE id = '{GL_ADA}' AND template_id IS NULL"
+            ),
+            "1",
+        )],
+    )
+    .await;
+}
+
 async fn reads(s: &mut Suite) {
     for (table, own, theirs, own_count) in [
         (
@@ -2814,7 +3450,17 @@ async fn json_caps(s: &mut Suite) {
         s.setup
     );
     let big = |column: &str| {
-        if column == "category" || column == "review_history" {
+        if [
+            "category",
+            "review_history",
+            "variables",
+            "required_elements",
+            "applicable_personas",
+            "applicable_emotions",
+            "applicable_topics",
+        ]
+        .contains(&column)
+        {
             BIG_ARRAY
         } else {
             BIG_OBJECT

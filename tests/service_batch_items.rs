@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::signup as profile;
-use common::{TestDb, as_service};
+use common::{TestDb, as_service, stored_items};
 use forge_db::entity::batch_items::{self, ItemStatus};
 use forge_db::entity::batch_jobs::{
     self, BatchConfiguration, BatchPriority, BatchStatus, ErrorHandling,
@@ -21,7 +21,7 @@ use forge_db::entity::batch_jobs::{
 use forge_db::entity::conversations::ConversationTier;
 use forge_db::sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder,
+    QueryFilter,
 };
 use forge_db::service::batch_items::{self as repo, ClaimedItem, FinishedItem, MAX_CLAIM};
 use forge_db::service::batches::{self, NewBatch, NewBatchItem};
@@ -100,21 +100,6 @@ fn label(c: &ClaimedItem) -> (String, i32) {
 
 async fn batch(db: &DatabaseConnection, id: Uuid) -> batch_jobs::Model {
     batches::get(db, SERVICE, id).await.unwrap()
-}
-
-/// The stored items of `batch`, by position (read in the service's context: the test
-/// pool may do nothing outside one on PostgreSQL).
-async fn stored_items(db: &DatabaseConnection, batch: Uuid) -> Vec<batch_items::Model> {
-    as_service(db, move |txn| {
-        Box::pin(async move {
-            Ok(batch_items::Entity::find()
-                .filter(batch_items::Column::BatchJobId.eq(batch))
-                .order_by_asc(batch_items::Column::Position)
-                .all(txn)
-                .await?)
-        })
-    })
-    .await
 }
 
 /// How many items of `batch` are in `status` (in the service's context).

@@ -6,13 +6,13 @@ use common::signup as profile;
 
 use std::time::{Duration, Instant};
 
-use common::{TestDb, as_service};
+use common::{TestDb, as_service, stored_items};
 use forge_db::entity::batch_items::{self, ItemStatus};
 use forge_db::entity::batch_jobs::{self, BatchConfiguration, BatchPriority, BatchStatus};
 use forge_db::entity::conversations::ConversationTier;
 use forge_db::sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, IntoActiveModel,
-    PaginatorTrait, QueryFilter, QueryOrder, Set,
+    PaginatorTrait, QueryFilter, Set,
 };
 use forge_db::service::batch_items::claim_next;
 use forge_db::service::batches::{
@@ -84,20 +84,6 @@ fn assert_no_batch<T: std::fmt::Debug>(result: Result<T, ForgeError>) {
         ),
         "expected NotFound: {result:?}"
     );
-}
-
-/// The stored items of `batch`, by position (in the service's context).
-async fn stored_items(db: &DatabaseConnection, batch: Uuid) -> Vec<batch_items::Model> {
-    as_service(db, move |txn| {
-        Box::pin(async move {
-            Ok(batch_items::Entity::find()
-                .filter(batch_items::Column::BatchJobId.eq(batch))
-                .order_by_asc(batch_items::Column::Position)
-                .all(txn)
-                .await?)
-        })
-    })
-    .await
 }
 
 /// The batch's counters equal what its items say.

@@ -13,14 +13,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use common::{TestDb, as_service, signup};
+use common::{TestDb, signup, stored_items};
 use forge_db::entity::batch_items::{self, ItemStatus};
 use forge_db::entity::batch_jobs::{self, BatchConfiguration, BatchStatus};
 use forge_db::entity::coding_jobs::JobStatus;
 use forge_db::entity::conversations::ConversationTier;
 use forge_db::sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect,
+    QuerySelect,
 };
 use forge_db::service::batch_items::{self as items, ClaimedItem};
 use forge_db::service::batches::{self, NewBatch, NewBatchItem};
@@ -75,20 +75,6 @@ async fn claim(db: &DatabaseConnection, worker: &str, lease: Duration) -> Option
 
 async fn batch(db: &DatabaseConnection, id: Uuid) -> batch_jobs::Model {
     batches::get(db, SVC, id).await.unwrap()
-}
-
-/// The items of `batch`, by position (in the service's context).
-async fn stored_items(db: &DatabaseConnection, batch: Uuid) -> Vec<batch_items::Model> {
-    as_service(db, move |txn| {
-        Box::pin(async move {
-            Ok(batch_items::Entity::find()
-                .filter(batch_items::Column::BatchJobId.eq(batch))
-                .order_by_asc(batch_items::Column::Position)
-                .all(txn)
-                .await?)
-        })
-    })
-    .await
 }
 
 /// (total, completed, successful, failed).

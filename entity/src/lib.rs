@@ -15,8 +15,8 @@
 //!   now, unless the caller set them;
 //! - on insert, `updated_at` becomes now unless the caller set it; on every update it
 //!   becomes now, whatever the caller set (the PostgreSQL `BEFORE UPDATE` trigger does
-//!   the same). `session_events`, `conversation_turns`, `job_events` and `artifacts`
-//!   have no `updated_at`.
+//!   the same). `session_events`, `conversation_turns`, `job_events`, `artifacts`,
+//!   `generation_logs` and `export_logs` have no `updated_at`.
 //!
 //! `jobs` ([`pipeline_runs`]) and [`prompts`] are keyed by text the caller chooses
 //! (`run_id`, `id`): their hooks fill in only the timestamps.
@@ -205,13 +205,18 @@ pub mod coding_jobs;
 pub mod coding_sessions;
 pub mod conversation_turns;
 pub mod conversations;
+pub mod edge_cases;
+pub mod export_logs;
+pub mod generation_logs;
 pub mod pipeline_events;
 pub mod pipeline_runs;
 pub mod prelude;
 pub mod profiles;
 pub mod projects;
 pub mod prompts;
+pub mod scenarios;
 pub mod session_events;
+pub mod templates;
 
 /// The `updated_at` rule shared by every entity that has the column.
 fn touch(

@@ -20,9 +20,14 @@ pub use crate::conversations::{
     Categories, ConversationStatus, ConversationTier, Entity as Conversations, QualityMetrics,
     ReviewAction, ReviewActionKind, ReviewHistory,
 };
+pub use crate::edge_cases::{EdgeComplexity, Entity as EdgeCases, TestStatus};
+pub use crate::export_logs::{Entity as ExportLogs, ExportFormat, ExportStatus};
+pub use crate::generation_logs::Entity as GenerationLogs;
 pub use crate::pipeline_events::Entity as PipelineEvents;
 pub use crate::pipeline_runs::{Entity as PipelineRuns, RunStatus};
 pub use crate::profiles::{Entity as Profiles, Tier};
 pub use crate::projects::{Entity as Projects, ProjectStatus};
 pub use crate::prompts::Entity as Prompts;
+pub use crate::scenarios::{Entity as Scenarios, GenerationStatus, ScenarioStatus};
 pub use crate::session_events::{Entity as SessionEvents, EventType};
+pub use crate::templates::{Entity as Templates, StringList};

@@ -14,20 +14,23 @@
 //! | `GET` | `/projects/{id}` | one project |
 //! | `POST` | `/projects/{id}/sessions` `{"prompt", "ttl_minutes"?}` | starts a session (201) |
 //! | `GET` | `/sessions/{id}/events?after=SEQ&limit=N` | the session's events after `SEQ` |
+//! | `GET` | `/exports?format=jsonl&status=approved&tier=T` | downloads the user's conversations (`jsonl`, `json`, `csv`, `markdown`; `status` defaults to `approved`, `all` for every state) |
 //!
 //! Errors are JSON, `{"error": {"code": "not_found", "message": "…"}}`, with the status
 //! [`status_of`] gives each [`ForgeError`]; a request without a user is 401.
 
 use std::str::FromStr;
 
+use axum::body::{Body, Bytes};
 use axum::extract::{FromRequestParts, Path, Query, State};
-use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use forge_db::entity::{coding_sessions, projects, session_events};
 use forge_db::sea_orm::DatabaseConnection;
+use forge_db::service::exports::{self, ExportRequest};
 use forge_db::service::projects::{ListProjects, NewProject};
 use forge_db::service::sessions::NewSession;
 use forge_db::service::{Actor, Cursor, ForgeError, Page, PageRequest};
@@ -51,6 +54,7 @@ pub fn router(db: DatabaseConnection) -> Router {
         .route("/projects/{id}", get(get_project))
         .route("/projects/{id}/sessions", post(start_session))
         .route("/sessions/{id}/events", get(session_events))
+        .route("/exports", get(export_conversations))
         .with_state(db)
 }
 
@@ -235,6 +239,69 @@ async fn session_events(
     Ok(Json(
         events::after(&db, user, session_id, after, limit).await?,
     ))
+}
+
+/// `?format=jsonl&status=approved&tier=template` of an export.
+#[derive(Debug, Default, Deserialize)]
+pub struct ExportQuery {
+    /// `jsonl` (default), `json`, `csv` or `markdown`.
+    pub format: Option<String>,
+    /// A review state (default `approved`), or `all`.
+    pub status: Option<String>,
+    /// Only this tier.
+    pub tier: Option<String>,
+}
+
+/// The user's conversations as a file download, logged in `export_logs`.
+///
+/// The file is assembled in memory before the response starts, so a failure answers with
+/// a proper error status; `exports::write` itself streams page by page with flat memory,
+/// and a server that wants flat memory here too pipes it into a streaming body (e.g. a
+/// channel of chunks wrapped as a `Stream` for `Body::from_stream`).
+async fn export_conversations(
+    State(db): State<DatabaseConnection>,
+    AuthUser(user): AuthUser,
+    Query(query): Query<ExportQuery>,
+) -> ApiResult<Response> {
+    let format = query.format.as_deref().unwrap_or("jsonl");
+    let request = ExportRequest::parse(format, query.status.as_deref(), query.tier.as_deref())?;
+    let format = request.format;
+    // The export is written into one end of an in-memory pipe by its own task and the
+    // response streams the other end: memory stays at the pipe's 64 KiB however large the
+    // file. Once the headers are out, an export that fails halfway can only end the
+    // download early; its `export_logs` row says `failed`, with the error.
+    let (writer, reader) = tokio::io::duplex(64 * 1024);
+    tokio::spawn(async move {
+        if let Err(err) = exports::write(&db, user, request, writer).await {
+            eprintln!("api: export failed: {err}");
+        }
+    });
+    let chunks = futures_util::stream::unfold(reader, |mut reader| async move {
+        let mut chunk = vec![0u8; 16 * 1024];
+        match tokio::io::AsyncReadExt::read(&mut reader, &mut chunk).await {
+            Ok(0) => None,
+            Ok(n) => {
+                chunk.truncate(n);
+                Some((Ok::<_, std::io::Error>(Bytes::from(chunk)), reader))
+            }
+            Err(err) => Some((Err(err), reader)),
+        }
+    });
+    let disposition = format!(
+        "attachment; filename=\"conversations.{}\"",
+        exports::extension(format)
+    );
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                exports::content_type(format).to_owned(),
+            ),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        Body::from_stream(chunks),
+    )
+        .into_response())
 }
 
 fn user_id(actor: Actor) -> Result<Uuid, ApiError> {

@@ -31,6 +31,7 @@ mod m20251122_000005_queue_tuning;
 mod m20251130_000006_database_wall;
 mod m20251130_000007_batch_item_leases;
 mod m20251130_000008_pipeline_runs;
+mod m20251130_000009_generation_sources;
 mod migrate;
 mod schema;
 pub mod schema_doc;
@@ -101,6 +102,12 @@ pub(crate) fn sources() -> Vec<verify::checksum::Source> {
             "sql/pipeline_down.sql",
             "sql/pipeline_sqlite_up.sql"
         ),
+        source!(
+            m20251130_000009_generation_sources,
+            "sql/generation_up.sql",
+            "sql/generation_down.sql",
+            "sql/generation_sqlite_up.sql"
+        ),
     ]
 }
 
@@ -119,6 +126,11 @@ pub const TABLES: &[&str] = &[
     "job_events",
     "artifacts",
     "prompts",
+    "templates",
+    "scenarios",
+    "edge_cases",
+    "generation_logs",
+    "export_logs",
 ];
 
 /// Runs a script of PostgreSQL statements, and nothing on other backends.

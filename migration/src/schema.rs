@@ -149,6 +149,51 @@ impl TableDef {
         self.column(ColumnDef::new(Alias::new(name)).double().null().take())
     }
 
+    /// `name bigint NOT NULL DEFAULT value`.
+    pub(crate) fn big_integer_default(&mut self, name: &str, value: i64) -> &mut Self {
+        self.column(
+            ColumnDef::new(Alias::new(name))
+                .big_integer()
+                .not_null()
+                .default(value)
+                .take(),
+        )
+    }
+
+    /// `name double precision NOT NULL DEFAULT value`.
+    pub(crate) fn double_default(&mut self, name: &str, value: f64) -> &mut Self {
+        self.column(
+            ColumnDef::new(Alias::new(name))
+                .double()
+                .not_null()
+                .default(value)
+                .take(),
+        )
+    }
+
+    /// `name numeric(precision, scale) NOT NULL DEFAULT 0` (SQLite: `real(precision,
+    /// scale)`, what sea-query writes for a decimal there: REAL affinity).
+    pub(crate) fn decimal_zero(&mut self, name: &str, precision: u32, scale: u32) -> &mut Self {
+        self.column(
+            ColumnDef::new(Alias::new(name))
+                .decimal_len(precision, scale)
+                .not_null()
+                .default(Expr::cust("0"))
+                .take(),
+        )
+    }
+
+    /// `name boolean NOT NULL DEFAULT value`.
+    pub(crate) fn boolean_default(&mut self, name: &str, value: bool) -> &mut Self {
+        self.column(
+            ColumnDef::new(Alias::new(name))
+                .boolean()
+                .not_null()
+                .default(value)
+                .take(),
+        )
+    }
+
     /// `name jsonb NOT NULL DEFAULT 'literal'` (`literal` is JSON text such as `{}`).
     pub(crate) fn jsonb_default(&mut self, name: &str, literal: &str) -> &mut Self {
         let default = match self.backend {

@@ -10,7 +10,8 @@ use std::fmt::Write as _;
 
 use forge_entity::{
     artifacts, batch_items, batch_jobs, coding_jobs, coding_sessions, conversation_turns,
-    conversations, pipeline_events, pipeline_runs, profiles, projects, prompts, session_events,
+    conversations, edge_cases, export_logs, generation_logs, pipeline_events, pipeline_runs,
+    profiles, projects, prompts, scenarios, session_events, templates,
 };
 use sea_orm_migration::sea_orm::sea_query::ForeignKeyAction;
 use sea_orm_migration::sea_orm::{
@@ -132,6 +133,11 @@ fn tables() -> Vec<Table> {
         table::<pipeline_events::Entity>(),
         table::<artifacts::Entity>(),
         table::<prompts::Entity>(),
+        table::<templates::Entity>(),
+        table::<scenarios::Entity>(),
+        table::<edge_cases::Entity>(),
+        table::<generation_logs::Entity>(),
+        table::<export_logs::Entity>(),
     ]
 }
 
@@ -142,6 +148,7 @@ fn type_name(ty: &ColumnType) -> &'static str {
         ColumnType::Integer => "integer",
         ColumnType::BigInteger => "bigint",
         ColumnType::Double => "double_precision",
+        ColumnType::Decimal(_) => "numeric",
         ColumnType::Boolean => "boolean",
         ColumnType::Json | ColumnType::JsonBinary => "jsonb",
         ColumnType::TimestampWithTimeZone | ColumnType::Timestamp | ColumnType::DateTime => {
@@ -262,17 +269,20 @@ const HEADER: &str = "# Forge's database schema
 forge-entity and the notes in migration/src/schema_doc.rs. Do not edit by hand: a test
 (migration/tests/seed_and_docs.rs) fails when this file is stale. -->
 
-Forge keeps three aggregates in thirteen tables. A **profile** owns **projects**, and a
+Forge keeps its aggregates in eighteen tables. A **profile** owns **projects**, and a
 project's **coding sessions** carry a queue of **coding jobs** and an append-only stream of
 **session events** (seed 002). A profile also owns generated **conversations** with their
 **turns**, and **batch jobs** whose **items** each produce one conversation (seed 003).
 And a profile owns **pipeline runs** (`jobs`), which bots turn into **artifacts** while
 logging **job events**; **prompts** hold the bots' and the app's prompts and copy (seeds
-000 and 001, with the seeds' own table names).
+000 and 001, with the seeds' own table names). Conversations are generated from
+**templates**, their **scenarios** and the scenarios' **edge cases**; every model call is
+logged in **generation logs** and every dataset export in **export logs** (seed 003).
 Every table has a `uuid` primary key `id` (the application sets it; PostgreSQL also
 defaults it to `gen_random_uuid()`), except `jobs` (keyed by the text `run_id`) and
 `prompts` (keyed by a text `id`), and `created_at`; every table but `session_events`,
-`conversation_turns`, `job_events` and `artifacts` has `updated_at`, kept current by the
+`conversation_turns`, `job_events`, `artifacts`, `generation_logs` and `export_logs` has
+`updated_at`, kept current by the
 entities' `ActiveModelBehavior` and, on PostgreSQL, by a `BEFORE UPDATE` trigger. Enum-like columns
 are `text` with a `CHECK (col IN (...))`; JSON columns are `jsonb` on PostgreSQL and JSON
 text on SQLite. The same migrations build the schema on SQLite and PostgreSQL;
@@ -286,7 +296,8 @@ On PostgreSQL the migrations enable and force RLS on every table, Supabase-compa
 roles `anon`, `authenticated` and `service_role` (created when missing), and `auth.uid()`
 reading the `sub` of the request's JWT claims (`request.jwt.claim.sub` or
 `request.jwt.claims`). Every policy is for `authenticated` and compares the owner with
-`(select auth.uid())`, except that every signed-in user reads `prompts`; `service_role`
+`(select auth.uid())`, except that every signed-in user reads `prompts` and active
+`templates`; `service_role`
 bypasses RLS. The service layer filters by owner in
 Rust as well, so RLS is the second wall, not the only one.
 
@@ -619,6 +630,116 @@ pub const NOTES: &[TableNotes] = &[
              the service writes them. Nothing for `anon`.",
         ],
         indexes: &["none besides the primary key (`id`)"],
+    },
+    TableNotes {
+        table: "templates",
+        purpose: "The templates conversations are generated from (seed 003's 27 columns): a \
+                  prompt with `{{name}}` placeholders, the personas, emotions and topics it \
+                  suits, and its usage and rating. `conversations.template_id` references it \
+                  (ON DELETE SET NULL; on SQLite by triggers, since adding a foreign key there \
+                  needs a table rebuild).",
+        invariants: &[
+            "`template_name` is not blank and at most 200 characters; `tier` is template, \
+             scenario or edge_case; `complexity_baseline` 1–10, `quality_threshold` 0–10, \
+             `usage_count` ≥ 0, `rating` 0–5, `success_rate` 0–1, `version` ≥ 1.",
+            "`variables`, `required_elements`, `applicable_personas`, `applicable_emotions` \
+             and `applicable_topics` are JSON arrays of strings, each at most 64 KiB.",
+            "`version` +1, `last_modified` and `last_modified_by` are kept by the database: \
+             bumped on every change of a content column (`template_name` … \
+             `applicable_topics`), unchanged by any other update; `last_modified_by` is the \
+             acting user (`auth.uid()`) when there is one, else whom the writer named.",
+        ],
+        rls: &[
+            "`templates_select_active_or_own`: SELECT of active templates and of one's own.",
+            "`templates_insert_own`: INSERT for oneself, without `usage_count`, `rating`, \
+             `success_rate`, `version`, `last_modified*` (column privileges).",
+            "`templates_update_own`: UPDATE of the content columns and `is_active` of one's \
+             own. `usage_count`, `rating`, `success_rate` and DELETE are the service's.",
+        ],
+        indexes: &[
+            "`idx_templates_tier_is_active` on `(tier, is_active)`",
+            "`idx_templates_created_by` on `created_by`",
+            "`idx_templates_last_modified_by` on `last_modified_by`",
+            "`idx_templates_category` on `category`",
+        ],
+    },
+    TableNotes {
+        table: "scenarios",
+        purpose: "A template filled in for one situation (topic, persona, emotional arc, \
+                  values for the template's variables), and the conversation generated \
+                  from it.",
+        invariants: &[
+            "`name` at most 200 characters; `generation_status` not_generated, generated or \
+             error; `status` draft, active or archived; `quality_score` 0–10; \
+             `parameter_values` at most 64 KiB.",
+        ],
+        rls: &[
+            "`scenarios_select_own`, `scenarios_delete_own`: one's own.",
+            "`scenarios_insert_own`: INSERT for oneself under one's own template.",
+            "`scenarios_update_own`: UPDATE of the content columns. `generation_status`, \
+             `conversation_id`, `error_message` and `quality_score` are the service's.",
+        ],
+        indexes: &[
+            "`idx_scenarios_parent_template_id` on `parent_template_id`",
+            "`idx_scenarios_conversation_id` on `conversation_id`",
+            "`idx_scenarios_created_by` on `created_by`",
+        ],
+    },
+    TableNotes {
+        table: "edge_cases",
+        purpose: "The hard cases of a scenario, what a good conversation does in them, and \
+                  the latest test's outcome.",
+        invariants: &[
+            "`complexity` low, medium or high; `test_status` not_tested, passed or failed; \
+             `last_test_result` at most 64 KiB.",
+        ],
+        rls: &[
+            "`edge_cases_select_own`, `edge_cases_delete_own`: one's own.",
+            "`edge_cases_insert_own`: INSERT for oneself under one's own scenario.",
+            "`edge_cases_update_own`: UPDATE of the content columns. `test_status` and \
+             `last_test_result` are the service's.",
+        ],
+        indexes: &[
+            "`idx_edge_cases_scenario_id` on `scenario_id`",
+            "`idx_edge_cases_created_by` on `created_by`",
+        ],
+    },
+    TableNotes {
+        table: "generation_logs",
+        purpose: "One row per model call of the generator: payloads, parameters, tokens, \
+                  duration and cost. Append-only.",
+        invariants: &[
+            "`cost_usd` is `numeric(12,6)` on PostgreSQL (a double on SQLite; a `Decimal` in \
+             the entity) and ≥ 0; tokens and `duration_ms` ≥ 0; JSON documents at most 64 KiB.",
+            "Entries never change (but the foreign keys' ON DELETE SET NULL) and are deleted \
+             only with their user (PostgreSQL).",
+        ],
+        rls: &[
+            "`generation_logs_select_own`: SELECT where `user_id = auth.uid()`; every \
+                write is the service's.",
+        ],
+        indexes: &[
+            "`idx_generation_logs_user_id` on `(user_id, created_at DESC, id DESC)`",
+            "`idx_generation_logs_conversation_id` on `conversation_id`",
+            "`idx_generation_logs_template_id` on `template_id`",
+        ],
+    },
+    TableNotes {
+        table: "export_logs",
+        purpose: "One row per dataset export: format, the filter that chose the \
+                  conversations, how many, the file's size and the outcome.",
+        invariants: &[
+            "`export_id` is unique; `format` jsonl, json, csv or markdown; `status` \
+             processing, completed or failed; counts and `file_size` ≥ 0; `scope` at most \
+             64 KiB.",
+            "`completed_at` is set by the database on entering completed or failed; a \
+             processing export has none.",
+        ],
+        rls: &[
+            "`export_logs_select_own`: SELECT where `user_id = auth.uid()`; every write \
+                is the service's.",
+        ],
+        indexes: &["`idx_export_logs_user_id` on `(user_id, created_at DESC)`"],
     },
 ];
 

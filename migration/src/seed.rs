@@ -6,6 +6,9 @@
 //! status, each with its turns, and a batch of six items in every item status — and from
 //! seeds 000 and 001, five pipeline runs (`jobs`), one in every run status, with their
 //! events and artifacts. The prompts (`prompts`) are shared by every user and loaded once.
+//! From seed 003's generation sources, each user also gets two templates (one is seed 003's
+//! sample "Financial Planning Triumph"), a scenario under each, two edge cases of the
+//! first scenario, a generation log and a completed export.
 //!
 //! Loading is idempotent: every row has a fixed id derived from the user number and the
 //! row's place in the set (`5eed0000-0000-4000-8000-UUUUUUUUKKNN`), emails are
@@ -34,12 +37,17 @@ use forge_entity::conversations::{
     self, Categories, ConversationStatus, ConversationTier, QualityMetrics, ReviewAction,
     ReviewActionKind, ReviewHistory,
 };
+use forge_entity::edge_cases::{self, EdgeComplexity, TestStatus};
+use forge_entity::export_logs::{self, ExportFormat, ExportStatus};
 use forge_entity::pipeline_runs::{self, RunStatus};
 use forge_entity::profiles::{self, Tier};
 use forge_entity::projects::{self, ProjectStatus};
+use forge_entity::scenarios::{self, GenerationStatus, ScenarioStatus};
 use forge_entity::session_events::{self, EventType};
-use forge_entity::{artifacts, pipeline_events, prompts};
+use forge_entity::templates::{self, StringList};
+use forge_entity::{artifacts, generation_logs, pipeline_events, prompts};
 use sea_orm_migration::MigratorTrait;
+use sea_orm_migration::sea_orm::prelude::Decimal;
 use sea_orm_migration::sea_orm::{
     ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, IntoActiveModel, PaginatorTrait,
     TransactionTrait, TryInsertResult,
@@ -187,6 +195,11 @@ struct UserSet {
     runs: Vec<pipeline_runs::Model>,
     run_events: Vec<pipeline_events::Model>,
     artifacts: Vec<artifacts::Model>,
+    templates: Vec<templates::Model>,
+    scenarios: Vec<scenarios::Model>,
+    edge_cases: Vec<edge_cases::Model>,
+    generation_logs: Vec<generation_logs::Model>,
+    export_logs: Vec<export_logs::Model>,
 }
 
 /// When each row was made, counted back from a run's `now`.
@@ -214,7 +227,14 @@ impl UserSet {
             .unzip();
         let items = items(user, &conversations, clock);
         let runs = runs(user, clock);
+        let templates = templates(user, clock);
+        let scenarios = scenarios(user, &templates, &conversations, clock);
         Self {
+            edge_cases: edge_cases(user, &scenarios, clock),
+            generation_logs: generation_logs(user, &templates, &conversations, clock),
+            export_logs: export_logs(user, clock),
+            templates,
+            scenarios,
             profile: profile(user, clock),
             project: project(user, clock),
             session: session(user, now, clock),
@@ -670,6 +690,193 @@ fn run_artifacts(user: u32, runs: &[pipeline_runs::Model]) -> Vec<artifacts::Mod
     out
 }
 
+/// Two templates of `user`: seed 003's sample ("Financial Planning Triumph") and a second
+/// one, inactive. `version` and `last_modified*` are the database's (1, now, the owner).
+fn templates(user: u32, clock: Clock) -> Vec<templates::Model> {
+    let owner = id(user, 0, 0);
+    let list = |items: &[&str]| StringList::from(items);
+    let sample = templates::Model {
+        id: id(user, 11, 0),
+        template_name: "Financial Planning Triumph".to_owned(),
+        description: Some("Conversation showing successful financial planning journey".to_owned()),
+        category: "Financial Planning".to_owned(),
+        tier: ConversationTier::Template,
+        template_text: "Generate a conversation between a financial advisor and {{persona}} \
+                        about {{topic}}, with emotional arc showing {{emotion}}."
+            .to_owned(),
+        structure: Some(
+            "Introduction → Problem Identification → Strategy Development → Implementation → Success"
+                .to_owned(),
+        ),
+        variables: list(&["persona", "topic", "emotion"]),
+        tone: Some("warm, encouraging".to_owned()),
+        complexity_baseline: Some(5),
+        style_notes: None,
+        example_conversation: None,
+        quality_threshold: Some(7.0),
+        required_elements: list(&["a concrete plan", "a follow-up"]),
+        applicable_personas: list(&["young professional", "new parent"]),
+        applicable_emotions: list(&["anxiety", "relief", "confidence"]),
+        applicable_topics: list(&["retirement", "budgeting"]),
+        usage_count: 0,
+        rating: 0.0,
+        success_rate: None,
+        version: 1,
+        is_active: true,
+        created_by: owner,
+        last_modified_by: Some(owner),
+        last_modified: clock.at(120),
+        created_at: clock.at(120),
+        updated_at: clock.at(120),
+    };
+    let second = templates::Model {
+        id: id(user, 11, 1),
+        template_name: "Debt Payoff Setback".to_owned(),
+        description: Some("A client whose debt plan stalled, and how they recover".to_owned()),
+        category: "Debt Management".to_owned(),
+        tier: ConversationTier::Scenario,
+        template_text: "Generate a conversation where {{persona}} tells an advisor their \
+                        {{topic}} plan stalled."
+            .to_owned(),
+        structure: None,
+        variables: list(&["persona", "topic"]),
+        tone: Some("calm".to_owned()),
+        complexity_baseline: Some(7),
+        quality_threshold: None,
+        required_elements: StringList::default(),
+        applicable_personas: list(&["small business owner"]),
+        applicable_emotions: list(&["frustration", "hope"]),
+        applicable_topics: list(&["credit cards"]),
+        is_active: false,
+        last_modified: clock.at(121),
+        created_at: clock.at(121),
+        updated_at: clock.at(121),
+        ..sample.clone()
+    };
+    vec![sample, second]
+}
+
+/// A scenario under each template; the first was generated into the user's first
+/// conversation.
+fn scenarios(
+    user: u32,
+    templates: &[templates::Model],
+    conversations: &[conversations::Model],
+    clock: Clock,
+) -> Vec<scenarios::Model> {
+    templates
+        .iter()
+        .zip(0_u8..)
+        .map(|(template, n)| {
+            let generated = n == 0;
+            scenarios::Model {
+                id: id(user, 12, n),
+                name: format!("{} — first case", template.template_name),
+                description: None,
+                context: Some("A first meeting at the advisor's office".to_owned()),
+                parent_template_id: template.id,
+                parameter_values: json!({"persona": "young professional", "topic": "retirement"}),
+                topic: "retirement".to_owned(),
+                persona: "young professional".to_owned(),
+                emotional_arc: "anxiety → confidence".to_owned(),
+                generation_status: if generated {
+                    GenerationStatus::Generated
+                } else {
+                    GenerationStatus::NotGenerated
+                },
+                conversation_id: generated.then(|| conversations[0].id),
+                error_message: None,
+                status: if generated {
+                    ScenarioStatus::Active
+                } else {
+                    ScenarioStatus::Draft
+                },
+                quality_score: generated.then_some(8.5),
+                created_by: template.created_by,
+                created_at: clock.at(125 + i64::from(n)),
+                updated_at: clock.at(125 + i64::from(n)),
+            }
+        })
+        .collect()
+}
+
+/// Two edge cases of the first scenario, one tested.
+fn edge_cases(user: u32, scenarios: &[scenarios::Model], clock: Clock) -> Vec<edge_cases::Model> {
+    let scenario = &scenarios[0];
+    vec![
+        edge_cases::Model {
+            id: id(user, 13, 0),
+            name: "Client refuses to share income".to_owned(),
+            description: None,
+            scenario_id: scenario.id,
+            test_category: "missing information".to_owned(),
+            expected_behavior: "The advisor explains why it matters and offers ranges".to_owned(),
+            complexity: EdgeComplexity::High,
+            test_status: TestStatus::Passed,
+            last_test_result: Some(json!({"score": 8.0, "notes": "handled with care"})),
+            created_by: scenario.created_by,
+            created_at: clock.at(130),
+            updated_at: clock.at(130),
+        },
+        edge_cases::Model {
+            id: id(user, 13, 1),
+            name: "Client asks for a stock tip".to_owned(),
+            description: Some("Out of scope for a planning conversation".to_owned()),
+            scenario_id: scenario.id,
+            test_category: "scope".to_owned(),
+            expected_behavior: "The advisor declines and steers back to the plan".to_owned(),
+            complexity: EdgeComplexity::Medium,
+            test_status: TestStatus::NotTested,
+            last_test_result: None,
+            created_by: scenario.created_by,
+            created_at: clock.at(131),
+            updated_at: clock.at(131),
+        },
+    ]
+}
+
+/// The model call that generated the user's first conversation from the sample template.
+fn generation_logs(
+    user: u32,
+    templates: &[templates::Model],
+    conversations: &[conversations::Model],
+    clock: Clock,
+) -> Vec<generation_logs::Model> {
+    vec![generation_logs::Model {
+        id: id(user, 14, 0),
+        user_id: id(user, 0, 0),
+        conversation_id: Some(conversations[0].id),
+        run_id: None,
+        template_id: Some(templates[0].id),
+        request_payload: Some(json!({"model": "claude", "max_tokens": 2048})),
+        response_payload: Some(json!({"stop_reason": "end_turn"})),
+        parameters: json!({"temperature": 0.7}),
+        cost_usd: Decimal::new(12_345, 6),
+        input_tokens: 1_200,
+        output_tokens: 800,
+        duration_ms: 4_200,
+        error_message: None,
+        created_at: clock.at(126),
+    }]
+}
+
+/// A completed JSONL export of the user's approved conversations.
+fn export_logs(user: u32, clock: Clock) -> Vec<export_logs::Model> {
+    vec![export_logs::Model {
+        id: id(user, 15, 0),
+        export_id: format!("seed-export-{user}"),
+        user_id: id(user, 0, 0),
+        format: ExportFormat::Jsonl,
+        scope: json!({"status": ["approved"]}),
+        conversation_count: 1,
+        file_size: 20_480,
+        status: ExportStatus::Completed,
+        error_message: None,
+        created_at: clock.at(140),
+        completed_at: Some(clock.at(141)),
+    }]
+}
+
 /// The prompts and copy of seeds 000/001's app, shared by every user.
 fn prompts(now: DateTime<Utc>) -> Vec<prompts::Model> {
     [
@@ -739,6 +946,13 @@ async fn load<C: ConnectionTrait>(
     inserted[9] += insert_new::<pipeline_runs::Entity, _>(db, set.runs.clone()).await?;
     inserted[10] += insert_new::<pipeline_events::Entity, _>(db, set.run_events.clone()).await?;
     inserted[11] += insert_new::<artifacts::Entity, _>(db, set.artifacts.clone()).await?;
+    // (inserted[12] is the shared prompts.)
+    inserted[13] += insert_new::<templates::Entity, _>(db, set.templates.clone()).await?;
+    inserted[14] += insert_new::<scenarios::Entity, _>(db, set.scenarios.clone()).await?;
+    inserted[15] += insert_new::<edge_cases::Entity, _>(db, set.edge_cases.clone()).await?;
+    inserted[16] +=
+        insert_new::<generation_logs::Entity, _>(db, set.generation_logs.clone()).await?;
+    inserted[17] += insert_new::<export_logs::Entity, _>(db, set.export_logs.clone()).await?;
     Ok(())
 }
 
@@ -779,6 +993,11 @@ async fn totals<C: ConnectionTrait>(
         pipeline_events::Entity::find().count(db).await?,
         artifacts::Entity::find().count(db).await?,
         prompts::Entity::find().count(db).await?,
+        templates::Entity::find().count(db).await?,
+        scenarios::Entity::find().count(db).await?,
+        edge_cases::Entity::find().count(db).await?,
+        generation_logs::Entity::find().count(db).await?,
+        export_logs::Entity::find().count(db).await?,
     ];
     Ok(TABLES
         .iter()

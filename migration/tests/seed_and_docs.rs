@@ -176,7 +176,7 @@ on_both_backends!(
 );
 
 /// One user's set: the counts the seed promises, table by table.
-const ONE_USER: [(&str, i64); 13] = [
+const ONE_USER: [(&str, i64); 18] = [
     ("profiles", 1),
     ("projects", 1),
     ("coding_sessions", 1),
@@ -191,6 +191,11 @@ const ONE_USER: [(&str, i64); 13] = [
     ("artifacts", 3),
     // Shared by every user: loaded once, whatever `--users` says.
     ("prompts", 4),
+    ("templates", 2),
+    ("scenarios", 2),
+    ("edge_cases", 2),
+    ("generation_logs", 1),
+    ("export_logs", 1),
 ];
 
 async fn seeding_twice_leaves_the_same_rows(t: &Scratch) {

@@ -41,12 +41,16 @@ pub mod batch_items;
 pub mod batches;
 pub mod conversations;
 pub mod events;
+pub mod exports;
+pub mod generation;
 pub mod jobs;
 pub mod pipeline;
 pub mod profiles;
 pub mod projects;
 pub mod prompts;
+pub mod scenarios;
 pub mod sessions;
+pub mod templates;
 #[cfg(feature = "testing")]
 pub mod testing;
 

@@ -190,3 +190,23 @@ ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON TABLES TO anon, authentic
 ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON FUNCTIONS TO anon, authenticated, service_role;
 ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON SEQUENCES TO anon, authenticated, service_role;
 "#;
+
+/// The stored items of `batch`, by position, read in the service's context (the test pool
+/// may do nothing outside one on PostgreSQL).
+pub async fn stored_items(
+    db: &DatabaseConnection,
+    batch: uuid::Uuid,
+) -> Vec<forge_db::entity::batch_items::Model> {
+    use forge_db::entity::batch_items;
+    use forge_db::sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+    as_service(db, move |txn| {
+        Box::pin(async move {
+            Ok(batch_items::Entity::find()
+                .filter(batch_items::Column::BatchJobId.eq(batch))
+                .order_by_asc(batch_items::Column::Position)
+                .all(txn)
+                .await?)
+        })
+    })
+    .await
+}

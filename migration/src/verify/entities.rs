@@ -64,6 +64,11 @@ pub(crate) fn forge() -> Vec<EntityColumns> {
         of::<pipeline_events::Entity>(),
         of::<artifacts::Entity>(),
         of::<prompts::Entity>(),
+        of::<templates::Entity>(),
+        of::<scenarios::Entity>(),
+        of::<edge_cases::Entity>(),
+        of::<generation_logs::Entity>(),
+        of::<export_logs::Entity>(),
     ]
 }
 
@@ -161,7 +166,8 @@ fn canonical(ty: &str) -> String {
         ("bool", "boolean"),
         ("decimal", "numeric"),
     ];
-    let ty = ty.trim().to_lowercase();
+    // `numeric(12, 6)` (sea-query) and `numeric(12,6)` (`format_type`) are one type.
+    let ty = ty.trim().to_lowercase().replace(", ", ",");
     ALIASES
         .iter()
         .find_map(|(alias, name)| {
@@ -235,5 +241,6 @@ mod tests {
         );
         assert_eq!(canonical("boolean"), "boolean");
         assert_eq!(canonical("int4"), "integer");
+        assert_eq!(canonical("decimal(12, 6)"), "numeric(12,6)");
     }
 }
