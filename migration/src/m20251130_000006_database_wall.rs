@@ -59,29 +59,13 @@ pub struct Migration;
 /// SQLite's triggers: the invariants, then the JSON caps.
 fn sqlite_up() -> String {
     let mut sql = include_str!("sql/wall_sqlite_up.sql").replace("{now}", SQLITE_NOW);
-    for (table, column) in JSON_COLUMNS {
-        for (when, event) in [
-            ("insert", "INSERT".to_owned()),
-            ("update", format!("UPDATE OF {column}")),
-        ] {
-            sql.push_str(&format!(
-                "\nCREATE TRIGGER {table}_{column}_size_{when} BEFORE {event} ON {table}\n\
-                 WHEN length(CAST(NEW.{column} AS BLOB)) > {JSON_MAX_BYTES}\n\
-                 BEGIN\n  SELECT RAISE(ABORT, 'forge:invalid:{column}:a JSON document of at most 64 KiB');\nEND;\n"
-            ));
-        }
-    }
+    sql.push_str(&crate::schema::sqlite_json_caps(JSON_COLUMNS));
     sql
 }
 
 /// Drops every trigger [`sqlite_up`] creates.
 fn sqlite_down() -> String {
-    sqlite_up()
-        .lines()
-        .filter_map(|line| line.strip_prefix("CREATE TRIGGER "))
-        .filter_map(|rest| rest.split_whitespace().next())
-        .map(|name| format!("DROP TRIGGER IF EXISTS {name};\n"))
-        .collect()
+    crate::schema::sqlite_drop_triggers(&sqlite_up())
 }
 
 #[async_trait::async_trait]

@@ -31,8 +31,6 @@ use sea_orm_migration::sea_orm::DbBackend;
 
 use crate::schema::{SQLITE_NOW, TableDef, drop_tables};
 
-use forge_entity::JSON_MAX_BYTES;
-
 /// Tables of this migration, parents first.
 const TABLES: &[&str] = &["jobs", "job_events", "artifacts", "prompts"];
 
@@ -53,18 +51,7 @@ pub struct Migration;
 /// SQLite's triggers: the invariants, then the JSON caps (as the database wall does).
 fn sqlite_up() -> String {
     let mut sql = include_str!("sql/pipeline_sqlite_up.sql").replace("{now}", SQLITE_NOW);
-    for (table, column) in JSON_COLUMNS {
-        for (when, event) in [
-            ("insert", "INSERT".to_owned()),
-            ("update", format!("UPDATE OF {column}")),
-        ] {
-            sql.push_str(&format!(
-                "\nCREATE TRIGGER {table}_{column}_size_{when} BEFORE {event} ON {table}\n\
-                 WHEN length(CAST(NEW.{column} AS BLOB)) > {JSON_MAX_BYTES}\n\
-                 BEGIN\n  SELECT RAISE(ABORT, 'forge:invalid:{column}:a JSON document of at most 64 KiB');\nEND;\n"
-            ));
-        }
-    }
+    sql.push_str(&crate::schema::sqlite_json_caps(JSON_COLUMNS));
     sql
 }
 
@@ -174,6 +161,7 @@ impl MigrationTrait for Migration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use forge_entity::JSON_MAX_BYTES;
 
     #[test]
     fn sqlite_triggers_cover_every_json_column() {

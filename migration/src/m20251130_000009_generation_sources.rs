@@ -49,8 +49,6 @@ use sea_orm_migration::sea_orm::{DbBackend, Statement};
 
 use crate::schema::{SQLITE_NOW, TableDef, drop_tables};
 
-use forge_entity::JSON_MAX_BYTES;
-
 /// Tables of this migration, parents first.
 const TABLES: &[&str] = &[
     "templates",
@@ -138,18 +136,7 @@ fn sqlite_up() -> String {
     let mut sql = include_str!("sql/generation_sqlite_up.sql")
         .replace("{now}", SQLITE_NOW)
         .replace("{content_changed}", &sqlite_content_changed());
-    for (table, column) in JSON_COLUMNS {
-        for (when, event) in [
-            ("insert", "INSERT".to_owned()),
-            ("update", format!("UPDATE OF {column}")),
-        ] {
-            sql.push_str(&format!(
-                "\nCREATE TRIGGER {table}_{column}_size_{when} BEFORE {event} ON {table}\n\
-                 WHEN length(CAST(NEW.{column} AS BLOB)) > {JSON_MAX_BYTES}\n\
-                 BEGIN\n  SELECT RAISE(ABORT, 'forge:invalid:{column}:a JSON document of at most 64 KiB');\nEND;\n"
-            ));
-        }
-    }
+    sql.push_str(&crate::schema::sqlite_json_caps(JSON_COLUMNS));
     for column in STRING_LISTS {
         for (when, event) in [
             ("insert", "INSERT".to_owned()),
@@ -438,6 +425,7 @@ impl MigrationTrait for Migration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use forge_entity::JSON_MAX_BYTES;
 
     #[test]
     fn sqlite_triggers_cover_every_json_column() {

@@ -366,3 +366,34 @@ pub(crate) async fn drop_tables(manager: &SchemaManager<'_>, tables: &[&str]) ->
     }
     Ok(())
 }
+
+/// SQLite triggers refusing a JSON document over [`forge_entity::JSON_MAX_BYTES`] in each
+/// `(table, column)` on insert and on update of the column, raising the same
+/// `forge:invalid:<column>:…` message as PostgreSQL's size CHECKs map to.
+pub(crate) fn sqlite_json_caps(columns: &[(&str, &str)]) -> String {
+    let max = forge_entity::JSON_MAX_BYTES;
+    let mut sql = String::new();
+    for (table, column) in columns {
+        for (when, event) in [
+            ("insert", "INSERT".to_owned()),
+            ("update", format!("UPDATE OF {column}")),
+        ] {
+            sql.push_str(&format!(
+                "\nCREATE TRIGGER {table}_{column}_size_{when} BEFORE {event} ON {table}\n\
+                 WHEN length(CAST(NEW.{column} AS BLOB)) > {max}\n\
+                 BEGIN\n  SELECT RAISE(ABORT, 'forge:invalid:{column}:a JSON document of at most 64 KiB');\nEND;\n"
+            ));
+        }
+    }
+    sql
+}
+
+/// `DROP TRIGGER IF EXISTS` for every `CREATE TRIGGER` in `sql` (a SQLite migration's
+/// `down` undoing exactly what its `up` created).
+pub(crate) fn sqlite_drop_triggers(sql: &str) -> String {
+    sql.lines()
+        .filter_map(|line| line.strip_prefix("CREATE TRIGGER "))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .map(|name| format!("DROP TRIGGER IF EXISTS {name};\n"))
+        .collect()
+}
