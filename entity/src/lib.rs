@@ -206,6 +206,8 @@ pub mod coding_sessions;
 pub mod conversation_turns;
 pub mod conversations;
 pub mod edge_cases;
+pub mod ids;
+
 pub mod export_logs;
 pub mod generation_logs;
 pub mod pipeline_events;

@@ -28,7 +28,7 @@ use sea_orm::{
     ConnectionTrait, DatabaseTransaction, DbBackend, SqliteTransactionMode, Statement,
     TransactionOptions, TransactionTrait, Value,
 };
-use uuid::Uuid;
+use forge_entity::ids::ProfileId;
 
 use crate::error::{ForgeError, Result};
 
@@ -53,14 +53,14 @@ fn is_callers_transaction<C: Connection>(db: &C) -> bool {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Actor {
     /// An end user, by profile id (= auth user id): only their own rows.
-    User(Uuid),
+    User(ProfileId),
     /// Workers and admin code: every row, and the service-only operations.
     Service,
 }
 
 impl Actor {
     /// The user's id, or `None` for the service.
-    pub fn user_id(&self) -> Option<Uuid> {
+    pub fn user_id(&self) -> Option<ProfileId> {
         match self {
             Self::User(id) => Some(*id),
             Self::Service => None,
@@ -82,9 +82,9 @@ impl Actor {
 /// The owner of a new row: a user creates only for themselves, the service names one.
 pub(crate) fn owner_of_new(
     actor: Actor,
-    owner: Option<Uuid>,
+    owner: Option<ProfileId>,
     action: &'static str,
-) -> Result<Uuid> {
+) -> Result<ProfileId> {
     match (actor, owner) {
         (Actor::User(uid), None) => Ok(uid),
         (Actor::User(uid), Some(o)) if o == uid => Ok(uid),

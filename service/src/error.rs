@@ -58,12 +58,14 @@ pub enum ForgeError {
         /// What was attempted.
         action: &'static str,
     },
-    /// A worker acted on a job whose lease it no longer holds (it expired and the job was
-    /// claimed again, or the job was finished by someone else).
-    #[error("lease lost: job {job} is no longer held by worker {worker}")]
+    /// A worker acted on a job or batch item whose lease it no longer holds (it expired and
+    /// the row was claimed again, or it was finished by someone else).
+    #[error("lease lost: {entity} {id} is no longer held by worker {worker}")]
     LeaseLost {
-        /// The job.
-        job: uuid::Uuid,
+        /// The kind of thing leased: `"job"` or `"batch item"`.
+        entity: &'static str,
+        /// Its id.
+        id: String,
         /// The worker that acted.
         worker: String,
     },
