@@ -111,7 +111,7 @@ async fn run() -> AnyResult<()> {
 }
 
 /// Claims and processes items until `batch` has ended and nothing is left to claim.
-async fn worker(db: DatabaseConnection, name: String, batch: Uuid) -> AnyResult<()> {
+async fn worker(db: DatabaseConnection, name: String, batch: BatchId) -> AnyResult<()> {
     loop {
         match batch_items::claim_next(&db, Actor::Service, &name, LEASE).await? {
             Some(claimed) => process(&db, &name, claimed).await?,
@@ -122,7 +122,7 @@ async fn worker(db: DatabaseConnection, name: String, batch: Uuid) -> AnyResult<
     }
 }
 
-async fn ended(db: &DatabaseConnection, batch: Uuid) -> AnyResult<bool> {
+async fn ended(db: &DatabaseConnection, batch: BatchId) -> AnyResult<bool> {
     let batch = batches::get(db, Actor::Service, batch).await?;
     Ok(matches!(
         batch.status,
@@ -161,7 +161,7 @@ async fn generate(
     db: &DatabaseConnection,
     item: &forge_db::entity::batch_items::Model,
     batch: &forge_db::entity::batch_jobs::Model,
-) -> Result<Uuid, ForgeError> {
+) -> Result<ConversationId, ForgeError> {
     let tier = item.tier;
     let question = format!("Can you help me with {}?", item.topic);
     let answer = format!("Of course. Let's start with {} step by step.", item.topic);

@@ -13,6 +13,7 @@
 //!
 //! Not a timed test: figures depend on the machine.
 
+use forge_db::entity::ids::{ConversationId, ProfileId, TurnId};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::error::Error;
 use std::pin::Pin;
@@ -119,7 +120,7 @@ fn mib(bytes: usize) -> f64 {
 /// Adds `n` approved conversations of `owner` with [`TURNS`] turns each.
 async fn seed(
     db: &DatabaseConnection,
-    owner: Uuid,
+    owner: ProfileId,
     n: usize,
     offset: usize,
 ) -> Result<(), BoxError> {
@@ -130,7 +131,7 @@ async fn seed(
         let mut turns = Vec::with_capacity(take * TURNS);
         let now = chrono::Utc::now();
         for i in 0..take {
-            let id = Uuid::new_v4();
+            let id = ConversationId::new();
             let number = offset + done + i;
             convs.push(conversations::ActiveModel {
                 id: Set(id),
@@ -157,7 +158,7 @@ async fn seed(
                     TurnRole::Assistant
                 };
                 turns.push(conversation_turns::ActiveModel {
-                    id: Set(Uuid::new_v4()),
+                    id: Set(TurnId::new()),
                     conversation_id: Set(id),
                     turn_number: Set(t as i32 + 1),
                     role: Set(role),

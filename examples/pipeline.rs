@@ -19,6 +19,7 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use forge_db::entity::ids::RunId;
 use forge_db::migration::{Backend, redact_url};
 use forge_db::sea_orm::DatabaseConnection;
 use forge_db::service::pipeline::{self, NewArtifact, NewRun, NewRunEvent};
@@ -139,7 +140,7 @@ async fn run() -> AnyResult<()> {
 /// One bot: logs `started`, each step, registers its artifact, logs `done`.
 async fn work(
     db: &DatabaseConnection,
-    run_id: &str,
+    run_id: &RunId,
     bot: &str,
     steps: &[&str],
     kind: &str,

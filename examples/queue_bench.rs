@@ -15,6 +15,7 @@
 //! queue is empty, and checks the outcome by counting: `double_claims` (a job handed out
 //! more than once) and `lost` (jobs not completed) must both be 0.
 
+use forge_db::entity::ids::{JobId, SessionId};
 use std::collections::HashSet;
 use std::error::Error;
 use std::process::ExitCode;
@@ -205,7 +206,7 @@ async fn bench(url: &str, n: usize, worker_counts: &[usize]) -> Result<(), BoxEr
 }
 
 /// A profile, project and live session to hang the jobs on.
-async fn fixture_session(db: &DatabaseConnection) -> Result<Uuid, BoxError> {
+async fn fixture_session(db: &DatabaseConnection) -> Result<SessionId, BoxError> {
     use forge_db::service::profiles::{self, NewProfile};
     use forge_db::service::projects::{self, NewProject};
     let owner = profiles::create(db, Actor::Service, NewProfile::new("bench@example.com")).await?;
@@ -219,7 +220,7 @@ async fn fixture_session(db: &DatabaseConnection) -> Result<Uuid, BoxError> {
 /// Enqueues `n` jobs, lets `workers` drain them in `mode`, and counts the outcome.
 async fn measure(
     db: &DatabaseConnection,
-    session: Uuid,
+    session: SessionId,
     n: usize,
     workers: usize,
     mode: Mode,
@@ -251,7 +252,7 @@ async fn measure(
     }
     let elapsed = start.elapsed().as_secs_f64();
 
-    let unique: HashSet<Uuid> = claimed.iter().copied().collect();
+    let unique: HashSet<JobId> = claimed.iter().copied().collect();
     let completed = coding_jobs::Entity::find()
         .filter(coding_jobs::Column::Status.eq(coding_jobs::JobStatus::Completed))
         .count(db)
@@ -264,7 +265,7 @@ async fn measure(
 }
 
 /// One worker: claim, complete, until nothing is claimable; the ids it claimed.
-async fn drain(db: &DatabaseConnection, worker: &str, mode: Mode) -> Result<Vec<Uuid>, BoxError> {
+async fn drain(db: &DatabaseConnection, worker: &str, mode: Mode) -> Result<Vec<JobId>, BoxError> {
     let pool = db.get_postgres_connection_pool();
     let mut claimed = Vec::new();
     loop {
@@ -297,7 +298,7 @@ async fn sql_claim(
     worker: &str,
     k: i64,
     in_text: bool,
-) -> Result<Vec<Uuid>, BoxError> {
+) -> Result<Vec<JobId>, BoxError> {
     let rows = if in_text {
         let sql = SQL_CLAIM
             .replace("LIMIT $1", &format!("LIMIT {k}"))
@@ -315,13 +316,13 @@ async fn sql_claim(
     };
     Ok(rows
         .iter()
-        .map(|r| r.try_get::<Uuid, _>(0))
+        .map(|r| r.try_get::<Uuid, _>(0).map(JobId::from))
         .collect::<Result<_, _>>()?)
 }
 
-async fn sql_complete(pool: &PgPool, id: Uuid, worker: &str) -> Result<(), BoxError> {
+async fn sql_complete(pool: &PgPool, id: JobId, worker: &str) -> Result<(), BoxError> {
     let done = sqlx::query(SQL_COMPLETE)
-        .bind(id)
+        .bind(id.into_uuid())
         .bind(worker)
         .bind(json!({ "ok": true }))
         .execute(pool)

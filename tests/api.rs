@@ -10,6 +10,7 @@ mod app;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use common::TestDb;
+use forge_db::entity::ids::{ProfileId, SessionId};
 use forge_db::entity::prelude::EventType;
 use forge_db::sea_orm::DatabaseConnection;
 use forge_db::service::profiles::{self, NewProfile};
@@ -23,7 +24,7 @@ async fn call(
     db: &DatabaseConnection,
     method: &str,
     uri: &str,
-    user: Option<Uuid>,
+    user: Option<ProfileId>,
     body: Option<Value>,
 ) -> (StatusCode, Value) {
     let mut request = Request::builder().method(method).uri(uri);
@@ -49,7 +50,7 @@ async fn call(
     (status, json)
 }
 
-async fn signup(db: &DatabaseConnection, name: &str) -> Uuid {
+async fn signup(db: &DatabaseConnection, name: &str) -> ProfileId {
     let email = format!("{name}+{}@example.com", Uuid::new_v4().simple());
     profiles::create(db, Actor::Service, NewProfile::new(email))
         .await
@@ -147,7 +148,7 @@ async fn sessions_and_events_belong_to_their_user(t: &TestDb) {
     let (status, session) = call(db, "POST", &uri, Some(a), Some(body)).await;
     assert_eq!(status, StatusCode::CREATED, "{session}");
     assert_eq!(session["status"], "pending");
-    let session_id: Uuid = session["id"].as_str().expect("id").parse().expect("uuid");
+    let session_id: SessionId = session["id"].as_str().expect("id").parse().expect("uuid");
 
     // A worker (the service) streams two events; the user tails after seq 1.
     for kind in [EventType::Thinking, EventType::FileChange] {
@@ -187,17 +188,24 @@ async fn errors_map_to_statuses(t: &TestDb) {
     )
     .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(error["error"]["code"], "validation");
+    assert_eq!(error["error"]["code"], "invalid_input");
     let (status, _) = call(db, "GET", "/projects?after=not-a-cursor", Some(a), None).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    let uri = format!("/sessions/{}/events?after=-1", Uuid::new_v4());
+    let uri = format!("/sessions/{}/events?after=-1", SessionId::new());
     let (status, _) = call(db, "GET", &uri, Some(a), None).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
 
     let (status, error) = call(db, "GET", "/projects", None, None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(error["error"]["code"], "unauthenticated");
-    let (status, _) = call(db, "GET", "/projects", Some(Uuid::nil()), None).await;
+    let (status, _) = call(
+        db,
+        "GET",
+        "/projects",
+        Some(ProfileId::from(Uuid::nil())),
+        None,
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "an unknown user sees an empty list");
     let mut request = Request::get("/projects").header(app::USER_HEADER, "not-a-uuid");
     request = request.header("accept", "application/json");
@@ -237,7 +245,7 @@ async fn errors_map_to_statuses(t: &TestDb) {
 async fn download(
     db: &DatabaseConnection,
     uri: &str,
-    user: Uuid,
+    user: ProfileId,
 ) -> (StatusCode, String, String, String) {
     let request = Request::get(uri).header(app::USER_HEADER, user.to_string());
     let response = app::router(db.clone())

@@ -18,6 +18,7 @@
 
 mod common;
 
+use forge_db::entity::ids::{JobId, ProfileId, SessionId};
 use std::fmt::Debug;
 use std::future::Future;
 use std::time::Duration;
@@ -311,10 +312,12 @@ fn difference(before: &[String], after: &[String]) -> String {
 }
 
 /// The row `id` of `E`, read by the owner.
-async fn stored<E>(owner: &DatabaseConnection, id: Uuid) -> Option<E::Model>
+async fn stored<E>(
+    owner: &DatabaseConnection,
+    id: <E::PrimaryKey as PrimaryKeyTrait>::ValueType,
+) -> Option<E::Model>
 where
     E: EntityTrait,
-    <E::PrimaryKey as PrimaryKeyTrait>::ValueType: From<Uuid>,
 {
     E::find_by_id(id).one(owner).await.ok().flatten()
 }
@@ -402,7 +405,7 @@ async fn battery(t: &TestDb) {
 }
 
 /// A user whose plan allows many live sessions.
-async fn roomy_user(db: &DatabaseConnection) -> Uuid {
+async fn roomy_user(db: &DatabaseConnection) -> ProfileId {
     let user = fixtures::user(db, &fixtures::unique_email())
         .await
         .expect("user")
@@ -1254,7 +1257,7 @@ async fn jobs_cases(b: &mut Battery, db: &DatabaseConnection) {
 
 /// A new job on `session`, first in claim order (whatever else is queued), claimed by
 /// worker `w1`.
-async fn held_job(db: &DatabaseConnection, session: Uuid) -> Uuid {
+async fn held_job(db: &DatabaseConnection, session: SessionId) -> JobId {
     let job = NewJob {
         priority: i32::MAX,
         ..NewJob::new(session, "Hold it")
@@ -1270,7 +1273,7 @@ async fn held_job(db: &DatabaseConnection, session: Uuid) -> Uuid {
 }
 
 /// A valid conversation of `owner` with one turn of 10 tokens.
-fn new_conversation(owner: Uuid) -> NewConversation {
+fn new_conversation(owner: ProfileId) -> NewConversation {
     NewConversation {
         owner: Some(owner),
         conversation_id: format!("conv-{}", Uuid::new_v4().simple()),

@@ -4,6 +4,7 @@
 
 mod common;
 
+use forge_db::entity::ids::JobId;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,7 +15,6 @@ use forge_db::sea_orm::{ConnectionTrait, DatabaseConnection};
 use forge_db::service::jobs::NewJob;
 use forge_db::service::testing::fixtures;
 use forge_db::service::{Actor, ForgeError, jobs};
-use uuid::Uuid;
 
 const JOBS: i64 = 1_000;
 const WORKERS: usize = 4;
@@ -25,7 +25,7 @@ const LEASE: Duration = Duration::from_secs(3);
 #[derive(Default)]
 struct Tally {
     /// Jobs whose `complete` answered `Ok`.
-    completed: Vec<Uuid>,
+    completed: Vec<JobId>,
     /// Calls that failed with a retryable error and were tried again.
     retried: u64,
     /// Completions whose first try failed in flight and whose retry found the job no

@@ -12,6 +12,7 @@ use common::{TestDb, query_string};
 use forge_db::entity::conversations::{self, ConversationTier};
 use forge_db::entity::edge_cases::{self, EdgeComplexity};
 use forge_db::entity::export_logs::{self, ExportFormat, ExportStatus};
+use forge_db::entity::ids::{ProfileId, ScenarioId, TemplateId};
 use forge_db::entity::scenarios::{self, GenerationStatus};
 use forge_db::entity::templates::{self, StringList};
 use forge_db::entity::{generation_logs, profiles};
@@ -48,7 +49,7 @@ async fn profile<C: ConnectionTrait>(db: &C, email: &str) -> profiles::Model {
     .expect("insert profile")
 }
 
-fn template(owner: Uuid) -> templates::ActiveModel {
+fn template(owner: ProfileId) -> templates::ActiveModel {
     templates::ActiveModel {
         template_name: Set("Financial Planning Triumph".to_owned()),
         category: Set("Financial Planning".to_owned()),
@@ -60,7 +61,7 @@ fn template(owner: Uuid) -> templates::ActiveModel {
     }
 }
 
-fn scenario(owner: Uuid, template: Uuid) -> scenarios::ActiveModel {
+fn scenario(owner: ProfileId, template: TemplateId) -> scenarios::ActiveModel {
     scenarios::ActiveModel {
         name: Set("First meeting".to_owned()),
         parent_template_id: Set(template),
@@ -73,7 +74,7 @@ fn scenario(owner: Uuid, template: Uuid) -> scenarios::ActiveModel {
     }
 }
 
-fn edge_case(owner: Uuid, scenario: Uuid) -> edge_cases::ActiveModel {
+fn edge_case(owner: ProfileId, scenario: ScenarioId) -> edge_cases::ActiveModel {
     edge_cases::ActiveModel {
         name: Set("Refuses to share income".to_owned()),
         scenario_id: Set(scenario),
@@ -84,7 +85,7 @@ fn edge_case(owner: Uuid, scenario: Uuid) -> edge_cases::ActiveModel {
     }
 }
 
-fn log(user: Uuid) -> generation_logs::ActiveModel {
+fn log(user: ProfileId) -> generation_logs::ActiveModel {
     generation_logs::ActiveModel {
         user_id: Set(user),
         parameters: Set(json!({"temperature": 0.7})),
@@ -96,7 +97,7 @@ fn log(user: Uuid) -> generation_logs::ActiveModel {
     }
 }
 
-fn export(user: Uuid, export_id: &str) -> export_logs::ActiveModel {
+fn export(user: ProfileId, export_id: &str) -> export_logs::ActiveModel {
     export_logs::ActiveModel {
         export_id: Set(export_id.to_owned()),
         user_id: Set(user),
@@ -108,9 +109,9 @@ fn export(user: Uuid, export_id: &str) -> export_logs::ActiveModel {
 
 async fn conversation<C: ConnectionTrait>(
     db: &C,
-    owner: Uuid,
+    owner: ProfileId,
     human_id: &str,
-    template_id: Option<Uuid>,
+    template_id: Option<TemplateId>,
 ) -> Result<conversations::Model, DbErr> {
     conversations::ActiveModel {
         conversation_id: Set(human_id.to_owned()),
@@ -135,7 +136,7 @@ fn refused_with<T: std::fmt::Debug>(result: Result<T, DbErr>, needle: &str, what
     }
 }
 
-async fn reread_template<C: ConnectionTrait>(db: &C, id: Uuid) -> templates::Model {
+async fn reread_template<C: ConnectionTrait>(db: &C, id: TemplateId) -> templates::Model {
     templates::Entity::find_by_id(id)
         .one(db)
         .await
@@ -300,7 +301,7 @@ async fn checks_refuse_bad_rows(t: &TestDb) {
     for (value, what) in [("'[1, 2]'", "numbers"), ("'{\"a\": \"b\"}'", "an object")] {
         let sql = format!(
             "UPDATE templates SET variables = {value} WHERE id = {}",
-            id_literal(good.id)
+            id_literal(good.id.into_uuid())
         );
         let err = db
             .execute_raw(Statement::from_string(backend, sql))
@@ -314,7 +315,7 @@ async fn checks_refuse_bad_rows(t: &TestDb) {
     }
     let sql = format!(
         "UPDATE templates SET tier = 'chapter' WHERE id = {}",
-        id_literal(good.id)
+        id_literal(good.id.into_uuid())
     );
     let err = db.execute_raw(Statement::from_string(backend, sql)).await;
     refused_with(err, "templates_tier_check", "tier");
@@ -488,14 +489,14 @@ async fn generation_logs_append_only(t: &TestDb) {
 async fn conversation_template_id(t: &TestDb) {
     let db = &t.owner;
     let ada = profile(db, "ada@example.com").await;
-    let err = conversation(db, ada.id, "conv-dangling", Some(Uuid::new_v4())).await;
+    let err = conversation(db, ada.id, "conv-dangling", Some(TemplateId::new())).await;
     assert!(err.is_err(), "a conversation naming no template: {err:?}");
     let tpl = template(ada.id).insert(db).await.unwrap();
     let conv = conversation(db, ada.id, "conv-1", Some(tpl.id))
         .await
         .expect("a conversation of a template");
     let mut am = conv.clone().into_active_model();
-    am.template_id = Set(Some(Uuid::new_v4()));
+    am.template_id = Set(Some(TemplateId::new()));
     assert!(am.update(db).await.is_err(), "pointing it at no template");
     tpl.delete(db).await.expect("delete the template");
     let after = conversations::Entity::find_by_id(conv.id)
@@ -925,15 +926,17 @@ async fn the_contracts_columns_are_the_migrated_ones() {
         indexes.as_deref(),
         Some(
             "idx_conversations_template_id template_id, \
-             idx_edge_cases_created_by created_by, idx_edge_cases_scenario_id scenario_id, \
-             idx_export_logs_user_id user_id, created_at DESC, \
+             idx_edge_cases_created_by_keyset created_by, created_at DESC, id DESC, \
+             idx_edge_cases_scenario_id scenario_id, \
+             idx_export_logs_user_id_keyset user_id, created_at DESC, id DESC, \
              idx_generation_logs_conversation_id conversation_id, \
              idx_generation_logs_template_id template_id, \
              idx_generation_logs_user_id user_id, created_at DESC, id DESC, \
              idx_scenarios_conversation_id conversation_id, \
-             idx_scenarios_created_by created_by, \
+             idx_scenarios_created_by_keyset created_by, created_at DESC, id DESC, \
              idx_scenarios_parent_template_id parent_template_id, \
-             idx_templates_category category, idx_templates_created_by created_by, \
+             idx_templates_category category, \
+             idx_templates_created_by_keyset created_by, created_at DESC, id DESC, \
              idx_templates_last_modified_by last_modified_by, \
              idx_templates_tier_is_active tier, is_active"
         )
@@ -981,7 +984,7 @@ async fn the_upgrade_clears_dangling_template_ids_on_postgres() {
     let db = &t.owner;
     Migrator::up(db, Some(8)).await.expect("migrate to 8");
     let ada = profile(db, "ada@example.com").await;
-    let dangling = conversation(db, ada.id, "conv-dangling", Some(Uuid::new_v4()))
+    let dangling = conversation(db, ada.id, "conv-dangling", Some(TemplateId::new()))
         .await
         .expect("no foreign key yet");
     let clean = conversation(db, ada.id, "conv-clean", None).await.unwrap();
@@ -1008,7 +1011,7 @@ async fn the_upgrade_clears_dangling_template_ids_on_sqlite() {
     let db = forge_db::connect("sqlite::memory:").await.expect("connect");
     Migrator::up(&db, Some(8)).await.expect("migrate to 8");
     let ada = profile(&db, "ada@example.com").await;
-    let dangling = conversation(&db, ada.id, "conv-dangling", Some(Uuid::new_v4()))
+    let dangling = conversation(&db, ada.id, "conv-dangling", Some(TemplateId::new()))
         .await
         .expect("no rule yet");
     Migrator::up(&db, None).await.expect("migrate up");
@@ -1020,7 +1023,7 @@ async fn the_upgrade_clears_dangling_template_ids_on_sqlite() {
     assert_eq!(c.template_id, None);
     // And the rule holds from now on.
     assert!(
-        conversation(&db, ada.id, "conv-2", Some(Uuid::new_v4()))
+        conversation(&db, ada.id, "conv-2", Some(TemplateId::new()))
             .await
             .is_err()
     );

@@ -9,6 +9,7 @@ mod common;
 
 use chrono::{Duration, Utc};
 use common::{TestDb, expect_sql_error, query_i64, query_string};
+use forge_db::entity::ids::{ProfileId, PromptId, RunId};
 use forge_db::entity::pipeline_runs::RunStatus;
 use forge_db::entity::{artifacts, pipeline_events, pipeline_runs, profiles, prompts};
 use forge_db::sea_orm::{
@@ -48,12 +49,12 @@ async fn profile<C: ConnectionTrait>(db: &C, email: &str) -> profiles::Model {
 /// the invariants apply, not the end-user rules).
 async fn insert_run<C: ConnectionTrait>(
     db: &C,
-    owner: Uuid,
+    owner: ProfileId,
     run_id: &str,
     status: RunStatus,
 ) -> Result<pipeline_runs::Model, DbErr> {
     pipeline_runs::ActiveModel {
-        run_id: Set(run_id.to_owned()),
+        run_id: Set(RunId::new(run_id)),
         project_spec: Set(json!({"name": run_id})),
         owner_id: Set(owner),
         status: Set(status),
@@ -63,7 +64,7 @@ async fn insert_run<C: ConnectionTrait>(
     .await
 }
 
-async fn run<C: ConnectionTrait>(db: &C, owner: Uuid, run_id: &str) -> pipeline_runs::Model {
+async fn run<C: ConnectionTrait>(db: &C, owner: ProfileId, run_id: &str) -> pipeline_runs::Model {
     insert_run(db, owner, run_id, RunStatus::Pending)
         .await
         .expect("insert run")
@@ -72,7 +73,7 @@ async fn run<C: ConnectionTrait>(db: &C, owner: Uuid, run_id: &str) -> pipeline_
 /// The run as stored now (SQLite sets timestamps after the row is written, so what an
 /// `UPDATE … RETURNING` gave back may predate them).
 async fn reread<C: ConnectionTrait>(db: &C, run_id: &str) -> pipeline_runs::Model {
-    pipeline_runs::Entity::find_by_id(run_id.to_owned())
+    pipeline_runs::Entity::find_by_id(RunId::new(run_id))
         .one(db)
         .await
         .expect("read run")
@@ -87,10 +88,10 @@ async fn set_status<C: ConnectionTrait>(
     let mut row: pipeline_runs::ActiveModel = run.clone().into();
     row.status = Set(to);
     row.update(db).await?;
-    Ok(reread(db, &run.run_id).await)
+    Ok(reread(db, run.run_id.as_str()).await)
 }
 
-fn event(run: &pipeline_runs::Model, owner: Uuid) -> pipeline_events::ActiveModel {
+fn event(run: &pipeline_runs::Model, owner: ProfileId) -> pipeline_events::ActiveModel {
     pipeline_events::ActiveModel {
         run_id: Set(run.run_id.clone()),
         bot_name: Set("builder".to_owned()),
@@ -101,7 +102,7 @@ fn event(run: &pipeline_runs::Model, owner: Uuid) -> pipeline_events::ActiveMode
     }
 }
 
-fn artifact(run: &pipeline_runs::Model, owner: Uuid) -> artifacts::ActiveModel {
+fn artifact(run: &pipeline_runs::Model, owner: ProfileId) -> artifacts::ActiveModel {
     artifacts::ActiveModel {
         run_id: Set(run.run_id.clone()),
         kind: Set("zip".to_owned()),
@@ -143,7 +144,7 @@ async fn run_transitions_pinned(t: &TestDb) {
             let run = insert_run(db, ada.id, &format!("{from}-to-{to}"), from)
                 .await
                 .unwrap_or_else(|e| panic!("insert a {from} run: {e}"));
-            let run = reread(db, &run.run_id).await;
+            let run = reread(db, run.run_id.as_str()).await;
             let moved = set_status(db, &run, to).await;
             let allowed = from == to || from.can_transition_to(to);
             assert_eq!(
@@ -208,7 +209,7 @@ async fn run_timestamps(t: &TestDb) {
     let failed = insert_run(db, ada.id, "run-3", RunStatus::Failed)
         .await
         .unwrap();
-    let failed = reread(db, &failed.run_id).await;
+    let failed = reread(db, failed.run_id.as_str()).await;
     recent(failed.started_at, "started_at of an inserted failed run");
     recent(
         failed.completed_at,
@@ -216,7 +217,7 @@ async fn run_timestamps(t: &TestDb) {
     );
     let then = Utc::now() - Duration::days(2);
     let given = pipeline_runs::ActiveModel {
-        run_id: Set("run-4".to_owned()),
+        run_id: Set(RunId::new("run-4")),
         project_spec: Set(json!({})),
         owner_id: Set(ada.id),
         status: Set(RunStatus::Completed),
@@ -227,7 +228,7 @@ async fn run_timestamps(t: &TestDb) {
     .insert(db)
     .await
     .unwrap();
-    let given = reread(db, &given.run_id).await;
+    let given = reread(db, given.run_id.as_str()).await;
     let kept = given.completed_at.map(|c| (c - then).num_seconds());
     assert!(
         matches!(kept, Some(299..=300)),
@@ -236,7 +237,7 @@ async fn run_timestamps(t: &TestDb) {
 
     // Inconsistent timestamps are refused.
     let mut early = pipeline_runs::ActiveModel {
-        run_id: Set("run-5".to_owned()),
+        run_id: Set(RunId::new("run-5")),
         project_spec: Set(json!({})),
         owner_id: Set(ada.id),
         started_at: Set(Some(Utc::now())),
@@ -275,7 +276,7 @@ async fn error_message_only_when_failed(t: &TestDb) {
         RunStatus::Cancelled,
     ] {
         let row = pipeline_runs::ActiveModel {
-            run_id: Set(format!("err-{status}")),
+            run_id: Set(RunId::new(format!("err-{status}"))),
             project_spec: Set(json!({})),
             owner_id: Set(ada.id),
             status: Set(status),
@@ -332,7 +333,7 @@ async fn a_run_keeps_its_owner(t: &TestDb) {
         "moving a run",
     );
     refused_with(
-        insert_run(db, Uuid::new_v4(), "orphan", RunStatus::Pending).await,
+        insert_run(db, ProfileId::new(), "orphan", RunStatus::Pending).await,
         "",
         "a run of no profile (foreign key)",
     );
@@ -359,7 +360,7 @@ async fn owner_is_the_runs(t: &TestDb) {
         "an artifact with another owner",
     );
     let mut missing = r.clone();
-    missing.run_id = "no-such-run".to_owned();
+    missing.run_id = RunId::new("no-such-run");
     refused_with(
         event(&missing, ada.id).insert(db).await,
         "forge:not_found:run",
@@ -461,7 +462,7 @@ async fn checks_refuse_bad_rows(t: &TestDb) {
     ];
     for (run_id, spec, constraint) in bad_runs {
         let row = pipeline_runs::ActiveModel {
-            run_id: Set(run_id.clone()),
+            run_id: Set(RunId::new(run_id.clone())),
             project_spec: Set(spec),
             owner_id: Set(ada.id),
             ..Default::default()
@@ -472,7 +473,7 @@ async fn checks_refuse_bad_rows(t: &TestDb) {
     run(db, ada.id, &longest).await;
     let big = json!({"blob": "x".repeat(70_000)});
     let row = pipeline_runs::ActiveModel {
-        run_id: Set("run-big".to_owned()),
+        run_id: Set(RunId::new("run-big")),
         project_spec: Set(big.clone()),
         owner_id: Set(ada.id),
         ..Default::default()
@@ -563,7 +564,7 @@ async fn checks_refuse_bad_rows(t: &TestDb) {
 
     for (id, constraint) in [("", "prompts_id_check"), ("  ", "prompts_id_check")] {
         let row = prompts::ActiveModel {
-            id: Set(id.to_owned()),
+            id: Set(PromptId::new(id)),
             category: Set("copy".to_owned()),
             context: Set("nowhere".to_owned()),
             prompt_text: Set("hi".to_owned()),
@@ -573,7 +574,8 @@ async fn checks_refuse_bad_rows(t: &TestDb) {
     }
 }
 
-fn uuid_literal(t: &TestDb, id: Uuid) -> String {
+fn uuid_literal(t: &TestDb, id: impl Into<Uuid>) -> String {
+    let id: Uuid = id.into();
     match t.backend() {
         DbBackend::Sqlite => format!("X'{}'", id.simple()),
         _ => format!("'{id}'"),
@@ -612,7 +614,7 @@ async fn cascades(t: &TestDb) {
 async fn prompts_round_trip(t: &TestDb) {
     let db = &t.owner;
     let p = prompts::ActiveModel {
-        id: Set("onboarding.welcome".to_owned()),
+        id: Set(PromptId::new("onboarding.welcome")),
         category: Set("copy".to_owned()),
         context: Set("the first screen".to_owned()),
         prompt_text: Set("Welcome!".to_owned()),
@@ -826,7 +828,8 @@ async fn seed_001_columns_are_the_migrated_ones() {
         Some(
             "idx_artifacts_owner_id owner_id, idx_artifacts_run_id run_id, \
              idx_job_events_owner_id owner_id, idx_job_events_run_id run_id, created_at, \
-             idx_jobs_created_at created_at DESC, idx_jobs_owner_id owner_id, \
+             idx_jobs_created_at created_at DESC, \
+             idx_jobs_owner_id_keyset owner_id, created_at DESC, run_id DESC, \
              idx_jobs_status status"
         )
     );

@@ -14,6 +14,7 @@ use forge_db::entity::conversations::{
     Categories, ConversationStatus, ConversationTier, QualityMetrics, ReviewAction,
     ReviewActionKind, ReviewHistory,
 };
+use forge_db::entity::ids::{BatchId, ProfileId, ProjectId, SessionId};
 use forge_db::entity::profiles::Tier;
 use forge_db::entity::projects::ProjectStatus;
 use forge_db::entity::session_events::EventType;
@@ -127,7 +128,7 @@ async fn world<C: ConnectionTrait>(db: &C, email: &str) -> World {
 
 async fn conversation<C: ConnectionTrait>(
     db: &C,
-    owner: Uuid,
+    owner: ProfileId,
     human_id: &str,
 ) -> conversations::Model {
     conversations::ActiveModel {
@@ -146,7 +147,7 @@ async fn conversation<C: ConnectionTrait>(
     .expect("insert conversation")
 }
 
-async fn batch<C: ConnectionTrait>(db: &C, owner: Uuid) -> batch_jobs::Model {
+async fn batch<C: ConnectionTrait>(db: &C, owner: ProfileId) -> batch_jobs::Model {
     batch_jobs::ActiveModel {
         created_by: Set(owner),
         name: Set("Retirement set".to_owned()),
@@ -162,7 +163,7 @@ async fn batch<C: ConnectionTrait>(db: &C, owner: Uuid) -> batch_jobs::Model {
     .expect("insert batch")
 }
 
-async fn item<C: ConnectionTrait>(db: &C, batch: Uuid, position: i32) -> batch_items::Model {
+async fn item<C: ConnectionTrait>(db: &C, batch: BatchId, position: i32) -> batch_items::Model {
     batch_items::ActiveModel {
         batch_job_id: Set(batch),
         position: Set(position),
@@ -552,7 +553,7 @@ async fn a_session_cannot_reference_a_missing_project(t: &TestDb) {
     let w = world(db, "ada@example.com").await;
     let err = coding_sessions::ActiveModel {
         user_id: Set(w.profile.id),
-        project_id: Set(Uuid::new_v4()),
+        project_id: Set(ProjectId::new()),
         initial_prompt: Set("orphan".to_owned()),
         expires_at: Set(Utc::now() + Duration::hours(1)),
         ..Default::default()
@@ -564,7 +565,7 @@ async fn a_session_cannot_reference_a_missing_project(t: &TestDb) {
     assert!(err.to_string().contains("forge:not_found:project"), "{err}");
 
     let err = projects::ActiveModel {
-        user_id: Set(Uuid::new_v4()),
+        user_id: Set(ProfileId::new()),
         name: Set("nobody's".to_owned()),
         ..Default::default()
     }
@@ -574,7 +575,7 @@ async fn a_session_cannot_reference_a_missing_project(t: &TestDb) {
     assert_foreign_key_refusal(&err);
 
     let err = coding_jobs::ActiveModel {
-        session_id: Set(Uuid::new_v4()),
+        session_id: Set(SessionId::new()),
         prompt: Set("orphan".to_owned()),
         ..Default::default()
     }
@@ -784,7 +785,7 @@ async fn database_defaults_read_back(t: &TestDb) {
     ))
     .await
     .unwrap();
-    let p = profiles::Entity::find_by_id(id)
+    let p = profiles::Entity::find_by_id(ProfileId::from(id))
         .one(db)
         .await
         .unwrap()

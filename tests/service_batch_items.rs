@@ -7,6 +7,7 @@ mod common;
 #[path = "session_support/mod.rs"]
 mod session_support;
 
+use forge_db::entity::ids::{BatchId, BatchItemId, ConversationId, ProfileId};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -48,7 +49,7 @@ on_both_backends! {
 }
 
 /// A batch of `owner`'s with `n` items, at most `cap` in flight.
-fn new_batch(owner: Uuid, name: &str, n: usize, cap: u32) -> NewBatch {
+fn new_batch(owner: ProfileId, name: &str, n: usize, cap: u32) -> NewBatch {
     let mut configuration = BatchConfiguration::new(ConversationTier::Scenario);
     configuration.concurrent_processing = cap;
     let items = (1..=n)
@@ -65,7 +66,7 @@ async fn create(db: &DatabaseConnection, new: NewBatch) -> batch_jobs::Model {
 }
 
 /// A conversation of `owner`'s, as a generator would store it.
-async fn conversation(db: &DatabaseConnection, owner: Uuid) -> Uuid {
+async fn conversation(db: &DatabaseConnection, owner: ProfileId) -> ConversationId {
     let new = NewConversation {
         owner: Some(owner),
         conversation_id: format!("conv-{}", Uuid::new_v4().simple()),
@@ -98,12 +99,12 @@ fn label(c: &ClaimedItem) -> (String, i32) {
     (c.batch.name.clone(), c.item.position)
 }
 
-async fn batch(db: &DatabaseConnection, id: Uuid) -> batch_jobs::Model {
+async fn batch(db: &DatabaseConnection, id: BatchId) -> batch_jobs::Model {
     batches::get(db, SERVICE, id).await.unwrap()
 }
 
 /// How many items of `batch` are in `status` (in the service's context).
-async fn count_items(db: &DatabaseConnection, batch: Uuid, status: ItemStatus) -> u64 {
+async fn count_items(db: &DatabaseConnection, batch: BatchId, status: ItemStatus) -> u64 {
     as_service(db, move |txn| {
         Box::pin(async move {
             Ok(batch_items::Entity::find()
@@ -127,7 +128,7 @@ fn counters(b: &batch_jobs::Model) -> (i32, i32, i32, i32) {
 }
 
 /// The batch's counters equal what its items say.
-async fn assert_counters_match_items(db: &DatabaseConnection, id: Uuid) {
+async fn assert_counters_match_items(db: &DatabaseConnection, id: BatchId) {
     let b = batch(db, id).await;
     let done = count_items(db, id, ItemStatus::Completed).await as i32;
     let failed = count_items(db, id, ItemStatus::Failed).await as i32;
@@ -410,7 +411,7 @@ async fn progress_of_processing_items_only(t: &TestDb) {
         ItemStatus::Processing,
     );
     assert_not_found(
-        repo::set_progress(db, SERVICE, Uuid::new_v4(), "worker-1", 10).await,
+        repo::set_progress(db, SERVICE, BatchItemId::new(), "worker-1", 10).await,
         "batch item",
     );
 
@@ -443,7 +444,7 @@ async fn refused_finishes_change_nothing(t: &TestDb) {
     let before = (batch(db, b.id).await, stored_items(db, b.id).await);
 
     assert_not_found(
-        repo::complete(db, SERVICE, c.item.id, "worker-1", Uuid::new_v4()).await,
+        repo::complete(db, SERVICE, c.item.id, "worker-1", ConversationId::new()).await,
         "conversation",
     );
     let err = repo::complete(db, SERVICE, c.item.id, "worker-1", b_conv)
@@ -470,11 +471,11 @@ async fn refused_finishes_change_nothing(t: &TestDb) {
         ItemStatus::Failed,
     );
     assert_not_found(
-        repo::complete(db, SERVICE, Uuid::new_v4(), "worker-1", conv).await,
+        repo::complete(db, SERVICE, BatchItemId::new(), "worker-1", conv).await,
         "batch item",
     );
     assert_not_found(
-        repo::fail(db, SERVICE, Uuid::new_v4(), "worker-1", "boom").await,
+        repo::fail(db, SERVICE, BatchItemId::new(), "worker-1", "boom").await,
         "batch item",
     );
     assert_eq!(
@@ -608,7 +609,7 @@ async fn users_cannot_work_items_and_b_cannot_see_a_items(t: &TestDb) {
     assert_eq!(repo::get(db, SERVICE, item.id).await.unwrap(), item);
     assert!(repo::find(db, ub, item.id).await.unwrap().is_none());
     assert_not_found(repo::get(db, ub, c.item.id).await, "batch item");
-    assert_not_found(repo::get(db, ua, Uuid::new_v4()).await, "batch item");
+    assert_not_found(repo::get(db, ua, BatchItemId::new()).await, "batch item");
 
     assert_eq!(
         (batch(db, b.id).await, stored_items(db, b.id).await),
@@ -618,7 +619,7 @@ async fn users_cannot_work_items_and_b_cannot_see_a_items(t: &TestDb) {
 }
 
 /// The most items of `batch` a sampler saw processing at once, polling until `stop`.
-async fn sample_in_flight(db: DatabaseConnection, batch: Uuid, stop: Arc<AtomicBool>) -> u64 {
+async fn sample_in_flight(db: DatabaseConnection, batch: BatchId, stop: Arc<AtomicBool>) -> u64 {
     let mut max = 0;
     while !stop.load(Ordering::Relaxed) {
         max = max.max(count_items(&db, batch, ItemStatus::Processing).await);
@@ -653,11 +654,11 @@ macro_rules! retry_busy {
 async fn work(
     db: DatabaseConnection,
     name: String,
-    batch: Uuid,
-    conv: Uuid,
+    batch: BatchId,
+    conv: ConversationId,
     per_claim: u32,
     fail_every: i32,
-) -> (Vec<Uuid>, u32) {
+) -> (Vec<BatchItemId>, u32) {
     let (mut claimed, mut busy) = (Vec::new(), 0);
     loop {
         let items = retry_busy!(
@@ -746,9 +747,9 @@ async fn run_race(t: &TestDb, race: Race) -> batch_jobs::Model {
         race.cap
     );
 
-    let unique: HashSet<Uuid> = claimed.iter().copied().collect();
+    let unique: HashSet<BatchItemId> = claimed.iter().copied().collect();
     assert_eq!(claimed.len(), race.items, "no item claimed twice");
-    let all: HashSet<Uuid> = stored_items(&setup, b.id)
+    let all: HashSet<BatchItemId> = stored_items(&setup, b.id)
         .await
         .iter()
         .map(|i| i.id)

@@ -3,6 +3,7 @@
 
 mod common;
 use common::signup as profile;
+use forge_db::entity::ids::{BatchId, ProfileId};
 
 use std::time::{Duration, Instant};
 
@@ -20,7 +21,6 @@ use forge_db::service::batches::{
 };
 use forge_db::service::{Access, Actor, ForgeError, PageRequest, run_as};
 use serde_json::json;
-use uuid::Uuid;
 
 on_both_backends! {
     five_thousand_items_in_one_call => five_thousand_items_in_one_call;
@@ -48,7 +48,7 @@ fn new_batch(name: &str, n: usize) -> NewBatch {
 
 /// How many items `batch` has (in `status`), counted in the service's context (the test
 /// pool may do nothing outside one on PostgreSQL).
-async fn item_count(db: &DatabaseConnection, batch: Uuid, status: Option<ItemStatus>) -> u64 {
+async fn item_count(db: &DatabaseConnection, batch: BatchId, status: Option<ItemStatus>) -> u64 {
     as_service(db, move |txn| {
         Box::pin(async move {
             let mut select =
@@ -63,7 +63,7 @@ async fn item_count(db: &DatabaseConnection, batch: Uuid, status: Option<ItemSta
 }
 
 /// `actor` may not create a batch in `owner`'s name.
-async fn assert_cannot_create_for(db: &DatabaseConnection, actor: Actor, owner: Uuid) {
+async fn assert_cannot_create_for(db: &DatabaseConnection, actor: Actor, owner: ProfileId) {
     let new = NewBatch {
         owner: Some(owner),
         ..new_batch("in someone else's name", 1)
@@ -226,7 +226,7 @@ async fn refused_input_inserts_nothing(t: &TestDb) {
 async fn all_items(
     db: &DatabaseConnection,
     actor: Actor,
-    batch: Uuid,
+    batch: BatchId,
     req: ItemPageRequest,
 ) -> Vec<i32> {
     let mut req = req;
@@ -308,7 +308,7 @@ async fn items_page_by_position(t: &TestDb) {
         .unwrap_err();
         assert!(matches!(err, ForgeError::Validation { field: "limit", .. }));
     }
-    assert_no_batch(repo::list_items(db, ua, Uuid::new_v4(), ItemPageRequest::default()).await);
+    assert_no_batch(repo::list_items(db, ua, BatchId::new(), ItemPageRequest::default()).await);
 }
 
 fn assert_transition(err: ForgeError, from: BatchStatus, to: BatchStatus) {
@@ -392,7 +392,7 @@ async fn pause_resume_cancel(t: &TestDb) {
     }
     assert_eq!(repo::get(db, ua, id).await.unwrap(), cancelled);
 
-    assert_no_batch(repo::pause(db, ua, Uuid::new_v4()).await);
+    assert_no_batch(repo::pause(db, ua, BatchId::new()).await);
 }
 
 async fn cancel_fails_queued_items_and_counters_follow(t: &TestDb) {

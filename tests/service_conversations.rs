@@ -3,6 +3,7 @@
 
 mod common;
 use common::signup as profile;
+use forge_db::entity::ids::{ConversationId, ProfileId};
 
 use common::{TestDb, as_service};
 use forge_db::entity::conversation_turns::{self, TurnRole};
@@ -64,7 +65,7 @@ fn new_conversation(human_id: &str, tokens: &[i32]) -> NewConversation {
 
 /// What the turns table says about a conversation: (count, token sum), read in the
 /// service's context (the test pool may do nothing outside one on PostgreSQL).
-async fn turn_totals(db: &DatabaseConnection, id: Uuid) -> (i32, i32) {
+async fn turn_totals(db: &DatabaseConnection, id: ConversationId) -> (i32, i32) {
     let rows = as_service(db, move |txn| {
         Box::pin(async move {
             Ok(conversation_turns::Entity::find()
@@ -78,7 +79,7 @@ async fn turn_totals(db: &DatabaseConnection, id: Uuid) -> (i32, i32) {
 }
 
 /// `new`, created by the service (the generator) for `owner`: with turns, `generated`.
-fn generated_for(owner: Uuid, new: NewConversation) -> NewConversation {
+fn generated_for(owner: ProfileId, new: NewConversation) -> NewConversation {
     NewConversation {
         owner: Some(owner),
         ..new
@@ -86,7 +87,7 @@ fn generated_for(owner: Uuid, new: NewConversation) -> NewConversation {
 }
 
 /// `actor` may not create a conversation in `owner`'s name.
-async fn assert_cannot_create_for(db: &DatabaseConnection, actor: Actor, owner: Uuid) {
+async fn assert_cannot_create_for(db: &DatabaseConnection, actor: Actor, owner: ProfileId) {
     let new = NewConversation {
         owner: Some(owner),
         ..new_conversation("in-someone-elses-name", &[1])
@@ -95,7 +96,7 @@ async fn assert_cannot_create_for(db: &DatabaseConnection, actor: Actor, owner: 
     assert!(matches!(err, ForgeError::Forbidden { .. }), "{err:?}");
 }
 
-async fn assert_totals_match_turns(db: &DatabaseConnection, id: Uuid) {
+async fn assert_totals_match_turns(db: &DatabaseConnection, id: ConversationId) {
     let c = repo::get(db, Actor::Service, id).await.unwrap();
     assert_eq!(
         (c.total_turns, c.total_tokens),
@@ -259,9 +260,14 @@ async fn append_turn_keeps_totals_equal_to_turns(t: &TestDb) {
     assert_eq!((c.total_turns, c.total_tokens), (4, 37));
     assert_totals_match_turns(db, id).await;
 
-    let err = repo::append_turn(db, ua, Uuid::new_v4(), NewTurn::new(TurnRole::User, "x", 1))
-        .await
-        .unwrap_err();
+    let err = repo::append_turn(
+        db,
+        ua,
+        ConversationId::new(),
+        NewTurn::new(TurnRole::User, "x", 1),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, ForgeError::NotFound { .. }), "{err:?}");
 }
 
@@ -698,7 +704,7 @@ async fn refused_review_steps_change_nothing(t: &TestDb) {
         }
     ));
     // The reviewer must be a profile.
-    let err = repo::request_revision(db, Actor::Service, id, Uuid::new_v4(), "why")
+    let err = repo::request_revision(db, Actor::Service, id, ProfileId::new(), "why")
         .await
         .unwrap_err();
     assert!(
@@ -991,7 +997,7 @@ async fn postgres_rls_hides_a_conversations_from_b() {
             .unwrap(),
         3
     );
-    let titles: Vec<(Uuid, Option<String>)> = conversations::Entity::find()
+    let titles: Vec<(ProfileId, Option<String>)> = conversations::Entity::find()
         .all(owner)
         .await
         .unwrap()

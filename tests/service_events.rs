@@ -5,6 +5,7 @@
 mod common;
 mod session_support;
 
+use forge_db::entity::ids::{ProfileId, SessionId};
 use std::time::{Duration, Instant};
 
 use common::TestDb;
@@ -16,7 +17,6 @@ use forge_db::service::events::{MAX_EVENTS_PER_APPEND, NewEvent};
 use forge_db::service::{Actor, ForgeError, MAX_PAGE_SIZE, events as repo, sessions};
 use serde_json::json;
 use session_support::{SharedDb, owner, project, session, unfiltered_as};
-use uuid::Uuid;
 
 on_both_backends! {
     appended_events_are_read_back_in_seq_order => appended_events_are_read_back_in_seq_order;
@@ -43,7 +43,7 @@ async fn all_events(db: &DatabaseConnection) -> Vec<session_events::Model> {
 }
 
 /// A user with one live session; returns (owner, session id).
-async fn owner_with_session(db: &DatabaseConnection, email: &str) -> (Uuid, Uuid) {
+async fn owner_with_session(db: &DatabaseConnection, email: &str) -> (ProfileId, SessionId) {
     let a = owner(db, email, 5).await;
     let s = session(db, a, project(db, a, ProjectStatus::Active).await).await;
     (a, s.id)
@@ -98,7 +98,7 @@ async fn appended_events_are_read_back_in_seq_order(t: &TestDb) {
     let err = repo::append(
         db,
         Actor::Service,
-        Uuid::new_v4(),
+        SessionId::new(),
         EventType::Thinking,
         json!({}),
     )
@@ -114,7 +114,7 @@ async fn appended_events_are_read_back_in_seq_order(t: &TestDb) {
         ),
         "{err:?}"
     );
-    let err = repo::after(db, Actor::Service, Uuid::new_v4(), 0, 10)
+    let err = repo::after(db, Actor::Service, SessionId::new(), 0, 10)
         .await
         .unwrap_err();
     assert!(

@@ -5,6 +5,7 @@
 
 mod common;
 
+use forge_db::entity::ids::{ConversationId, ExportId, ProfileId, TemplateId};
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -29,7 +30,7 @@ const TRICKY: [&str; 4] = [
     "Tabs\tand \\backslashes\\ and a trailing quote\"",
 ];
 
-async fn profile(db: &DatabaseConnection) -> Uuid {
+async fn profile(db: &DatabaseConnection) -> ProfileId {
     common::signup(db, &fixtures::unique_email()).await
 }
 
@@ -37,8 +38,8 @@ async fn profile(db: &DatabaseConnection) -> Uuid {
 /// service as a generator does, then reviewed into `status` (`generated` stays as is).
 async fn conversation(
     db: &DatabaseConnection,
-    owner: Uuid,
-    reviewer: Uuid,
+    owner: ProfileId,
+    reviewer: ProfileId,
     tier: ConversationTier,
     status: ConversationStatus,
     turns: &[&str],
@@ -108,7 +109,7 @@ async fn export(
     (summary, String::from_utf8(out).expect("UTF-8"))
 }
 
-async fn log_row(db: &DatabaseConnection, id: Uuid) -> export_logs::Model {
+async fn log_row(db: &DatabaseConnection, id: ExportId) -> export_logs::Model {
     common::as_service(db, move |txn| {
         Box::pin(async move { Ok(export_logs::Entity::find_by_id(id).one(txn).await?) })
     })
@@ -364,7 +365,7 @@ async fn filters_choose_the_conversations(t: &TestDb) {
     };
     assert_eq!(run(window).await, ["old"]);
     let template_filter = ExportRequest {
-        template_id: Some(Uuid::new_v4()),
+        template_id: Some(TemplateId::new()),
         ..base.clone()
     };
     assert!(run(template_filter).await.is_empty());
@@ -397,7 +398,7 @@ async fn users_export_only_their_own(t: &TestDb) {
     let a1 = conversation(db, ada, reviewer, tier, approved, &["ada one"]).await;
     let a2 = conversation(db, ada, reviewer, tier, approved, &["ada two"]).await;
     let b1 = conversation(db, bob, reviewer, tier, approved, &["bob one"]).await;
-    let ids = |text: &str| -> Vec<Uuid> {
+    let ids = |text: &str| -> Vec<ConversationId> {
         let v: Value = serde_json::from_str(text).expect("JSON");
         v.as_array()
             .expect("array")
@@ -573,7 +574,7 @@ async fn exports_page_through_many_conversations(t: &TestDb) {
         (n as u64, 2 * n as u64)
     );
     let parsed: Value = serde_json::from_str(&text).expect("JSON");
-    let ids: Vec<Uuid> = parsed
+    let ids: Vec<ConversationId> = parsed
         .as_array()
         .expect("array")
         .iter()

@@ -10,6 +10,7 @@ use common::TestDb;
 use forge_db::entity::conversation_turns::TurnRole;
 use forge_db::entity::conversations::{self, ConversationTier};
 use forge_db::entity::edge_cases::{self, EdgeComplexity, TestStatus};
+use forge_db::entity::ids::{ProfileId, TemplateId};
 use forge_db::entity::scenarios::{self, GenerationStatus, ScenarioStatus};
 use forge_db::entity::{generation_logs, templates};
 use forge_db::sea_orm::{DatabaseConnection, DbBackend, EntityTrait, PaginatorTrait};
@@ -25,7 +26,6 @@ use forge_db::service::templates::{
 };
 use forge_db::service::{Access, Actor, ForgeError, PageRequest, run_as};
 use serde_json::{Map, Value as Json, json};
-use uuid::Uuid;
 
 on_both_backends! {
     templates_crud_and_version_bump => templates_crud_and_version_bump;
@@ -53,7 +53,7 @@ fn new_template(name: &str) -> NewTemplate {
     )
 }
 
-async fn template(db: &DatabaseConnection, owner: Uuid, name: &str) -> templates::Model {
+async fn template(db: &DatabaseConnection, owner: ProfileId, name: &str) -> templates::Model {
     template_repo::create(db, Actor::User(owner), new_template(name))
         .await
         .expect("create template")
@@ -74,7 +74,11 @@ fn full_values() -> Map<String, Json> {
     ])
 }
 
-async fn scenario(db: &DatabaseConnection, owner: Uuid, template: Uuid) -> scenarios::Model {
+async fn scenario(
+    db: &DatabaseConnection,
+    owner: ProfileId,
+    template: TemplateId,
+) -> scenarios::Model {
     scenario_repo::create(
         db,
         Actor::User(owner),
@@ -111,7 +115,7 @@ fn conversation(human_id: &str) -> NewConversation {
     }
 }
 
-fn generated(user: Uuid, source: GenerationSource, human_id: &str) -> NewGeneration {
+fn generated(user: ProfileId, source: GenerationSource, human_id: &str) -> NewGeneration {
     NewGeneration {
         input_tokens: 100,
         output_tokens: 250,
@@ -347,7 +351,7 @@ async fn templates_list_by_tier_and_category(t: &TestDb) {
             None => break,
         }
     }
-    let mut expected: Vec<Uuid> = ids.iter().rev().copied().collect();
+    let mut expected: Vec<TemplateId> = ids.iter().rev().copied().collect();
     expected.insert(0, edge.id);
     assert_eq!(seen, expected);
 
@@ -808,7 +812,7 @@ async fn generation_records_everything(t: &TestDb) {
     assert_eq!(conv.conversation.total_turns, 2);
     assert_eq!(conv.conversation.total_tokens, 16);
     assert_eq!(conv.conversation.template_id, Some(tpl.id));
-    assert_eq!(conv.conversation.parent_id, Some(sc.id));
+    assert_eq!(conv.conversation.parent_id, Some(sc.id.into_uuid()));
     assert_eq!(conv.conversation.parent_type.as_deref(), Some("scenario"));
     assert_eq!(conv.turns.len(), 2);
     let log = &rec.log;
@@ -871,7 +875,7 @@ async fn generation_records_everything(t: &TestDb) {
     let conv = rec.conversation.unwrap().conversation;
     assert_eq!(conv.created_by, b);
     assert_eq!(conv.parent_type.as_deref(), Some("template"));
-    assert_eq!(conv.parent_id, Some(tpl.id));
+    assert_eq!(conv.parent_id, Some(tpl.id.into_uuid()));
     // B may not generate from A's scenario.
     let err = generation::record_generation(
         db,
@@ -1070,20 +1074,21 @@ async fn cost_totals_per_user_and_template(t: &TestDb) {
     let t2 = template(db, b, "Two").await;
     let start = Utc::now() - Duration::seconds(1);
     let mut n = 0;
-    let mut record = |user: Uuid, tpl: Uuid, cost: f64, input: i32, output: i32, ok: bool| {
-        n += 1;
-        let outcome = if ok {
-            GenerationOutcome::Generated(Box::new(conversation(&format!("conv-{n}"))))
-        } else {
-            GenerationOutcome::Failed("rate limited".to_owned())
+    let mut record =
+        |user: ProfileId, tpl: TemplateId, cost: f64, input: i32, output: i32, ok: bool| {
+            n += 1;
+            let outcome = if ok {
+                GenerationOutcome::Generated(Box::new(conversation(&format!("conv-{n}"))))
+            } else {
+                GenerationOutcome::Failed("rate limited".to_owned())
+            };
+            NewGeneration {
+                cost_usd: cost,
+                input_tokens: input,
+                output_tokens: output,
+                ..NewGeneration::new(user, GenerationSource::Template(tpl), outcome)
+            }
         };
-        NewGeneration {
-            cost_usd: cost,
-            input_tokens: input,
-            output_tokens: output,
-            ..NewGeneration::new(user, GenerationSource::Template(tpl), outcome)
-        }
-    };
     let calls = [
         record(a, t1.id, 0.5, 10, 20, true),
         record(a, t1.id, 0.25, 5, 0, false),
@@ -1100,7 +1105,7 @@ async fn cost_totals_per_user_and_template(t: &TestDb) {
     let all = generation::cost_totals(db, Actor::Service, range)
         .await
         .unwrap();
-    let user = |id: Uuid| {
+    let user = |id: ProfileId| {
         all.per_user
             .iter()
             .find(|u| u.user_id == id)
@@ -1117,7 +1122,7 @@ async fn cost_totals_per_user_and_template(t: &TestDb) {
         (1, 1000, 2000)
     );
     assert!((tb.cost_usd - 2.0).abs() < 1e-9);
-    let template_totals = |totals: &generation::CostTotals, id: Uuid| {
+    let template_totals = |totals: &generation::CostTotals, id: TemplateId| {
         totals
             .per_template
             .iter()

@@ -6,6 +6,7 @@
 mod common;
 mod session_support;
 
+use forge_db::entity::ids::{JobId, ProfileId, SessionId};
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
@@ -22,7 +23,6 @@ use forge_db::service::jobs::{self as repo, JobFilter, NewJob, RetryPolicy};
 use forge_db::service::{Actor, ForgeError, PageRequest, sessions};
 use serde_json::json;
 use session_support::{SharedDb, owner, project, session, unfiltered_as};
-use uuid::Uuid;
 
 use JobStatus::*;
 
@@ -51,13 +51,17 @@ fn ms(n: u64) -> Duration {
 }
 
 /// A user with a live session; (owner, session id).
-async fn live_session(db: &DatabaseConnection, email: &str) -> (Uuid, Uuid) {
+async fn live_session(db: &DatabaseConnection, email: &str) -> (ProfileId, SessionId) {
     let a = owner(db, email, 10).await;
     let p = project(db, a, ProjectStatus::Active).await;
     (a, session(db, a, p).await.id)
 }
 
-async fn enqueue_n(db: &DatabaseConnection, session: Uuid, n: usize) -> Vec<coding_jobs::Model> {
+async fn enqueue_n(
+    db: &DatabaseConnection,
+    session: SessionId,
+    n: usize,
+) -> Vec<coding_jobs::Model> {
     let jobs = (0..n)
         .map(|i| NewJob::new(session, format!("job {i}")))
         .collect();
@@ -71,7 +75,7 @@ async fn claim_one(db: &DatabaseConnection, worker: &str, lease: Duration) -> co
         .unwrap_or_else(|| panic!("{worker}: expected a claimable job"))
 }
 
-async fn job(db: &DatabaseConnection, id: Uuid) -> coding_jobs::Model {
+async fn job(db: &DatabaseConnection, id: JobId) -> coding_jobs::Model {
     repo::get(db, SVC, id).await.unwrap()
 }
 
@@ -94,12 +98,16 @@ async fn all_jobs(db: &DatabaseConnection) -> Vec<coding_jobs::Model> {
 
 fn assert_lease_lost<T: std::fmt::Debug>(
     out: forge_db::service::Result<T>,
-    job: Uuid,
+    job: JobId,
     worker: &str,
 ) {
     match out {
-        Err(ForgeError::LeaseLost { job: j, worker: w }) => {
-            assert_eq!((j, w.as_str()), (job, worker));
+        Err(ForgeError::LeaseLost {
+            entity,
+            id,
+            worker: w,
+        }) => {
+            assert_eq!((entity, id, w.as_str()), ("job", job.to_string(), worker));
         }
         other => panic!("expected LeaseLost for {worker}, got {other:?}"),
     }
@@ -175,8 +183,8 @@ async fn enqueue_get_find_and_list(t: &TestDb) {
         repo::find(db, SVC, one.id).await.unwrap(),
         Some(one.clone())
     );
-    assert_eq!(repo::find(db, ua, Uuid::new_v4()).await.unwrap(), None);
-    assert_not_found(repo::get(db, ua, Uuid::new_v4()).await);
+    assert_eq!(repo::find(db, ua, JobId::new()).await.unwrap(), None);
+    assert_not_found(repo::get(db, ua, JobId::new()).await);
 
     // The owner pages through the session's jobs, oldest first, without gaps or repeats.
     let filter = JobFilter {
@@ -248,11 +256,11 @@ async fn refused_enqueues_change_nothing(t: &TestDb) {
         };
         assert_invalid(repo::enqueue(db, SVC, bad).await, "max_retries");
     }
-    assert_not_found(repo::enqueue(db, SVC, NewJob::new(Uuid::new_v4(), "lost")).await);
+    assert_not_found(repo::enqueue(db, SVC, NewJob::new(SessionId::new(), "lost")).await);
     // One bad job refuses the whole batch.
     let mixed = vec![
         NewJob::new(s, "fine"),
-        NewJob::new(Uuid::new_v4(), "unknown session"),
+        NewJob::new(SessionId::new(), "unknown session"),
     ];
     assert_not_found(repo::enqueue_many(db, SVC, mixed).await);
     let too_many = (0..=repo::MAX_ENQUEUE)
@@ -423,7 +431,7 @@ async fn a_lost_lease_cannot_finish_or_extend_the_job(t: &TestDb) {
         id,
         "w2",
     );
-    let unknown = Uuid::new_v4();
+    let unknown = JobId::new();
     assert_lease_lost(
         repo::heartbeat(db, SVC, unknown, "w1", LONG).await,
         unknown,
@@ -692,7 +700,7 @@ async fn purge_deletes_only_old_finished_jobs(t: &TestDb) {
     }
     // Age six of the seven finished jobs (four completed, both failed) by two hours (as
     // the database's owner).
-    let old: Vec<Uuid> = claimed[1..7].iter().map(|j| j.id).collect();
+    let old: Vec<JobId> = claimed[1..7].iter().map(|j| j.id).collect();
     coding_jobs::Entity::update_many()
         .col_expr(
             coding_jobs::Column::CompletedAt,
@@ -703,7 +711,7 @@ async fn purge_deletes_only_old_finished_jobs(t: &TestDb) {
         .await
         .unwrap();
     assert_invalid(repo::purge_finished(db, SVC, LONG, 0).await, "batch_size");
-    assert_forbidden(repo::purge_finished(db, Actor::User(Uuid::new_v4()), LONG, 10).await);
+    assert_forbidden(repo::purge_finished(db, Actor::User(ProfileId::new()), LONG, 10).await);
     assert_eq!(
         repo::purge_finished(db, SVC, Duration::from_secs(3600), 4)
             .await
@@ -711,8 +719,8 @@ async fn purge_deletes_only_old_finished_jobs(t: &TestDb) {
         6,
         "two batches of at most four"
     );
-    let left: HashSet<Uuid> = all_jobs(db).await.into_iter().map(|j| j.id).collect();
-    let expected: HashSet<Uuid> = jobs
+    let left: HashSet<JobId> = all_jobs(db).await.into_iter().map(|j| j.id).collect();
+    let expected: HashSet<JobId> = jobs
         .iter()
         .map(|j| j.id)
         .filter(|id| !old.contains(id))
@@ -728,7 +736,7 @@ async fn purge_deletes_only_old_finished_jobs(t: &TestDb) {
 
 /// Sets a job's `max_retries` to its `retry_count`, so its next failure is its last
 /// (raw, in the service's context).
-async fn force_last_attempt(db: &DatabaseConnection, id: Uuid) {
+async fn force_last_attempt(db: &DatabaseConnection, id: JobId) {
     as_service(db, move |txn| {
         Box::pin(async move {
             coding_jobs::Entity::update_many()
@@ -816,7 +824,7 @@ async fn drain(
     worker: String,
     batch: u64,
     total: Option<u64>,
-) -> Vec<Uuid> {
+) -> Vec<JobId> {
     let mut claims = Vec::new();
     loop {
         let got = repo::claim_many(&db, SVC, &worker, LONG, batch)
@@ -859,7 +867,7 @@ async fn finished_count(db: &DatabaseConnection) -> u64 {
 }
 
 /// Runs `drain` on `n` separate pools with batch sizes 1, 5, 1, 5, …; (worker, job) claims.
-async fn run_workers(shared: &SharedDb, n: usize, total: Option<u64>) -> Vec<(String, Uuid)> {
+async fn run_workers(shared: &SharedDb, n: usize, total: Option<u64>) -> Vec<(String, JobId)> {
     let mut tasks = Vec::new();
     for (i, db) in shared.pools(n).await.into_iter().enumerate() {
         let worker = format!("worker-{i}");
@@ -881,10 +889,10 @@ async fn run_workers(shared: &SharedDb, n: usize, total: Option<u64>) -> Vec<(St
 /// Every job completed exactly once, by the one worker that claimed it.
 async fn assert_each_completed_once(
     db: &DatabaseConnection,
-    claims: &[(String, Uuid)],
+    claims: &[(String, JobId)],
     total: usize,
 ) {
-    let mut by_job: HashMap<Uuid, Vec<&str>> = HashMap::new();
+    let mut by_job: HashMap<JobId, Vec<&str>> = HashMap::new();
     for (worker, id) in claims {
         by_job.entry(*id).or_default().push(worker);
     }

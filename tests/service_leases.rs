@@ -7,6 +7,7 @@
 mod common;
 mod session_support;
 
+use forge_db::entity::ids::{BatchId, BatchItemId, ConversationId, JobId, ProfileId};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -28,7 +29,6 @@ use forge_db::service::jobs::{self, NewJob};
 use forge_db::service::testing::fixtures;
 use forge_db::service::{Access, Actor, ForgeError, run_as};
 use session_support::SharedDb;
-use uuid::Uuid;
 
 const SVC: Actor = Actor::Service;
 /// A lease no test outlives.
@@ -47,7 +47,7 @@ on_both_backends! {
 }
 
 /// A batch of `owner`'s with `n` items, at most `cap` leases live at once.
-async fn create_batch(db: &DatabaseConnection, owner: Uuid, n: usize, cap: u32) -> Uuid {
+async fn create_batch(db: &DatabaseConnection, owner: ProfileId, n: usize, cap: u32) -> BatchId {
     let mut configuration = BatchConfiguration::new(ConversationTier::Scenario);
     configuration.concurrent_processing = cap;
     let items = (1..=n)
@@ -61,7 +61,7 @@ async fn create_batch(db: &DatabaseConnection, owner: Uuid, n: usize, cap: u32) 
 }
 
 /// A conversation of `owner`'s, for completing items.
-async fn conversation(db: &DatabaseConnection, owner: Uuid) -> Uuid {
+async fn conversation(db: &DatabaseConnection, owner: ProfileId) -> ConversationId {
     fixtures::conversation_with_turns(db, owner, 2)
         .await
         .unwrap()
@@ -73,7 +73,7 @@ async fn claim(db: &DatabaseConnection, worker: &str, lease: Duration) -> Option
     items::claim_next(db, SVC, worker, lease).await.unwrap()
 }
 
-async fn batch(db: &DatabaseConnection, id: Uuid) -> batch_jobs::Model {
+async fn batch(db: &DatabaseConnection, id: BatchId) -> batch_jobs::Model {
     batches::get(db, SVC, id).await.unwrap()
 }
 
@@ -88,7 +88,7 @@ fn counters(b: &batch_jobs::Model) -> (i32, i32, i32, i32) {
 }
 
 /// The batch's counters equal what its items say.
-async fn assert_counters_match_items(db: &DatabaseConnection, id: Uuid) {
+async fn assert_counters_match_items(db: &DatabaseConnection, id: BatchId) {
     let rows = stored_items(db, id).await;
     let of = |s: ItemStatus| rows.iter().filter(|i| i.status == s).count() as i32;
     let (ok, bad) = (of(ItemStatus::Completed), of(ItemStatus::Failed));
@@ -106,10 +106,34 @@ async fn sleep_past(until: Option<DateTime<Utc>>) {
     tokio::time::sleep(left + Duration::from_millis(50)).await;
 }
 
-fn assert_lease_lost<T: std::fmt::Debug>(out: Result<T, ForgeError>, id: Uuid, worker: &str) {
+/// An id of a leased row, and the entity `LeaseLost` names for it.
+trait Leased: std::fmt::Display {
+    const ENTITY: &'static str;
+}
+
+impl Leased for JobId {
+    const ENTITY: &'static str = "job";
+}
+
+impl Leased for BatchItemId {
+    const ENTITY: &'static str = "batch item";
+}
+
+fn assert_lease_lost<T: std::fmt::Debug, I: Leased>(
+    out: Result<T, ForgeError>,
+    id: I,
+    worker: &str,
+) {
     match out {
-        Err(ForgeError::LeaseLost { job, worker: w }) => {
-            assert_eq!((job, w.as_str()), (id, worker));
+        Err(ForgeError::LeaseLost {
+            entity,
+            id: got,
+            worker: w,
+        }) => {
+            assert_eq!(
+                (entity, got, w.as_str()),
+                (I::ENTITY, id.to_string(), worker)
+            );
         }
         other => panic!("expected LeaseLost for {worker}, got {other:?}"),
     }
@@ -282,12 +306,12 @@ async fn heartbeat_extends_a_live_lease_only(t: &TestDb) {
         "lease",
     );
     assert_invalid(items::heartbeat(db, SVC, id, "  ", LONG).await, "worker");
-    let unknown = items::heartbeat(db, SVC, Uuid::new_v4(), "w1", LONG).await;
+    let unknown = items::heartbeat(db, SVC, BatchItemId::new(), "w1", LONG).await;
     assert!(
         matches!(unknown, Err(ForgeError::NotFound { .. })),
         "{unknown:?}"
     );
-    for user in [Actor::User(owner), Actor::User(Uuid::new_v4())] {
+    for user in [Actor::User(owner), Actor::User(ProfileId::new())] {
         assert_forbidden(items::heartbeat(db, user, id, "w1", LONG).await);
         assert_forbidden(items::claim_next(db, user, "w1", LONG).await);
     }
@@ -366,7 +390,7 @@ async fn release_keeps_retry_count_and_the_job_is_claimable_at_once(t: &TestDb) 
     assert_lease_lost(jobs::release(db, SVC, job.id, "w2").await, job.id, "w2");
     assert_forbidden(jobs::release(db, Actor::User(user.id), job.id, "w1").await);
     assert_invalid(jobs::release(db, SVC, job.id, " ").await, "worker");
-    let unknown = Uuid::new_v4();
+    let unknown = JobId::new();
     assert_lease_lost(jobs::release(db, SVC, unknown, "w1").await, unknown, "w1");
     assert_eq!(
         jobs::get(db, SVC, job.id).await.unwrap(),
@@ -421,7 +445,7 @@ async fn cancel_fails_pending_jobs_only(t: &TestDb) {
     let queued = fixtures::queued_jobs(db, session.id, 3).await.unwrap();
     let (p, q, r) = (&queued[0], &queued[1], &queued[2]);
 
-    for actor in [Actor::User(user.id), Actor::User(Uuid::new_v4())] {
+    for actor in [Actor::User(user.id), Actor::User(ProfileId::new())] {
         assert_forbidden(jobs::cancel(db, actor, p.id).await);
     }
     let cancelled = jobs::cancel(db, SVC, p.id).await.unwrap();
@@ -456,7 +480,7 @@ async fn cancel_fails_pending_jobs_only(t: &TestDb) {
         "completed",
         "failed",
     );
-    let unknown = jobs::cancel(db, SVC, Uuid::new_v4()).await;
+    let unknown = jobs::cancel(db, SVC, JobId::new()).await;
     assert!(
         matches!(unknown, Err(ForgeError::NotFound { entity: "job", .. })),
         "{unknown:?}"
@@ -617,11 +641,11 @@ const ABANDON_EVERY: i32 = 8;
 #[derive(Default)]
 struct Race {
     /// Items abandoned by the position rule (each once).
-    abandoned: Mutex<HashSet<Uuid>>,
+    abandoned: Mutex<HashSet<BatchItemId>>,
     /// (dead worker, item) for every item a worker died holding.
-    ghosts: Mutex<Vec<(String, Uuid)>>,
+    ghosts: Mutex<Vec<(String, BatchItemId)>>,
     /// (worker, item) for every successful `complete`.
-    completed: Mutex<Vec<(String, Uuid)>>,
+    completed: Mutex<Vec<(String, BatchItemId)>>,
     /// Calls refused with `LeaseLost` (a slow worker whose item was taken over).
     lost: Mutex<u32>,
     /// Calls retried on a busy SQLite lock.
@@ -632,8 +656,8 @@ struct Race {
 async fn work_item(
     db: &DatabaseConnection,
     worker: &str,
-    id: Uuid,
-    conv: Uuid,
+    id: BatchItemId,
+    conv: ConversationId,
     busy: &mut u32,
 ) -> Result<(), ForgeError> {
     retry_busy!(*busy, items::set_progress(db, SVC, id, worker, 50))?;
@@ -647,8 +671,8 @@ async fn work_item(
 async fn race_worker(
     db: DatabaseConnection,
     n: usize,
-    batch: Uuid,
-    conv: Uuid,
+    batch: BatchId,
+    conv: ConversationId,
     per_claim: u32,
     race: Arc<Race>,
 ) {
@@ -698,7 +722,11 @@ async fn race_worker(
 /// The most live leases (processing, `locked_until` not passed) of `batch` a sampler saw,
 /// polling until `stop`, and the most items `processing`. The clock is read after each
 /// read, so every claim the read sees judged run-out leases at an earlier instant.
-async fn sample_leases(db: DatabaseConnection, batch: Uuid, stop: Arc<AtomicBool>) -> (u64, u64) {
+async fn sample_leases(
+    db: DatabaseConnection,
+    batch: BatchId,
+    stop: Arc<AtomicBool>,
+) -> (u64, u64) {
     let (mut max_live, mut max_processing) = (0, 0);
     while !stop.load(Ordering::Relaxed) {
         let read = run_as(&db, SVC, Access::Read, move |txn| {
@@ -785,7 +813,7 @@ async fn eight_workers_abandoning_items_finish_each_exactly_once(t: &TestDb) {
     );
 
     // Every item completed exactly once, by the one worker whose `complete` succeeded.
-    let mut by_item: HashMap<Uuid, Vec<&str>> = HashMap::new();
+    let mut by_item: HashMap<BatchItemId, Vec<&str>> = HashMap::new();
     for (worker, id) in &completed {
         by_item.entry(*id).or_default().push(worker);
     }

@@ -6,6 +6,7 @@
 mod common;
 mod session_support;
 
+use forge_db::entity::ids::{ArtifactId, ProfileId, PromptId, RunId};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
@@ -20,7 +21,6 @@ use forge_db::service::prompts::{self, NewPrompt};
 use forge_db::service::{Actor, ForgeError, PageRequest};
 use serde_json::json;
 use session_support::{SharedDb, unfiltered_as};
-use uuid::Uuid;
 
 on_both_backends! {
     start_list_get => start_list_get;
@@ -44,7 +44,7 @@ fn sha(n: u8) -> String {
     format!("sha256:{}", format!("{n:02x}").repeat(32))
 }
 
-async fn start(db: &DatabaseConnection, owner: Uuid) -> pipeline_runs::Model {
+async fn start(db: &DatabaseConnection, owner: ProfileId) -> pipeline_runs::Model {
     pipeline::start(db, Actor::User(owner), NewRun::new(owner, spec()))
         .await
         .expect("start run")
@@ -100,12 +100,12 @@ async fn start_list_get(t: &TestDb) {
     let today = chrono::Utc::now().format("%Y%m%d").to_string();
     for run in &started {
         assert!(
-            run.run_id.starts_with(&format!("run-{today}-")),
+            run.run_id.as_str().starts_with(&format!("run-{today}-")),
             "{}",
             run.run_id
         );
         assert_eq!(
-            run.run_id.len(),
+            run.run_id.as_str().len(),
             "run-20261130-abcdefgh".len(),
             "{}",
             run.run_id
@@ -126,12 +126,12 @@ async fn start_list_get(t: &TestDb) {
     let ids: HashSet<_> = started.iter().map(|r| r.run_id.clone()).collect();
     assert_eq!(ids.len(), 5, "unique ids");
     assert_eq!(
-        pipeline::find(db, ua, "run-19990101-nothere0")
+        pipeline::find(db, ua, &RunId::new("run-19990101-nothere0"))
             .await
             .unwrap(),
         None
     );
-    let err = pipeline::get(db, ua, "run-19990101-nothere0")
+    let err = pipeline::get(db, ua, &RunId::new("run-19990101-nothere0"))
         .await
         .unwrap_err();
     assert!(
@@ -148,7 +148,7 @@ async fn start_list_get(t: &TestDb) {
         .await
         .unwrap_err();
     assert!(matches!(err, ForgeError::Forbidden { .. }), "{err:?}");
-    let nobody = Uuid::new_v4();
+    let nobody = ProfileId::new();
     let err = pipeline::start(db, Actor::Service, NewRun::new(nobody, spec()))
         .await
         .unwrap_err();
@@ -223,7 +223,9 @@ async fn pages_break_ties_on_the_run_id(t: &TestDb) {
     let db = &t.db;
     let a = common::signup(db, "a@example.com").await;
     let at = chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 6);
-    let names: Vec<String> = (0..7).map(|i| format!("run-tied-{i}")).collect();
+    let names: Vec<RunId> = (0..7)
+        .map(|i| RunId::new(format!("run-tied-{i}")))
+        .collect();
     for name in &names {
         let name = name.clone();
         common::as_service(db, move |txn| {
@@ -270,7 +272,11 @@ const ALL: [RunStatus; 5] = [
 ];
 
 /// A fresh run of `owner` driven to `state` through the API.
-async fn run_in(db: &DatabaseConnection, owner: Uuid, state: RunStatus) -> pipeline_runs::Model {
+async fn run_in(
+    db: &DatabaseConnection,
+    owner: ProfileId,
+    state: RunStatus,
+) -> pipeline_runs::Model {
     let svc = Actor::Service;
     let run = start(db, owner).await;
     let id = run.run_id.clone();
@@ -293,7 +299,7 @@ async fn run_in(db: &DatabaseConnection, owner: Uuid, state: RunStatus) -> pipel
 async fn move_to(
     db: &DatabaseConnection,
     actor: Actor,
-    run_id: &str,
+    run_id: &RunId,
     to: RunStatus,
 ) -> Result<pipeline_runs::Model, ForgeError> {
     match to {
@@ -445,7 +451,7 @@ async fn events_and_artifacts(t: &TestDb) {
     let ua = Actor::User(a);
     let svc = Actor::Service;
     let run = start(db, a).await;
-    let id = run.run_id.as_str();
+    let id = &run.run_id;
 
     // Bots may log while the run is still pending.
     let queued = pipeline::append_event(db, svc, id, NewRunEvent::new("planner", "queued", None))
@@ -569,14 +575,14 @@ async fn events_and_artifacts(t: &TestDb) {
         .unwrap_err();
     assert!(matches!(err, ForgeError::Forbidden { .. }), "{err:?}");
     // Unknown runs.
-    let err = pipeline::append_event(db, svc, "run-nope", event("b", "x", json!({})))
+    let err = pipeline::append_event(db, svc, &RunId::new("run-nope"), event("b", "x", json!({})))
         .await
         .unwrap_err();
     assert!(
         matches!(err, ForgeError::NotFound { entity: "run", .. }),
         "{err:?}"
     );
-    let err = pipeline::add_artifact(db, svc, "run-nope", NewArtifact::new("zip"))
+    let err = pipeline::add_artifact(db, svc, &RunId::new("run-nope"), NewArtifact::new("zip"))
         .await
         .unwrap_err();
     assert!(
@@ -624,7 +630,7 @@ async fn user_b_gets_not_found_for_a_run(t: &TestDb) {
     let b = common::signup(db, "b@example.com").await;
     let (ua, ub, svc) = (Actor::User(a), Actor::User(b), Actor::Service);
     let run = start(db, a).await;
-    let id = run.run_id.as_str();
+    let id = &run.run_id;
     pipeline::mark_running(db, svc, id).await.unwrap();
     pipeline::append_event(db, svc, id, event("coder", "started", json!({"secret": 1})))
         .await
@@ -804,7 +810,7 @@ async fn bots_racing_on_one_run_lose_nothing(t: &TestDb) {
 async fn statements_of_status(
     db: &DatabaseConnection,
     actor: Actor,
-    run_id: &str,
+    run_id: &RunId,
 ) -> (Vec<String>, u64) {
     let sent = Arc::new(Mutex::new(Vec::new()));
     let mut counted = db.clone();
@@ -868,7 +874,7 @@ async fn bad_input_changes_nothing(t: &TestDb) {
     let a = common::signup(db, "a@example.com").await;
     let svc = Actor::Service;
     let run = start(db, a).await;
-    let id = run.run_id.as_str();
+    let id = &run.run_id;
     pipeline::mark_running(db, svc, id).await.unwrap();
     let before = snapshot(db).await;
     let huge = json!({"blob": "x".repeat(70_000)});
@@ -888,7 +894,9 @@ async fn bad_input_changes_nothing(t: &TestDb) {
     }
     let long_id = "r".repeat(201);
     for bad in ["run\0x", long_id.as_str()] {
-        let err = pipeline::get(db, Actor::User(a), bad).await.unwrap_err();
+        let err = pipeline::get(db, Actor::User(a), &RunId::new(bad))
+            .await
+            .unwrap_err();
         assert!(is_validation(&err, "run_id"), "{err:?}");
     }
 
@@ -980,7 +988,7 @@ async fn bad_input_changes_nothing(t: &TestDb) {
             forge_db::service::run_as(db, svc, forge_db::service::Access::Write, move |txn| {
                 Box::pin(async move {
                     Ok(artifacts::ActiveModel {
-                        id: Set(Uuid::new_v4()),
+                        id: Set(ArtifactId::new()),
                         run_id: Set(run_id),
                         kind: Set("zip".into()),
                         owner_id: Set(a),
@@ -1024,10 +1032,17 @@ async fn prompts_are_read_by_all_and_written_by_the_service(t: &TestDb) {
     .await
     .unwrap();
     assert_eq!(
-        prompts::get(db, ua, "onboarding.welcome").await.unwrap(),
+        prompts::get(db, ua, &PromptId::new("onboarding.welcome"))
+            .await
+            .unwrap(),
         welcome
     );
-    assert_eq!(prompts::get(db, svc, "bot.plan").await.unwrap(), plan);
+    assert_eq!(
+        prompts::get(db, svc, &PromptId::new("bot.plan"))
+            .await
+            .unwrap(),
+        plan
+    );
     assert_eq!(
         prompts::list(db, ua, None).await.unwrap(),
         [plan.clone(), welcome.clone()]
@@ -1065,7 +1080,9 @@ async fn prompts_are_read_by_all_and_written_by_the_service(t: &TestDb) {
         .await
         .unwrap_err();
     assert!(matches!(err, ForgeError::Forbidden { .. }), "{err:?}");
-    let err = prompts::get(db, ua, "no.such").await.unwrap_err();
+    let err = prompts::get(db, ua, &PromptId::new("no.such"))
+        .await
+        .unwrap_err();
     assert!(
         matches!(
             err,

@@ -139,9 +139,15 @@ async fn plan_changes_are_for_the_service(t: &TestDb) {
             ..
         }
     ));
-    let err = repo::set_plan(db, Actor::Service, uuid::Uuid::new_v4(), Tier::Pro, 1)
-        .await
-        .unwrap_err();
+    let err = repo::set_plan(
+        db,
+        Actor::Service,
+        forge_db::entity::ids::ProfileId::new(),
+        Tier::Pro,
+        1,
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, ForgeError::NotFound { .. }));
     assert_eq!(
         repo::get(db, Actor::Service, a.id)

@@ -3,6 +3,7 @@
 
 mod common;
 use common::signup;
+use forge_db::entity::ids::{ProfileId, ProjectId};
 
 use common::TestDb;
 use forge_db::entity::projects::{self, ProjectStatus};
@@ -15,7 +16,6 @@ use forge_db::service::{
     projects as repo, run_as,
 };
 use serde_json::json;
-use uuid::Uuid;
 
 on_both_backends! {
     create_get_and_find => create_get_and_find;
@@ -29,7 +29,7 @@ on_both_backends! {
 }
 
 /// Project `name` created by `owner` themself.
-async fn project(db: &DatabaseConnection, owner: Uuid, name: &str) -> projects::Model {
+async fn project(db: &DatabaseConnection, owner: ProfileId, name: &str) -> projects::Model {
     repo::create(db, Actor::User(owner), NewProject::new(owner, name))
         .await
         .unwrap()
@@ -85,12 +85,12 @@ async fn create_get_and_find(t: &TestDb) {
         Some(p.clone())
     );
     assert_eq!(
-        repo::find(db, Actor::User(a), Uuid::new_v4())
+        repo::find(db, Actor::User(a), ProjectId::new())
             .await
             .unwrap(),
         None
     );
-    assert_not_found(repo::get(db, Actor::User(a), Uuid::new_v4()).await);
+    assert_not_found(repo::get(db, Actor::User(a), ProjectId::new()).await);
 
     // The service creates for any existing owner, with a config.
     let q = repo::create(
@@ -107,9 +107,13 @@ async fn create_get_and_find(t: &TestDb) {
         (q.user_id, q.expo_config["slug"].as_str()),
         (a, Some("todo"))
     );
-    let err = repo::create(db, Actor::Service, NewProject::new(Uuid::new_v4(), "Ghost"))
-        .await
-        .unwrap_err();
+    let err = repo::create(
+        db,
+        Actor::Service,
+        NewProject::new(ProfileId::new(), "Ghost"),
+    )
+    .await
+    .unwrap_err();
     assert!(
         matches!(
             err,
@@ -213,7 +217,7 @@ async fn pages_are_stable_under_concurrent_inserts(t: &TestDb) {
     let filter = ListProjects::default();
     let request = PageRequest::with_limit(3);
     let mut page = repo::list(db, ua, &filter, &request).await.unwrap();
-    let mut seen: Vec<Uuid> = page.items.iter().map(|p| p.id).collect();
+    let mut seen: Vec<ProjectId> = page.items.iter().map(|p| p.id).collect();
     let mut round = 0;
     while let Some(cursor) = page.next.clone() {
         // Newer projects arrive while the reader fetches the next page.

@@ -7,6 +7,7 @@ mod session_support;
 use chrono::{TimeDelta, Utc};
 use common::{TestDb, as_service};
 use forge_db::entity::coding_sessions::{self, SessionStatus};
+use forge_db::entity::ids::{ProfileId, ProjectId, SessionId};
 use forge_db::entity::projects::ProjectStatus;
 use forge_db::sea_orm::sea_query::Expr;
 use forge_db::sea_orm::{ColumnTrait, DatabaseConnection, DbBackend, EntityTrait, QueryFilter};
@@ -14,7 +15,6 @@ use forge_db::service::sessions::{NewSession, SessionFilter};
 use forge_db::service::{Actor, ForgeError, PageRequest, sessions as repo};
 use serde_json::json;
 use session_support::{SharedDb, owner, project, session, unfiltered_as};
-use uuid::Uuid;
 
 use SessionStatus::*;
 
@@ -92,8 +92,8 @@ async fn start_get_find_and_list(t: &TestDb) {
         repo::find(db, Actor::Service, s.id).await.unwrap(),
         Some(s.clone())
     );
-    assert_eq!(repo::find(db, ua, Uuid::new_v4()).await.unwrap(), None);
-    let err = repo::get(db, ua, Uuid::new_v4()).await.unwrap_err();
+    assert_eq!(repo::find(db, ua, SessionId::new()).await.unwrap(), None);
+    let err = repo::get(db, ua, SessionId::new()).await.unwrap_err();
     assert!(
         matches!(
             err,
@@ -271,7 +271,7 @@ async fn refused_starts_change_nothing(t: &TestDb) {
             "{status}: {err:?}"
         );
     }
-    let err = repo::start(db, ua, NewSession::new(a, Uuid::new_v4(), "Build it"))
+    let err = repo::start(db, ua, NewSession::new(a, ProjectId::new(), "Build it"))
         .await
         .unwrap_err();
     assert!(
@@ -291,7 +291,7 @@ async fn refused_starts_change_nothing(t: &TestDb) {
     let err = repo::start(
         db,
         Actor::Service,
-        NewSession::new(Uuid::new_v4(), active, "x"),
+        NewSession::new(ProfileId::new(), active, "x"),
     )
     .await
     .unwrap_err();
@@ -383,7 +383,12 @@ async fn live_sessions_are_limited(t: &TestDb) {
 }
 
 /// Drives a new session of `a` to `status` along allowed transitions.
-async fn session_in(db: &DatabaseConnection, a: Uuid, p: Uuid, status: SessionStatus) -> Uuid {
+async fn session_in(
+    db: &DatabaseConnection,
+    a: ProfileId,
+    p: ProjectId,
+    status: SessionStatus,
+) -> SessionId {
     let path: &[SessionStatus] = match status {
         Pending => &[],
         Active => &[Active],
@@ -459,7 +464,7 @@ async fn disallowed_transitions_name_from_and_to(t: &TestDb) {
             from
         );
     }
-    let err = repo::transition(db, Actor::Service, Uuid::new_v4(), Active)
+    let err = repo::transition(db, Actor::Service, SessionId::new(), Active)
         .await
         .unwrap_err();
     assert!(matches!(err, ForgeError::NotFound { .. }), "{err:?}");
@@ -520,7 +525,7 @@ async fn preview_urls_are_set_and_cleared(t: &TestDb) {
 
 /// Moves `id`'s expiry into the past behind the repository's back (raw, in the service's
 /// context).
-async fn make_overdue(db: &DatabaseConnection, id: Uuid) {
+async fn make_overdue(db: &DatabaseConnection, id: SessionId) {
     as_service(db, move |txn| {
         Box::pin(async move {
             coding_sessions::Entity::update_many()

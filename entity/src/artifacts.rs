@@ -10,6 +10,8 @@
 use sea_orm::entity::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::ids::{ArtifactId, ProfileId, RunId};
+
 /// Whether `checksum` has the form the database accepts: `sha256:` and 64 lowercase hex
 /// digits.
 pub fn is_sha256_checksum(checksum: &str) -> bool {
@@ -24,10 +26,10 @@ pub fn is_sha256_checksum(checksum: &str) -> bool {
 pub struct Model {
     /// Primary key.
     #[sea_orm(primary_key, auto_increment = false)]
-    pub id: Uuid,
+    pub id: ArtifactId,
     /// The run, → `jobs.run_id` (ON DELETE CASCADE).
     #[sea_orm(column_type = "Text")]
-    pub run_id: String,
+    pub run_id: RunId,
     /// What it is (`zip`, `file`, …).
     #[sea_orm(column_type = "Text")]
     pub kind: String,
@@ -38,7 +40,7 @@ pub struct Model {
     #[sea_orm(column_type = "JsonBinary", nullable)]
     pub meta: Option<Json>,
     /// The run's owner (kept equal to it by the database).
-    pub owner_id: Uuid,
+    pub owner_id: ProfileId,
     /// Size in bytes (≥ 0).
     pub file_size: Option<i64>,
     /// MIME type.

@@ -15,6 +15,7 @@ use sea_orm::entity::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::conversations::ConversationTier;
+use crate::ids::{BatchId, BatchItemId, ConversationId};
 
 text_enum! {
     /// The state of a batch item (`batch_items.status`, default `'queued'`).
@@ -38,9 +39,9 @@ text_enum! {
 pub struct Model {
     /// Primary key.
     #[sea_orm(primary_key, auto_increment = false)]
-    pub id: Uuid,
+    pub id: BatchItemId,
     /// The batch, → `batch_jobs.id` (ON DELETE CASCADE).
-    pub batch_job_id: Uuid,
+    pub batch_job_id: BatchId,
     /// Position within the batch.
     pub position: i32,
     /// What the conversation is about.
@@ -58,7 +59,7 @@ pub struct Model {
     /// Estimated seconds to generate the item.
     pub estimated_time: Option<i32>,
     /// The generated conversation, → `conversations.id` (ON DELETE SET NULL).
-    pub conversation_id: Option<Uuid>,
+    pub conversation_id: Option<ConversationId>,
     /// Why generation failed.
     #[sea_orm(column_type = "Text", nullable)]
     pub error: Option<String>,

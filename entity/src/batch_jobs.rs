@@ -10,6 +10,7 @@ use sea_orm::entity::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::conversations::ConversationTier;
+use crate::ids::{BatchId, ProfileId};
 
 text_enum! {
     /// The state of a batch (`batch_jobs.status`, default `'queued'`).
@@ -108,9 +109,9 @@ fn empty_object() -> Json {
 pub struct Model {
     /// Primary key.
     #[sea_orm(primary_key, auto_increment = false)]
-    pub id: Uuid,
+    pub id: BatchId,
     /// The owner, → `profiles.id` (ON DELETE CASCADE).
-    pub created_by: Uuid,
+    pub created_by: ProfileId,
     /// Display name.
     #[sea_orm(column_type = "Text")]
     pub name: String,

@@ -10,6 +10,8 @@
 use sea_orm::entity::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::ids::{JobId, SessionId};
+
 text_enum! {
     /// The state of a queued job (`coding_jobs.status`, default `'pending'`).
     #[derive(Default)]
@@ -32,9 +34,9 @@ text_enum! {
 pub struct Model {
     /// Primary key.
     #[sea_orm(primary_key, auto_increment = false)]
-    pub id: Uuid,
+    pub id: JobId,
     /// The session, → `coding_sessions.id` (ON DELETE CASCADE).
-    pub session_id: Uuid,
+    pub session_id: SessionId,
     /// What to do.
     #[sea_orm(column_type = "Text")]
     pub prompt: String,

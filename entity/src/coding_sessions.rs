@@ -11,6 +11,8 @@
 use sea_orm::entity::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::ids::{ProfileId, ProjectId, SessionId};
+
 text_enum! {
     /// The state of a coding session (`coding_sessions.status`, default `'pending'`).
     #[derive(Default)]
@@ -63,11 +65,11 @@ impl SessionStatus {
 pub struct Model {
     /// Primary key.
     #[sea_orm(primary_key, auto_increment = false)]
-    pub id: Uuid,
+    pub id: SessionId,
     /// The owner, → `profiles.id` (ON DELETE CASCADE).
-    pub user_id: Uuid,
+    pub user_id: ProfileId,
     /// The project worked on, → `projects.id` (ON DELETE CASCADE); owned by `user_id`.
-    pub project_id: Uuid,
+    pub project_id: ProjectId,
     /// The prompt the session started from.
     #[sea_orm(column_type = "Text")]
     pub initial_prompt: String,

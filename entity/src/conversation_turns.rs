@@ -8,6 +8,8 @@
 use sea_orm::entity::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::ids::{ConversationId, TurnId};
+
 text_enum! {
     /// Who speaks in a turn (`conversation_turns.role`).
     pub enum TurnRole {
@@ -24,10 +26,10 @@ text_enum! {
 pub struct Model {
     /// Primary key.
     #[sea_orm(primary_key, auto_increment = false)]
-    pub id: Uuid,
+    pub id: TurnId,
     /// The conversation, → `conversations.id` (ON DELETE CASCADE).
     #[sea_orm(unique_key = "conversation_id_turn_number")]
-    pub conversation_id: Uuid,
+    pub conversation_id: ConversationId,
     /// Position in the conversation, from 1, unique within it.
     #[sea_orm(unique_key = "conversation_id_turn_number")]
     pub turn_number: i32,

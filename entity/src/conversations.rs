@@ -11,6 +11,8 @@
 use sea_orm::entity::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::ids::{ConversationId, ProfileId, TemplateId};
+
 text_enum! {
     /// The review state of a conversation (`conversations.status`, default `'draft'`).
     #[derive(Default)]
@@ -67,7 +69,7 @@ pub struct ReviewAction {
     /// What was done.
     pub action: ReviewActionKind,
     /// The profile that did it.
-    pub performed_by: Uuid,
+    pub performed_by: ProfileId,
     /// When it was done.
     pub at: DateTimeUtc,
     /// The reviewer's comment.
@@ -132,12 +134,12 @@ pub struct QualityMetrics {
 pub struct Model {
     /// Primary key.
     #[sea_orm(primary_key, auto_increment = false)]
-    pub id: Uuid,
+    pub id: ConversationId,
     /// The unique human-facing id.
     #[sea_orm(column_type = "Text", unique)]
     pub conversation_id: String,
     /// The owner, → `profiles.id` (ON DELETE CASCADE).
-    pub created_by: Uuid,
+    pub created_by: ProfileId,
     /// Title.
     #[sea_orm(column_type = "Text", nullable)]
     pub title: Option<String>,
@@ -177,8 +179,9 @@ pub struct Model {
     #[sea_orm(column_type = "JsonBinary", nullable)]
     pub quality_metrics: Option<QualityMetrics>,
     /// The template it was generated from (no foreign key).
-    pub template_id: Option<Uuid>,
-    /// The template, scenario or edge case it derives from (no foreign key).
+    pub template_id: Option<TemplateId>,
+    /// The template, scenario or edge case it derives from (no foreign key; a bare uuid,
+    /// since `parent_type` says which kind of id it is).
     pub parent_id: Option<Uuid>,
     /// What `parent_id` refers to.
     #[sea_orm(column_type = "Text", nullable)]
@@ -191,7 +194,7 @@ pub struct Model {
     /// When it was approved.
     pub approved_at: Option<DateTimeUtc>,
     /// The approver, → `profiles.id` (ON DELETE SET NULL).
-    pub approved_by: Option<Uuid>,
+    pub approved_by: Option<ProfileId>,
     /// When the row was created.
     pub created_at: DateTimeUtc,
     /// When the row was last changed.
@@ -263,7 +266,7 @@ mod tests {
 
     #[test]
     fn review_history_is_a_json_array() -> Result<(), Box<dyn std::error::Error>> {
-        let reviewer = Uuid::new_v4();
+        let reviewer = ProfileId::new();
         let at = chrono::DateTime::parse_from_rfc3339("2025-11-04T10:00:00Z")?.to_utc();
         let history = ReviewHistory(vec![
             ReviewAction {

@@ -8,6 +8,8 @@
 use sea_orm::entity::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::ids::{EdgeCaseId, ProfileId, ScenarioId};
+
 text_enum! {
     /// How hard the edge case is (`edge_cases.complexity`, default `'medium'`).
     #[derive(Default)]
@@ -42,7 +44,7 @@ text_enum! {
 pub struct Model {
     /// Primary key.
     #[sea_orm(primary_key, auto_increment = false)]
-    pub id: Uuid,
+    pub id: EdgeCaseId,
     /// The edge case's name.
     #[sea_orm(column_type = "Text")]
     pub name: String,
@@ -50,7 +52,7 @@ pub struct Model {
     #[sea_orm(column_type = "Text", nullable)]
     pub description: Option<String>,
     /// The scenario, → `scenarios.id` (ON DELETE CASCADE).
-    pub scenario_id: Uuid,
+    pub scenario_id: ScenarioId,
     /// What kind of test it is.
     #[sea_orm(column_type = "Text")]
     pub test_category: String,
@@ -65,7 +67,7 @@ pub struct Model {
     #[sea_orm(column_type = "JsonBinary", nullable)]
     pub last_test_result: Option<Json>,
     /// The owner, → `profiles.id` (ON DELETE CASCADE).
-    pub created_by: Uuid,
+    pub created_by: ProfileId,
     /// When the row was created.
     pub created_at: DateTimeUtc,
     /// When the row was last changed.

@@ -10,6 +10,8 @@
 use sea_orm::entity::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::ids::{ExportId, ProfileId};
+
 text_enum! {
     /// The file format (`export_logs.format`).
     pub enum ExportFormat {
@@ -44,12 +46,12 @@ text_enum! {
 pub struct Model {
     /// Primary key.
     #[sea_orm(primary_key, auto_increment = false)]
-    pub id: Uuid,
+    pub id: ExportId,
     /// The human-facing export id (unique).
     #[sea_orm(column_type = "Text", unique)]
     pub export_id: String,
     /// Who exported, → `profiles.id` (ON DELETE CASCADE).
-    pub user_id: Uuid,
+    pub user_id: ProfileId,
     /// The file format.
     pub format: ExportFormat,
     /// The filter that chose the conversations (default `{}`).

@@ -15,22 +15,24 @@
 use sea_orm::entity::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::ids::{ConversationId, GenerationLogId, ProfileId, TemplateId};
+
 /// A row of `generation_logs`.
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, Serialize, Deserialize)]
 #[sea_orm(table_name = "generation_logs")]
 pub struct Model {
     /// Primary key.
     #[sea_orm(primary_key, auto_increment = false)]
-    pub id: Uuid,
+    pub id: GenerationLogId,
     /// Whose generation, → `profiles.id` (ON DELETE CASCADE).
-    pub user_id: Uuid,
+    pub user_id: ProfileId,
     /// The conversation generated, → `conversations.id` (ON DELETE SET NULL).
-    pub conversation_id: Option<Uuid>,
+    pub conversation_id: Option<ConversationId>,
     /// A pipeline run id, as text.
     #[sea_orm(column_type = "Text", nullable)]
     pub run_id: Option<String>,
     /// The template used, → `templates.id` (ON DELETE SET NULL).
-    pub template_id: Option<Uuid>,
+    pub template_id: Option<TemplateId>,
     /// What was sent to the model.
     #[sea_orm(column_type = "JsonBinary", nullable)]
     pub request_payload: Option<Json>,

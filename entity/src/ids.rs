@@ -276,7 +276,10 @@ mod tests {
         let id = RunId::new("run-1");
         assert_eq!(id.to_string(), "run-1");
         assert_eq!(serde_json::to_string(&id).unwrap(), "\"run-1\"");
-        assert_eq!(sea_orm::Value::from(id.clone()), sea_orm::Value::from("run-1"));
+        assert_eq!(
+            sea_orm::Value::from(id.clone()),
+            sea_orm::Value::from("run-1")
+        );
         assert_eq!(String::from(id), "run-1");
     }
 }

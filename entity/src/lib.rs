@@ -11,8 +11,8 @@
 //! The tables themselves are created by `forge-migration`, never from these entities.
 //!
 //! Every entity's `ActiveModelBehavior` does the same three things:
-//! - on insert, `id` becomes a fresh [`uuid::Uuid::new_v4`] and `created_at` becomes
-//!   now, unless the caller set them;
+//! - on insert, `id` becomes a fresh random (v4) id of the table's typed id (see [`ids`])
+//!   and `created_at` becomes now, unless the caller set them;
 //! - on insert, `updated_at` becomes now unless the caller set it; on every update it
 //!   becomes now, whatever the caller set (the PostgreSQL `BEFORE UPDATE` trigger does
 //!   the same). `session_events`, `conversation_turns`, `job_events`, `artifacts`,
@@ -38,7 +38,7 @@
 //!     PaginatorTrait, QueryFilter,
 //! };
 //!
-//! async fn live_sessions(db: &impl ConnectionTrait, owner: Uuid) -> Result<u64, DbErr> {
+//! async fn live_sessions(db: &impl ConnectionTrait, owner: ProfileId) -> Result<u64, DbErr> {
 //!     // `id`, `created_at` and `updated_at` are filled in by `ActiveModelBehavior`;
 //!     // columns left `NotSet` take their database defaults (`status` = 'active').
 //!     let _project = forge_entity::projects::ActiveModel {
@@ -139,7 +139,8 @@ macro_rules! text_enum {
 }
 
 /// Implements `ActiveModelBehavior` for the `ActiveModel` in scope: on insert, `id`
-/// (a new v4 uuid) and `created_at` (now) are filled in when `NotSet`. Given the name
+/// (a new v4 uuid, converted into the table's typed id by its `From<Uuid>`) and
+/// `created_at` (now) are filled in when `NotSet`. Given the name
 /// of an `updated_at` field, that field is also filled in on insert when `NotSet` and
 /// overwritten with now on every update.
 macro_rules! stamped_active_model_behavior {
@@ -156,7 +157,7 @@ macro_rules! stamped_active_model_behavior {
             {
                 let now = ::chrono::Utc::now();
                 if insert {
-                    self.id.set_if_unset_with(::uuid::Uuid::new_v4);
+                    self.id.set_if_unset_with(|| ::uuid::Uuid::new_v4().into());
                     self.created_at.set_if_unset(now);
                 }
                 $($crate::touch(&mut self.$updated_at, insert, now);)?
@@ -328,7 +329,7 @@ mod tests {
         assert_eq!(filled.updated_at, filled.created_at);
         assert_eq!(filled.email, NotSet);
 
-        let id = uuid::Uuid::new_v4();
+        let id = ids::ProfileId::new();
         let then = before - chrono::Duration::days(3);
         let given = profiles::ActiveModel {
             id: Set(id),
@@ -351,7 +352,7 @@ mod tests {
     fn update_refreshes_updated_at_and_nothing_else() -> Result<(), sea_orm::DbErr> {
         use sea_orm::ActiveValue::{NotSet, Set, Unchanged};
 
-        let id = uuid::Uuid::new_v4();
+        let id = ids::BatchId::new();
         let then = chrono::Utc::now() - chrono::Duration::days(3);
         let job = batch_jobs::ActiveModel {
             id: Unchanged(id),
@@ -366,7 +367,7 @@ mod tests {
         assert!(job.updated_at.is_set_and(|t| *t > then));
 
         let turn = conversation_turns::ActiveModel {
-            id: Unchanged(id),
+            id: Unchanged(ids::TurnId::new()),
             ..Default::default()
         };
         let turn = test_support::before_save(turn, false)?;

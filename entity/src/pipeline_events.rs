@@ -11,16 +11,18 @@
 use sea_orm::entity::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::ids::{ProfileId, RunEventId, RunId};
+
 /// A row of `job_events`.
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, Serialize, Deserialize)]
 #[sea_orm(table_name = "job_events")]
 pub struct Model {
     /// Primary key.
     #[sea_orm(primary_key, auto_increment = false)]
-    pub id: Uuid,
+    pub id: RunEventId,
     /// The run, → `jobs.run_id` (ON DELETE CASCADE).
     #[sea_orm(column_type = "Text")]
-    pub run_id: String,
+    pub run_id: RunId,
     /// The bot that logged the event.
     #[sea_orm(column_type = "Text")]
     pub bot_name: String,
@@ -31,7 +33,7 @@ pub struct Model {
     #[sea_orm(column_type = "JsonBinary", nullable)]
     pub payload: Option<Json>,
     /// The run's owner (kept equal to it by the database).
-    pub owner_id: Uuid,
+    pub owner_id: ProfileId,
     /// When the event was logged.
     pub created_at: DateTimeUtc,
 }

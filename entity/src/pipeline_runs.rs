@@ -21,6 +21,8 @@
 use sea_orm::entity::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::ids::{ProfileId, RunId};
+
 text_enum! {
     /// The state of a pipeline run (`jobs.status`, default `'pending'`).
     #[derive(Default)]
@@ -67,12 +69,12 @@ impl RunStatus {
 pub struct Model {
     /// Primary key: the human-facing run id, not blank, at most 200 characters.
     #[sea_orm(primary_key, auto_increment = false, column_type = "Text")]
-    pub run_id: String,
+    pub run_id: RunId,
     /// The project specification the bots work from (a JSON object).
     #[sea_orm(column_type = "JsonBinary")]
     pub project_spec: Json,
     /// The owner, → `profiles.id` (ON DELETE CASCADE); never changes.
-    pub owner_id: Uuid,
+    pub owner_id: ProfileId,
     /// Current state.
     pub status: RunStatus,
     /// When the run entered running (set by the database).

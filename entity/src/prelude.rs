@@ -2,8 +2,8 @@
 //! `PipelineRuns` and `PipelineEvents`, after their modules), plus every enum and typed
 //! JSON struct.
 //!
-//! `use forge_entity::prelude::*;` also brings SeaORM's `Json`, `Uuid` and
-//! `DateTimeUtc` aliases.
+//! `use forge_entity::prelude::*;` also brings every typed id of [`ids`](crate::ids) and
+//! SeaORM's `Json`, `Uuid` and `DateTimeUtc` aliases.
 
 pub use sea_orm::prelude::{DateTimeUtc, Json, Uuid};
 
@@ -23,6 +23,11 @@ pub use crate::conversations::{
 pub use crate::edge_cases::{EdgeComplexity, Entity as EdgeCases, TestStatus};
 pub use crate::export_logs::{Entity as ExportLogs, ExportFormat, ExportStatus};
 pub use crate::generation_logs::Entity as GenerationLogs;
+pub use crate::ids::{
+    ArtifactId, BatchId, BatchItemId, ConversationId, EdgeCaseId, EventId, ExportId,
+    GenerationLogId, JobId, ProfileId, ProjectId, PromptId, RunEventId, RunId, ScenarioId,
+    SessionId, TemplateId, TurnId,
+};
 pub use crate::pipeline_events::Entity as PipelineEvents;
 pub use crate::pipeline_runs::{Entity as PipelineRuns, RunStatus};
 pub use crate::profiles::{Entity as Profiles, Tier};

@@ -12,6 +12,8 @@
 use sea_orm::entity::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::ids::ProfileId;
+
 text_enum! {
     /// The subscription tier of a profile (`profiles.tier`, default `'free'`).
     #[derive(Default)]
@@ -32,7 +34,7 @@ text_enum! {
 pub struct Model {
     /// Primary key; the auth user's id when one exists.
     #[sea_orm(primary_key, auto_increment = false)]
-    pub id: Uuid,
+    pub id: ProfileId,
     /// Unique email address.
     #[sea_orm(column_type = "Text", unique)]
     pub email: String,

@@ -8,6 +8,8 @@
 use sea_orm::entity::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::ids::{ProfileId, ProjectId};
+
 text_enum! {
     /// The lifecycle state of a project (`projects.status`, default `'active'`).
     #[derive(Default)]
@@ -28,9 +30,9 @@ text_enum! {
 pub struct Model {
     /// Primary key.
     #[sea_orm(primary_key, auto_increment = false)]
-    pub id: Uuid,
+    pub id: ProjectId,
     /// The owner, → `profiles.id` (ON DELETE CASCADE).
-    pub user_id: Uuid,
+    pub user_id: ProfileId,
     /// Display name: not blank, at most 200 characters.
     #[sea_orm(column_type = "Text")]
     pub name: String,

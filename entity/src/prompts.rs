@@ -9,13 +9,15 @@
 use sea_orm::entity::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::ids::PromptId;
+
 /// A row of `prompts`.
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, Serialize, Deserialize)]
 #[sea_orm(table_name = "prompts")]
 pub struct Model {
     /// Primary key: a stable key, e.g. `onboarding.welcome`.
     #[sea_orm(primary_key, auto_increment = false, column_type = "Text")]
-    pub id: String,
+    pub id: PromptId,
     /// The prompt's category.
     #[sea_orm(column_type = "Text")]
     pub category: String,

@@ -11,6 +11,8 @@
 use sea_orm::entity::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::ids::{ConversationId, ProfileId, ScenarioId, TemplateId};
+
 text_enum! {
     /// Whether a conversation was generated from the scenario
     /// (`scenarios.generation_status`, default `'not_generated'`).
@@ -46,7 +48,7 @@ text_enum! {
 pub struct Model {
     /// Primary key.
     #[sea_orm(primary_key, auto_increment = false)]
-    pub id: Uuid,
+    pub id: ScenarioId,
     /// At most 200 characters.
     #[sea_orm(column_type = "Text")]
     pub name: String,
@@ -57,7 +59,7 @@ pub struct Model {
     #[sea_orm(column_type = "Text", nullable)]
     pub context: Option<String>,
     /// The template, → `templates.id` (ON DELETE CASCADE).
-    pub parent_template_id: Uuid,
+    pub parent_template_id: TemplateId,
     /// Values for the template's variables (a JSON object, default `{}`).
     #[sea_orm(column_type = "JsonBinary")]
     pub parameter_values: Json,
@@ -73,7 +75,7 @@ pub struct Model {
     /// Whether a conversation was generated (the service's).
     pub generation_status: GenerationStatus,
     /// The generated conversation, → `conversations.id` (ON DELETE SET NULL; the service's).
-    pub conversation_id: Option<Uuid>,
+    pub conversation_id: Option<ConversationId>,
     /// Why generation failed (the service's).
     #[sea_orm(column_type = "Text", nullable)]
     pub error_message: Option<String>,
@@ -82,7 +84,7 @@ pub struct Model {
     /// 0 to 10 (the service's).
     pub quality_score: Option<f64>,
     /// The owner, → `profiles.id` (ON DELETE CASCADE).
-    pub created_by: Uuid,
+    pub created_by: ProfileId,
     /// When the row was created.
     pub created_at: DateTimeUtc,
     /// When the row was last changed.

@@ -9,6 +9,8 @@
 use sea_orm::entity::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::ids::{EventId, SessionId};
+
 text_enum! {
     /// What an event reports (`session_events.event_type`).
     pub enum EventType {
@@ -33,10 +35,10 @@ text_enum! {
 pub struct Model {
     /// Primary key.
     #[sea_orm(primary_key, auto_increment = false)]
-    pub id: Uuid,
+    pub id: EventId,
     /// The session, → `coding_sessions.id` (ON DELETE CASCADE).
     #[sea_orm(unique_key = "session_id_seq")]
-    pub session_id: Uuid,
+    pub session_id: SessionId,
     /// Position in the session's log: 1, 2, 3 … without gaps.
     #[sea_orm(unique_key = "session_id_seq")]
     pub seq: i64,

@@ -19,6 +19,7 @@ use sea_orm::entity::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::conversations::ConversationTier;
+use crate::ids::{ProfileId, TemplateId};
 
 /// A JSON array of strings (`templates.variables`, `required_elements`,
 /// `applicable_personas`, `applicable_emotions`, `applicable_topics`), `[]` by default.
@@ -50,7 +51,7 @@ impl FromIterator<String> for StringList {
 pub struct Model {
     /// Primary key.
     #[sea_orm(primary_key, auto_increment = false)]
-    pub id: Uuid,
+    pub id: TemplateId,
     /// Not blank, at most 200 characters.
     #[sea_orm(column_type = "Text")]
     pub template_name: String,
@@ -107,10 +108,10 @@ pub struct Model {
     /// Offered to everyone (an active template is readable by every signed-in user).
     pub is_active: bool,
     /// The owner, → `profiles.id` (ON DELETE CASCADE).
-    pub created_by: Uuid,
+    pub created_by: ProfileId,
     /// Who made the latest content change, → `profiles.id` (ON DELETE SET NULL; kept by
     /// the database).
-    pub last_modified_by: Option<Uuid>,
+    pub last_modified_by: Option<ProfileId>,
     /// When the content last changed (kept by the database).
     pub last_modified: DateTimeUtc,
     /// When the row was created.

@@ -28,6 +28,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use forge_db::entity::ids::{ProfileId, ProjectId, SessionId};
 use forge_db::entity::{coding_sessions, projects, session_events};
 use forge_db::sea_orm::DatabaseConnection;
 use forge_db::service::exports::{self, ExportRequest};
@@ -37,7 +38,6 @@ use forge_db::service::{Actor, Cursor, ForgeError, Page, PageRequest};
 use forge_db::service::{events, projects as project_repo, sessions};
 use serde::Deserialize;
 use serde_json::json;
-use uuid::Uuid;
 
 /// The header carrying the acting user's id.
 ///
@@ -76,7 +76,7 @@ impl<S: Send + Sync> FromRequestParts<S> for AuthUser {
         let id = header
             .to_str()
             .ok()
-            .and_then(|s| Uuid::parse_str(s.trim()).ok())
+            .and_then(|s| s.trim().parse::<ProfileId>().ok())
             .ok_or(ApiError::Unauthenticated("x-user-id is not a user id"))?;
         Ok(Self(Actor::User(id)))
     }
@@ -99,21 +99,20 @@ impl From<ForgeError> for ApiError {
 
 /// The HTTP status and the stable error code of a repository error.
 pub fn status_of(err: &ForgeError) -> (StatusCode, &'static str) {
-    match err {
-        ForgeError::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
-        ForgeError::Validation { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "validation"),
-        ForgeError::Conflict { .. } => (StatusCode::CONFLICT, "conflict"),
-        ForgeError::InvalidTransition { .. } => (StatusCode::CONFLICT, "invalid_transition"),
-        ForgeError::LimitReached { .. } => (StatusCode::TOO_MANY_REQUESTS, "limit_reached"),
-        ForgeError::Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden"),
-        ForgeError::LeaseLost { .. } => (StatusCode::CONFLICT, "lease_lost"),
+    // `ForgeError::code` is stable and machine-readable: the response carries it as is.
+    let code = err.code();
+    let status = match code {
+        "not_found" => StatusCode::NOT_FOUND,
+        "invalid_input" => StatusCode::UNPROCESSABLE_ENTITY,
+        "conflict" | "invalid_state" | "lease_lost" => StatusCode::CONFLICT,
+        "limit_reached" => StatusCode::TOO_MANY_REQUESTS,
+        "forbidden" => StatusCode::FORBIDDEN,
         // The database restarted, a connection broke, a conflict was resolved by aborting:
         // the client may simply try again.
-        err if err.is_retryable() => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-        ForgeError::TransactionLost | ForgeError::Db(_) => {
-            (StatusCode::INTERNAL_SERVER_ERROR, "internal")
-        }
-    }
+        "unavailable" | "transaction_lost" => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    (status, code)
 }
 
 impl IntoResponse for ApiError {
@@ -189,7 +188,7 @@ async fn create_project(
 async fn get_project(
     State(db): State<DatabaseConnection>,
     AuthUser(user): AuthUser,
-    Path(id): Path<Uuid>,
+    Path(id): Path<ProjectId>,
 ) -> ApiResult<Json<projects::Model>> {
     Ok(Json(project_repo::get(&db, user, id).await?))
 }
@@ -206,7 +205,7 @@ pub struct StartSession {
 async fn start_session(
     State(db): State<DatabaseConnection>,
     AuthUser(user): AuthUser,
-    Path(project_id): Path<Uuid>,
+    Path(project_id): Path<ProjectId>,
     Json(body): Json<StartSession>,
 ) -> ApiResult<(StatusCode, Json<coding_sessions::Model>)> {
     let owner = user_id(user)?;
@@ -231,7 +230,7 @@ pub struct EventsQuery {
 async fn session_events(
     State(db): State<DatabaseConnection>,
     AuthUser(user): AuthUser,
-    Path(session_id): Path<Uuid>,
+    Path(session_id): Path<SessionId>,
     Query(query): Query<EventsQuery>,
 ) -> ApiResult<Json<Vec<session_events::Model>>> {
     let after = query.after.unwrap_or(0);
@@ -304,7 +303,7 @@ async fn export_conversations(
         .into_response())
 }
 
-fn user_id(actor: Actor) -> Result<Uuid, ApiError> {
+fn user_id(actor: Actor) -> Result<ProfileId, ApiError> {
     actor
         .user_id()
         .ok_or(ApiError::Unauthenticated("the request has no user"))

@@ -145,7 +145,8 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, ConnectError> {
         .sqlx_logging(false)
         .connect_timeout(CONNECT_TIMEOUT)
         .acquire_timeout(CONNECT_TIMEOUT)
-        // Replaced by `checked_before_acquire`, which tests more for the same round trip.
+        // Replaced by the checks below: a returned connection is checked as it goes back
+        // to the pool (off the caller's path), an idle one again before it is handed out.
         .test_before_acquire(false);
     #[cfg(feature = "postgres")]
     {
@@ -153,7 +154,16 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, ConnectError> {
         options.map_sqlx_postgres_opts(move |o| {
             o.options([("idle_in_transaction_session_timeout", timeout.as_str())])
         });
-        options.map_sqlx_postgres_pool_opts(|p| p.before_acquire(pg_checked_before_acquire));
+        options.map_sqlx_postgres_pool_opts(|p| {
+            p.after_release(|conn, _meta| pg_outside_transaction(conn))
+                .before_acquire(|conn, meta| {
+                    if meta.idle_for < CHECK_AFTER_IDLE {
+                        Box::pin(async { Ok(true) })
+                    } else {
+                        pg_outside_transaction(conn)
+                    }
+                })
+        });
     }
     #[cfg(feature = "sqlite")]
     {
@@ -162,7 +172,9 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, ConnectError> {
         // fairly; it only applies to a writable file (memory and read-only opens keep theirs).
         let wal =
             !(url.contains(":memory:") || url.contains("mode=memory") || url.contains("mode=ro"));
-        options.map_sqlx_sqlite_pool_opts(|p| p.before_acquire(sqlite_checked_before_acquire));
+        options.map_sqlx_sqlite_pool_opts(|p| {
+            p.after_release(|conn, _meta| sqlite_outside_transaction(conn))
+        });
         options.map_sqlx_sqlite_opts(move |o| {
             let o = o.foreign_keys(true).busy_timeout(Duration::from_secs(5));
             if wal {
@@ -225,9 +237,38 @@ type CheckFuture<'c> = std::pin::Pin<
 /// crashed or stuck caller stops holding its locks after this.
 pub const IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Checks an idle pooled PostgreSQL connection before it is handed out, in one round trip
-/// (instead of the driver's ping): it is discarded (the server rolls back whatever it held)
-/// unless it answers and is outside any transaction.
+/// Connections the pools of this process discarded because a check found them inside a
+/// transaction (a caller's future dropped while `BEGIN` or `SAVEPOINT` was on the wire) or
+/// not answering. Worth exporting as a metric: it should stay near zero.
+static DISCARDED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many pooled connections this process has discarded so far: found inside a
+/// transaction or not answering when checked on return to the pool (or on acquire after
+/// [`CHECK_AFTER_IDLE`]); the pool opens fresh ones in their place. (On SQLite a
+/// transaction found open is rolled back in process and the connection kept; it counts
+/// too.)
+pub fn connections_discarded() -> u64 {
+    DISCARDED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+fn count_discarded() {
+    DISCARDED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// How long a pooled connection may sit idle before it is checked again on acquire (the
+/// server may have ended it meanwhile: a restart, a failover, `idle_session_timeout`). A
+/// connection used more recently was checked when it came back to the pool and is handed
+/// out at once, so a busy pool pays no round trip per acquire (the window HikariCP calls
+/// `aliveBypassWindowMs`). A server that goes away within this window of a connection's
+/// last use fails that connection's next call with a retryable error
+/// ([`ForgeError::is_retryable`](https://docs.rs/forge-service)).
+pub const CHECK_AFTER_IDLE: Duration = Duration::from_secs(1);
+
+/// Checks a pooled PostgreSQL connection as it comes back to the pool (and, after
+/// [`CHECK_AFTER_IDLE`], before it is handed out again), in one round trip: it is
+/// discarded (the server rolls back whatever it held) unless it answers and is outside any
+/// transaction. The check on return runs in the pool's own task, not on a caller's path.
 ///
 /// A caller's future dropped while `BEGIN` or `SAVEPOINT` is on the wire can leave the
 /// driver believing a connection is idle while the server holds an open transaction; the
@@ -236,9 +277,8 @@ pub const IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
 /// whose transaction began earlier is caught. Every role and claim Forge sets is
 /// transaction-local, so a connection outside a transaction carries none of them.
 #[cfg(feature = "postgres")]
-fn pg_checked_before_acquire(
+fn pg_outside_transaction(
     conn: &mut sea_orm_migration::sea_orm::sqlx::PgConnection,
-    _meta: sea_orm_migration::sea_orm::sqlx::pool::PoolConnectionMetadata,
 ) -> CheckFuture<'_> {
     use sea_orm_migration::sea_orm::sqlx;
     Box::pin(async move {
@@ -248,28 +288,30 @@ fn pg_checked_before_acquire(
         // two would differ even outside a transaction.)
         let row = sqlx::raw_sql("SELECT transaction_timestamp() = statement_timestamp()")
             .fetch_one(&mut *conn)
-            .await?;
+            .await
+            .inspect_err(|_| count_discarded())?;
         let idle: bool = row.try_get(0)?;
         if !idle {
+            count_discarded();
             tracing::warn!("forge: discarding a pooled connection found inside a transaction");
         }
         Ok(idle)
     })
 }
 
-/// The SQLite counterpart of [`pg_checked_before_acquire`]: a pooled connection is handed
-/// out only outside any transaction. SQLite has no cheap way to ask, so any transaction
+/// The SQLite counterpart of [`pg_outside_transaction`], as a connection comes back to the
+/// pool: it goes back only outside any transaction. SQLite has no cheap way to ask, so any transaction
 /// left open is rolled back (in process, no round trip); "no transaction is active" is the
 /// usual answer.
 #[cfg(feature = "sqlite")]
-fn sqlite_checked_before_acquire(
+fn sqlite_outside_transaction(
     conn: &mut sea_orm_migration::sea_orm::sqlx::SqliteConnection,
-    _meta: sea_orm_migration::sea_orm::sqlx::pool::PoolConnectionMetadata,
 ) -> CheckFuture<'_> {
     use sea_orm_migration::sea_orm::sqlx::{self, Executor};
     Box::pin(async move {
         match conn.execute(sqlx::raw_sql("ROLLBACK")).await {
             Ok(_) => {
+                count_discarded();
                 tracing::warn!("forge: rolled back a transaction left open on a pooled connection");
                 Ok(true)
             }

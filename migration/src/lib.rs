@@ -32,6 +32,7 @@ mod m20251130_000006_database_wall;
 mod m20251130_000007_batch_item_leases;
 mod m20251130_000008_pipeline_runs;
 mod m20251130_000009_generation_sources;
+mod m20261130_000010_keyset_indexes;
 mod migrate;
 mod schema;
 pub mod schema_doc;
@@ -39,7 +40,8 @@ pub mod seed;
 pub mod verify;
 
 pub use connect::{
-    Backend, ConnectError, DEFAULT_DATABASE_URL, IDLE_IN_TRANSACTION_TIMEOUT, connect, redact_url,
+    Backend, CHECK_AFTER_IDLE, ConnectError, DEFAULT_DATABASE_URL, IDLE_IN_TRANSACTION_TIMEOUT, connect,
+    connections_discarded, redact_url,
     url_from_env,
 };
 pub use m20251130_000006_database_wall::JSON_MAX_BYTES;
@@ -108,6 +110,7 @@ pub(crate) fn sources() -> Vec<verify::checksum::Source> {
             "sql/generation_down.sql",
             "sql/generation_sqlite_up.sql"
         ),
+        source!(m20261130_000010_keyset_indexes),
     ]
 }
 

@@ -401,7 +401,7 @@ pub const NOTES: &[TableNotes] = &[
              `sandbox_id` and moving a project to another user are the service's.",
         ],
         indexes: &[
-            "`idx_projects_user_id` on `user_id`",
+            "`idx_projects_user_id_keyset` on `(user_id, created_at DESC, id DESC)`",
             "`idx_projects_status` on `status`",
             "`idx_projects_created_at` on `created_at DESC`",
         ],
@@ -424,7 +424,7 @@ pub const NOTES: &[TableNotes] = &[
              `webview_url`. No DELETE for users.",
         ],
         indexes: &[
-            "`idx_coding_sessions_user_id` on `user_id`",
+            "`idx_coding_sessions_user_id_keyset` on `(user_id, created_at DESC, id DESC)`",
             "`idx_coding_sessions_project_id` on `project_id`",
             "`idx_coding_sessions_status` on `status`",
             "`idx_coding_sessions_expires_at` on `expires_at`",
@@ -488,7 +488,7 @@ pub const NOTES: &[TableNotes] = &[
              columns, totals and every other status change are the service's.",
         ],
         indexes: &[
-            "`idx_conversations_created_by` on `created_by`",
+            "`idx_conversations_created_by_keyset` on `(created_by, created_at DESC, id DESC)`",
             "`idx_conversations_status` on `status`",
             "`idx_conversations_tier` on `tier`",
             "`idx_conversations_created_at` on `created_at DESC`",
@@ -523,7 +523,7 @@ pub const NOTES: &[TableNotes] = &[
              auth.uid()`; UPDATE only `status`: pause, resume (to `queued`), cancel.",
         ],
         indexes: &[
-            "`idx_batch_jobs_created_by` on `created_by`",
+            "`idx_batch_jobs_created_by_keyset` on `(created_by, created_at DESC, id DESC)`",
             "`idx_batch_jobs_status` on `status`",
         ],
     },
@@ -582,7 +582,7 @@ pub const NOTES: &[TableNotes] = &[
              run. Every other change and DELETE are the service's (the bots').",
         ],
         indexes: &[
-            "`idx_jobs_owner_id` on `owner_id`",
+            "`idx_jobs_owner_id_keyset` on `(owner_id, created_at DESC, run_id DESC)`",
             "`idx_jobs_status` on `status`",
             "`idx_jobs_created_at` on `created_at DESC`",
         ],
@@ -658,7 +658,7 @@ pub const NOTES: &[TableNotes] = &[
         ],
         indexes: &[
             "`idx_templates_tier_is_active` on `(tier, is_active)`",
-            "`idx_templates_created_by` on `created_by`",
+            "`idx_templates_created_by_keyset` on `(created_by, created_at DESC, id DESC)`",
             "`idx_templates_last_modified_by` on `last_modified_by`",
             "`idx_templates_category` on `category`",
         ],
@@ -682,7 +682,7 @@ pub const NOTES: &[TableNotes] = &[
         indexes: &[
             "`idx_scenarios_parent_template_id` on `parent_template_id`",
             "`idx_scenarios_conversation_id` on `conversation_id`",
-            "`idx_scenarios_created_by` on `created_by`",
+            "`idx_scenarios_created_by_keyset` on `(created_by, created_at DESC, id DESC)`",
         ],
     },
     TableNotes {
@@ -701,7 +701,7 @@ pub const NOTES: &[TableNotes] = &[
         ],
         indexes: &[
             "`idx_edge_cases_scenario_id` on `scenario_id`",
-            "`idx_edge_cases_created_by` on `created_by`",
+            "`idx_edge_cases_created_by_keyset` on `(created_by, created_at DESC, id DESC)`",
         ],
     },
     TableNotes {
@@ -739,7 +739,7 @@ pub const NOTES: &[TableNotes] = &[
             "`export_logs_select_own`: SELECT where `user_id = auth.uid()`; every write \
                 is the service's.",
         ],
-        indexes: &["`idx_export_logs_user_id` on `(user_id, created_at DESC)`"],
+        indexes: &["`idx_export_logs_user_id_keyset` on `(user_id, created_at DESC, id DESC)`"],
     },
 ];
 

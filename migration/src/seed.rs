@@ -39,6 +39,7 @@ use forge_entity::conversations::{
 };
 use forge_entity::edge_cases::{self, EdgeComplexity, TestStatus};
 use forge_entity::export_logs::{self, ExportFormat, ExportStatus};
+use forge_entity::ids::{ConversationId, ProfileId, PromptId, RunId};
 use forge_entity::pipeline_runs::{self, RunStatus};
 use forge_entity::profiles::{self, Tier};
 use forge_entity::projects::{self, ProjectStatus};
@@ -175,10 +176,12 @@ async fn ensure_migrated(db: &DatabaseConnection) -> Result<(), SeedError> {
 }
 
 /// The seed's fixed ids: `5eed0000-0000-4000-8000-UUUUUUUUKKNN` for user `U`, kind `K`
-/// (which table) and row `N`.
-fn id(user: u32, kind: u8, n: u8) -> Uuid {
+/// (which table) and row `N`, as the table's typed id.
+fn id<T: From<Uuid>>(user: u32, kind: u8, n: u8) -> T {
     const BASE: u128 = 0x5eed_0000_0000_4000_8000_0000_0000_0000;
-    Uuid::from_u128(BASE | (u128::from(user) << 16) | (u128::from(kind) << 8) | u128::from(n))
+    T::from(Uuid::from_u128(
+        BASE | (u128::from(user) << 16) | (u128::from(kind) << 8) | u128::from(n),
+    ))
 }
 
 /// Every row of one user's data set.
@@ -219,7 +222,7 @@ impl UserSet {
         let clock = Clock {
             start: now - Duration::days(1),
         };
-        let owner = id(user, 0, 0);
+        let owner: ProfileId = id(user, 0, 0);
         let (conversations, turns): (Vec<_>, Vec<_>) = ConversationStatus::ALL
             .iter()
             .zip(0_u8..)
@@ -376,13 +379,13 @@ const TOPICS: [&str; 7] = [
 
 /// Conversation `n` of `owner`, in `status`, and its turns.
 fn conversation(
-    owner: Uuid,
+    owner: ProfileId,
     user: u32,
     n: u8,
     status: ConversationStatus,
     clock: Clock,
 ) -> (conversations::Model, Vec<conversation_turns::Model>) {
-    let conv_id = id(user, 5, n);
+    let conv_id: ConversationId = id(user, 5, n);
     let created = clock.at(30 + i64::from(n));
     let turns = turns(user, n, conv_id, status, created);
     let generated = status != ConversationStatus::Draft && status != ConversationStatus::Failed;
@@ -444,7 +447,7 @@ fn metrics(score: f64) -> QualityMetrics {
 fn turns(
     user: u32,
     n: u8,
-    conversation_id: Uuid,
+    conversation_id: ConversationId,
     status: ConversationStatus,
     created: DateTime<Utc>,
 ) -> Vec<conversation_turns::Model> {
@@ -481,7 +484,7 @@ fn turns(
 
 /// The review actions that lead to `status`.
 fn review_history(
-    owner: Uuid,
+    owner: ProfileId,
     status: ConversationStatus,
     created: DateTime<Utc>,
 ) -> ReviewHistory {
@@ -598,7 +601,7 @@ fn runs(user: u32, clock: Clock) -> Vec<pipeline_runs::Model> {
                 RunStatus::Running | RunStatus::Completed | RunStatus::Failed
             );
             pipeline_runs::Model {
-                run_id: format!("seed-{user}-{}", status.as_str()),
+                run_id: RunId::new(format!("seed-{user}-{}", status.as_str())),
                 project_spec: json!({
                     "name": "Todo App",
                     "platform": "expo",
@@ -693,7 +696,7 @@ fn run_artifacts(user: u32, runs: &[pipeline_runs::Model]) -> Vec<artifacts::Mod
 /// Two templates of `user`: seed 003's sample ("Financial Planning Triumph") and a second
 /// one, inactive. `version` and `last_modified*` are the database's (1, now, the owner).
 fn templates(user: u32, clock: Clock) -> Vec<templates::Model> {
-    let owner = id(user, 0, 0);
+    let owner: ProfileId = id(user, 0, 0);
     let list = |items: &[&str]| StringList::from(items);
     let sample = templates::Model {
         id: id(user, 11, 0),
@@ -907,7 +910,7 @@ fn prompts(now: DateTime<Utc>) -> Vec<prompts::Model> {
     ]
     .into_iter()
     .map(|(id, category, context, text)| prompts::Model {
-        id: id.to_owned(),
+        id: PromptId::from(id),
         category: category.to_owned(),
         context: context.to_owned(),
         prompt_text: text.to_owned(),
@@ -1018,10 +1021,10 @@ mod tests {
     #[test]
     fn ids_are_fixed_and_distinct_per_user_kind_and_row() {
         assert_eq!(
-            id(3, 6, 0x21).to_string(),
+            id::<Uuid>(3, 6, 0x21).to_string(),
             "5eed0000-0000-4000-8000-000000030621"
         );
-        assert_ne!(id(1, 0, 0), id(2, 0, 0));
+        assert_ne!(id::<ProfileId>(1, 0, 0), id(2, 0, 0));
     }
 
     #[test]

@@ -47,11 +47,7 @@ fn without_database_url_it_migrates_the_embedded_sqlite_file_and_says_so() {
     assert!(dir.join("forge.db").exists());
 
     let status = text(&run(&dir, None, &["status"]).stdout);
-    assert_eq!(
-        status.matches("applied  m2025").count(),
-        total(),
-        "{status}"
-    );
+    assert_eq!(status.matches("applied  m20").count(), total(), "{status}");
 
     let down = run(&dir, None, &["down"]);
     assert!(
@@ -60,7 +56,7 @@ fn without_database_url_it_migrates_the_embedded_sqlite_file_and_says_so() {
         text(&down.stdout)
     );
     let status = text(&run(&dir, None, &["status"]).stdout);
-    assert_eq!(status.matches("pending  m2025").count(), 1, "{status}");
+    assert_eq!(status.matches("pending  m20").count(), 1, "{status}");
 
     let reset = run(&dir, None, &["reset"]);
     assert!(reset.status.success());
@@ -357,7 +353,7 @@ async fn without_yes_destructive_commands_refuse_a_database_with_data(t: &Scratc
         // What it would have rolled back and dropped.
         let planned = if args[0] == "down" { 5 } else { total() };
         assert_eq!(
-            stdout.matches("  roll back   m2025").count(),
+            stdout.matches("  roll back   m20").count(),
             planned,
             "{stdout}"
         );
@@ -377,7 +373,7 @@ async fn with_yes_destructive_commands_act_and_count_what_they_did(t: &Scratch) 
     migrated_with_data(t).await;
     let out = t.ok(&["down", "-n", "5", "--yes"]).await;
     assert!(out.contains(&summary(0, 5, n - 5)), "{out}");
-    assert_eq!(out.matches("  rolled back m2025").count(), 5, "{out}");
+    assert_eq!(out.matches("  rolled back m20").count(), 5, "{out}");
     let out = t.ok(&["up"]).await;
     assert!(out.contains(&summary(5, 0, n)), "{out}");
 

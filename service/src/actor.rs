@@ -7,9 +7,11 @@
 //! their own transaction) that switches role: a user's call to `authenticated` with the
 //! user's JWT claims set locally, so the row-level security policies, column privileges
 //! and triggers of the database hold even if a repository filter were forgotten; a
-//! service call to `service_role` (which bypasses row-level security). The previous role
-//! and claims are put back before the call returns, so nothing leaks to the caller's next
-//! statement or to the next user of a pooled connection.
+//! service call to `service_role` (which bypasses row-level security). Every setting is
+//! transaction-local: at top level `COMMIT` discards it; inside a caller's transaction the
+//! previous role and claims are put back before the savepoint is released. Nothing leaks
+//! to the caller's next statement or to the next user of a pooled connection. A call that
+//! is a single statement skips the transaction altogether (see `scoped`).
 //!
 //! The role Forge connects as must be allowed to `SET ROLE` to both. The recommended
 //! setup is two roles: an owner that runs the migrations (Supabase's `postgres`, or any
@@ -124,7 +126,7 @@ pub type ScopedFuture<'t, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + '
 /// # use forge_service::{Actor, Access, run_as};
 /// # use forge_entity::prelude::*;
 /// # use sea_orm::EntityTrait;
-/// # async fn f(db: &sea_orm::DatabaseConnection, user: uuid::Uuid) -> forge_service::Result<()> {
+/// # async fn f(db: &sea_orm::DatabaseConnection, user: forge_entity::ids::ProfileId) -> forge_service::Result<()> {
 /// let visible = run_as(db, Actor::User(user), Access::Read, |txn| {
 ///     Box::pin(async move { Ok(Projects::find().all(txn).await?) })
 /// })
@@ -152,8 +154,9 @@ where
     } else {
         db.begin().await?
     };
+    let nested = is_callers_transaction(db);
     let restore = if txn.get_database_backend() == DbBackend::Postgres {
-        Some(enter_context(&txn, actor).await?)
+        enter_context(&txn, actor, nested).await?
     } else {
         None
     };
@@ -269,35 +272,50 @@ struct PreviousContext {
     sub: String,
 }
 
-/// Switches `txn` to `actor`'s role and JWT claims, returning what was in force before.
-async fn enter_context(txn: &DatabaseTransaction, actor: Actor) -> Result<PreviousContext> {
-    let row = txn
-        .query_one_raw(Statement::from_string(
-            DbBackend::Postgres,
-            "SELECT current_setting('role'), \
-                    coalesce(current_setting('request.jwt.claims', true), ''), \
-                    coalesce(current_setting('request.jwt.claim.sub', true), '')",
-        ))
-        .await?
-        .ok_or_else(|| {
-            ForgeError::Db(sea_orm::DbErr::Custom("no row from current_setting".into()))
-        })?;
-    let previous = PreviousContext {
-        role: row.try_get_by_index(0)?,
-        claims: row.try_get_by_index(1)?,
-        sub: row.try_get_by_index(2)?,
-    };
+/// The role, JWT claims and `sub` of `actor`'s context, as text that is safe to put
+/// between single quotes (a role name, JSON of a uuid, a uuid).
+pub(crate) fn context_literals(actor: Actor) -> (&'static str, String, String) {
     match actor {
-        Actor::User(uid) => {
-            let claims =
-                serde_json::json!({ "sub": uid.to_string(), "role": USER_ROLE }).to_string();
-            set_context(txn, USER_ROLE, &claims, &uid.to_string()).await?;
-        }
-        Actor::Service => {
-            let claims = serde_json::json!({ "role": SERVICE_ROLE }).to_string();
-            set_context(txn, SERVICE_ROLE, &claims, "").await?;
-        }
+        Actor::User(uid) => (
+            USER_ROLE,
+            format!(r#"{{"sub":"{uid}","role":"{USER_ROLE}"}}"#),
+            uid.to_string(),
+        ),
+        Actor::Service => (SERVICE_ROLE, format!(r#"{{"role":"{SERVICE_ROLE}"}}"#), String::new()),
     }
+}
+
+/// Switches `txn` to `actor`'s role and JWT claims in one statement. Inside a caller's
+/// transaction (`nested`) it returns what was in force before, to be put back before the
+/// savepoint is released (a released savepoint keeps its `SET LOCAL`s); at top level
+/// `COMMIT` or `ROLLBACK` discards them, so nothing is read or restored.
+async fn enter_context(
+    txn: &DatabaseTransaction,
+    actor: Actor,
+    nested: bool,
+) -> Result<Option<PreviousContext>> {
+    let previous = if nested {
+        let row = txn
+            .query_one_raw(Statement::from_string(
+                DbBackend::Postgres,
+                "SELECT current_setting('role'), \
+                        coalesce(current_setting('request.jwt.claims', true), ''), \
+                        coalesce(current_setting('request.jwt.claim.sub', true), '')",
+            ))
+            .await?
+            .ok_or_else(|| {
+                ForgeError::Db(sea_orm::DbErr::Custom("no row from current_setting".into()))
+            })?;
+        Some(PreviousContext {
+            role: row.try_get_by_index(0)?,
+            claims: row.try_get_by_index(1)?,
+            sub: row.try_get_by_index(2)?,
+        })
+    } else {
+        None
+    };
+    let (role, claims, sub) = context_literals(actor);
+    set_context(txn, role, &claims, &sub).await?;
     Ok(previous)
 }
 

@@ -55,12 +55,12 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use forge_entity::batch_items::{self, ItemStatus};
 use forge_entity::batch_jobs::{self, BatchPriority, BatchStatus, ErrorHandling};
+use forge_entity::ids::{BatchId, BatchItemId, ConversationId};
 use sea_orm::sea_query::{Asterisk, Expr, ExprTrait, Func, LockBehavior, LockType, Query};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, Order,
     PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait, Select, UpdateMany,
 };
-use uuid::Uuid;
 
 use crate::actor::{Access, Actor, Connection, run_as};
 use crate::error::{ForgeError, Result};
@@ -103,7 +103,7 @@ pub struct FinishedItem {
 /// How an item finishes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Outcome {
-    Completed(Uuid),
+    Completed(ConversationId),
     Failed(String),
 }
 
@@ -127,7 +127,7 @@ pub fn visible_to(actor: Actor) -> Select<batch_items::Entity> {
 /// # Errors
 /// [`ForgeError::Db`] on a database failure.
 #[tracing::instrument(skip_all, fields(entity = ITEM, op = "find", id = %id))]
-pub async fn find<C>(db: &C, actor: Actor, id: Uuid) -> Result<Option<batch_items::Model>>
+pub async fn find<C>(db: &C, actor: Actor, id: BatchItemId) -> Result<Option<batch_items::Model>>
 where
     C: Connection,
 {
@@ -146,7 +146,7 @@ where
 ///
 /// # Errors
 /// [`ForgeError::NotFound`] when it does not exist or its batch is not `actor`'s.
-pub async fn get<C>(db: &C, actor: Actor, id: Uuid) -> Result<batch_items::Model>
+pub async fn get<C>(db: &C, actor: Actor, id: BatchItemId) -> Result<batch_items::Model>
 where
     C: Connection,
 {
@@ -327,7 +327,7 @@ fn priority_rank() -> Expr {
 /// else skipping locked batches.
 async fn next_batch(
     txn: &DatabaseTransaction,
-    tried: &[Uuid],
+    tried: &[BatchId],
     wait: bool,
 ) -> Result<Option<batch_jobs::Model>> {
     use batch_jobs::Column as Col;
@@ -357,7 +357,7 @@ async fn claim_from(
     wanted: u64,
     worker: &str,
     lease: TimeDelta,
-) -> Result<Vec<Uuid>> {
+) -> Result<Vec<BatchItemId>> {
     use batch_items::Column as Col;
     let now = crate::now();
     let live = batch_items::Entity::find()
@@ -370,7 +370,7 @@ async fn claim_from(
     if room == 0 {
         return Ok(Vec::new());
     }
-    let ids: Vec<Uuid> = batch_items::Entity::find()
+    let ids: Vec<BatchItemId> = batch_items::Entity::find()
         .select_only()
         .column(Col::Id)
         .filter(Col::BatchJobId.eq(batch.id))
@@ -399,7 +399,7 @@ async fn claim_from(
 }
 
 /// `queued → processing` for batch `id`, `started_at` set once.
-async fn start_batch(txn: &DatabaseTransaction, id: Uuid, now: DateTime<Utc>) -> Result<()> {
+async fn start_batch(txn: &DatabaseTransaction, id: BatchId, now: DateTime<Utc>) -> Result<()> {
     use batch_jobs::Column as Col;
     batch_jobs::Entity::update_many()
         .col_expr(Col::Status, Expr::val(BatchStatus::Processing.as_str()))
@@ -418,8 +418,8 @@ async fn start_batch(txn: &DatabaseTransaction, id: Uuid, now: DateTime<Utc>) ->
 /// The claimed items, by position, each with the batch as it is now.
 async fn read_claimed(
     txn: &DatabaseTransaction,
-    batch: Uuid,
-    ids: Vec<Uuid>,
+    batch: BatchId,
+    ids: Vec<BatchItemId>,
 ) -> Result<Vec<ClaimedItem>> {
     let batch = batch_row(txn, batch).await?;
     let items = batch_items::Entity::find()
@@ -436,14 +436,14 @@ async fn read_claimed(
         .collect())
 }
 
-async fn item_row(txn: &DatabaseTransaction, id: Uuid) -> Result<batch_items::Model> {
+async fn item_row(txn: &DatabaseTransaction, id: BatchItemId) -> Result<batch_items::Model> {
     batch_items::Entity::find_by_id(id)
         .one(txn)
         .await?
         .ok_or_else(|| ForgeError::not_found(ITEM, id))
 }
 
-async fn batch_row(txn: &DatabaseTransaction, id: Uuid) -> Result<batch_jobs::Model> {
+async fn batch_row(txn: &DatabaseTransaction, id: BatchId) -> Result<batch_jobs::Model> {
     batch_jobs::Entity::find_by_id(id)
         .one(txn)
         .await?
@@ -466,7 +466,7 @@ fn holds(item: &batch_items::Model, worker: &str) -> bool {
 }
 
 /// The items `worker` holds: `id`, processing, leased to it.
-fn held_by(id: Uuid, worker: &str) -> Condition {
+fn held_by(id: BatchItemId, worker: &str) -> Condition {
     use batch_items::Column as Col;
     Condition::all()
         .add(Col::Id.eq(id))
@@ -486,7 +486,8 @@ fn not_held(item: &batch_items::Model, worker: &str, to: ItemStatus) -> ForgeErr
     };
     if lost {
         ForgeError::LeaseLost {
-            job: item.id,
+            entity: "batch item",
+            id: item.id.to_string(),
             worker: worker.to_owned(),
         }
     } else {
@@ -495,7 +496,12 @@ fn not_held(item: &batch_items::Model, worker: &str, to: ItemStatus) -> ForgeErr
 }
 
 /// Why a write to item `id` guarded by [`held_by`] changed nothing, read afresh.
-async fn refusal(txn: &DatabaseTransaction, id: Uuid, worker: &str, to: ItemStatus) -> ForgeError {
+async fn refusal(
+    txn: &DatabaseTransaction,
+    id: BatchItemId,
+    worker: &str,
+    to: ItemStatus,
+) -> ForgeError {
     match item_row(txn, id).await {
         Ok(item) => not_held(&item, worker, to),
         Err(err) => err,
@@ -517,7 +523,7 @@ async fn refusal(txn: &DatabaseTransaction, id: Uuid, worker: &str, to: ItemStat
 pub async fn heartbeat<C>(
     db: &C,
     actor: Actor,
-    id: Uuid,
+    id: BatchItemId,
     worker: &str,
     lease: Duration,
 ) -> Result<batch_items::Model>
@@ -557,7 +563,8 @@ where
             let item = item_row(txn, id).await?;
             Err(if holds(&item, &worker) {
                 ForgeError::LeaseLost {
-                    job: id,
+                    entity: "batch item",
+                    id: id.to_string(),
                     worker: worker.clone(),
                 }
             } else {
@@ -580,7 +587,7 @@ where
 pub async fn set_progress<C>(
     db: &C,
     actor: Actor,
-    id: Uuid,
+    id: BatchItemId,
     worker: &str,
     progress: i32,
 ) -> Result<batch_items::Model>
@@ -616,7 +623,7 @@ where
 /// [`ForgeError::Forbidden`] for a user, [`ForgeError::NotFound`] for an unknown item,
 /// [`ForgeError::InvalidTransition`] when the item is not processing.
 #[tracing::instrument(skip_all, fields(entity = ITEM, op = "requeue", id = %id))]
-pub async fn requeue<C>(db: &C, actor: Actor, id: Uuid) -> Result<batch_items::Model>
+pub async fn requeue<C>(db: &C, actor: Actor, id: BatchItemId) -> Result<batch_items::Model>
 where
     C: Connection,
 {
@@ -661,9 +668,9 @@ where
 pub async fn complete<C>(
     db: &C,
     actor: Actor,
-    id: Uuid,
+    id: BatchItemId,
     worker: &str,
-    conversation_id: Uuid,
+    conversation_id: ConversationId,
 ) -> Result<FinishedItem>
 where
     C: Connection,
@@ -687,7 +694,7 @@ where
 pub async fn fail<C>(
     db: &C,
     actor: Actor,
-    id: Uuid,
+    id: BatchItemId,
     worker: &str,
     error: &str,
 ) -> Result<FinishedItem>
@@ -712,7 +719,7 @@ impl Outcome {
     /// record of who finished it.
     fn item_update(
         &self,
-        id: Uuid,
+        id: BatchItemId,
         worker: &str,
         now: DateTime<Utc>,
     ) -> UpdateMany<batch_items::Entity> {
@@ -735,7 +742,7 @@ impl Outcome {
 async fn finish<C>(
     db: &C,
     actor: Actor,
-    id: Uuid,
+    id: BatchItemId,
     worker: String,
     outcome: Outcome,
 ) -> Result<FinishedItem>
@@ -769,7 +776,7 @@ where
 /// Ends running batch `id` after one of its items finished (the database has moved the
 /// counters already): `failed` at once when `stop`, else `completed` when this was its last
 /// item. (The database sets `completed_at`.)
-async fn end_if_finished(txn: &DatabaseTransaction, id: Uuid, stop: bool) -> Result<()> {
+async fn end_if_finished(txn: &DatabaseTransaction, id: BatchId, stop: bool) -> Result<()> {
     use batch_jobs::Column as Col;
     let running = Col::Status.is_in(RUNNING.iter().copied());
     let (ends, end) = if stop {

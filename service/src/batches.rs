@@ -26,13 +26,13 @@ use chrono::{DateTime, Utc};
 use forge_entity::batch_items::{self, ItemStatus};
 use forge_entity::batch_jobs::{self, BatchConfiguration, BatchPriority, BatchStatus};
 use forge_entity::conversations::ConversationTier;
+use forge_entity::ids::{BatchId, BatchItemId, ProfileId};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbBackend,
     EntityTrait, Iterable, QueryFilter, QueryOrder, QuerySelect, Select, Set,
 };
 use serde_json::Value as Json;
-use uuid::Uuid;
 
 use crate::actor::{Access, Actor, Connection, owner_of_new, run_as};
 use crate::error::{ForgeError, Result};
@@ -89,7 +89,7 @@ impl NewBatchItem {
 #[derive(Clone, Debug, PartialEq)]
 pub struct NewBatch {
     /// The owner (`None`: the acting user; the service must name one).
-    pub owner: Option<Uuid>,
+    pub owner: Option<ProfileId>,
     /// Display name; must not be blank.
     pub name: String,
     /// How urgent it is.
@@ -203,7 +203,7 @@ fn check_configuration(mut config: BatchConfiguration) -> Result<BatchConfigurat
 
 /// Validates the items into rows of batch `batch`, positions 1..n.
 fn item_rows(
-    batch: Uuid,
+    batch: BatchId,
     default_tier: ConversationTier,
     items: Vec<NewBatchItem>,
     now: DateTime<Utc>,
@@ -218,7 +218,7 @@ fn item_rows(
         .zip(items)
         .map(|(position, item)| {
             Ok(batch_items::ActiveModel {
-                id: Set(Uuid::new_v4()),
+                id: Set(BatchItemId::new()),
                 batch_job_id: Set(batch),
                 position: Set(position),
                 topic: Set(validate::text("topic", &item.topic, MAX_TOPIC)?),
@@ -249,7 +249,7 @@ where
     let owner = owner_of_new(actor, new.owner, "creating a batch for another user")?;
     let name = validate::text("name", &new.name, MAX_NAME)?;
     let configuration = check_configuration(new.configuration)?;
-    let id = Uuid::new_v4();
+    let id = BatchId::new();
     let stamp = crate::now();
     let items = item_rows(id, configuration.tier, new.items, stamp)?;
     let row = batch_jobs::ActiveModel {
@@ -276,14 +276,14 @@ where
     .await
 }
 
-fn by_id(actor: Actor, id: Uuid) -> Select<batch_jobs::Entity> {
+fn by_id(actor: Actor, id: BatchId) -> Select<batch_jobs::Entity> {
     visible_to(actor).filter(batch_jobs::Column::Id.eq(id))
 }
 
 async fn visible_row(
     txn: &DatabaseTransaction,
     actor: Actor,
-    id: Uuid,
+    id: BatchId,
 ) -> Result<batch_jobs::Model> {
     by_id(actor, id)
         .one(txn)
@@ -296,7 +296,7 @@ async fn visible_row(
 /// # Errors
 /// [`ForgeError::Db`] on a database failure.
 #[tracing::instrument(skip_all, fields(entity = "batch", op = "find", id = %id))]
-pub async fn find<C>(db: &C, actor: Actor, id: Uuid) -> Result<Option<batch_jobs::Model>>
+pub async fn find<C>(db: &C, actor: Actor, id: BatchId) -> Result<Option<batch_jobs::Model>>
 where
     C: Connection,
 {
@@ -310,7 +310,7 @@ where
 ///
 /// # Errors
 /// [`ForgeError::NotFound`] when it does not exist or is not `actor`'s.
-pub async fn get<C>(db: &C, actor: Actor, id: Uuid) -> Result<batch_jobs::Model>
+pub async fn get<C>(db: &C, actor: Actor, id: BatchId) -> Result<batch_jobs::Model>
 where
     C: Connection,
 {
@@ -350,7 +350,7 @@ where
 pub async fn list_items<C>(
     db: &C,
     actor: Actor,
-    batch_id: Uuid,
+    batch_id: BatchId,
     request: ItemPageRequest,
 ) -> Result<ItemPage>
 where
@@ -422,7 +422,7 @@ impl Change {
 }
 
 /// Applies `change` to batch `id` with one conditional `UPDATE`.
-async fn apply<C>(db: &C, actor: Actor, id: Uuid, change: Change) -> Result<batch_jobs::Model>
+async fn apply<C>(db: &C, actor: Actor, id: BatchId, change: Change) -> Result<batch_jobs::Model>
 where
     C: Connection,
 {
@@ -460,7 +460,7 @@ where
 /// [`ForgeError::NotFound`] when it is not `actor`'s, [`ForgeError::InvalidTransition`]
 /// from any other state.
 #[tracing::instrument(skip_all, fields(entity = "batch", op = "pause", id = %id))]
-pub async fn pause<C>(db: &C, actor: Actor, id: Uuid) -> Result<batch_jobs::Model>
+pub async fn pause<C>(db: &C, actor: Actor, id: BatchId) -> Result<batch_jobs::Model>
 where
     C: Connection,
 {
@@ -473,7 +473,7 @@ where
 /// [`ForgeError::NotFound`] when it is not `actor`'s, [`ForgeError::InvalidTransition`]
 /// unless it is paused.
 #[tracing::instrument(skip_all, fields(entity = "batch", op = "resume", id = %id))]
-pub async fn resume<C>(db: &C, actor: Actor, id: Uuid) -> Result<batch_jobs::Model>
+pub async fn resume<C>(db: &C, actor: Actor, id: BatchId) -> Result<batch_jobs::Model>
 where
     C: Connection,
 {
@@ -488,7 +488,7 @@ where
 /// [`ForgeError::NotFound`] when it is not `actor`'s, [`ForgeError::InvalidTransition`]
 /// once it is completed, failed or cancelled.
 #[tracing::instrument(skip_all, fields(entity = "batch", op = "cancel", id = %id))]
-pub async fn cancel<C>(db: &C, actor: Actor, id: Uuid) -> Result<batch_jobs::Model>
+pub async fn cancel<C>(db: &C, actor: Actor, id: BatchId) -> Result<batch_jobs::Model>
 where
     C: Connection,
 {

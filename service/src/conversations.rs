@@ -24,6 +24,7 @@ use forge_entity::conversations::{
     self, Categories, ConversationStatus, ConversationTier, ReviewAction, ReviewActionKind,
     ReviewHistory,
 };
+use forge_entity::ids::{ConversationId, ProfileId, TurnId};
 use forge_entity::profiles;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
@@ -32,7 +33,6 @@ use sea_orm::{
     Select, Set, Statement,
 };
 use serde_json::Value as Json;
-use uuid::Uuid;
 
 use crate::actor::{Access, Actor, Connection, owner_of_new, run_as};
 use crate::batches::insert_chunked;
@@ -99,7 +99,7 @@ impl NewTurn {
 #[derive(Clone, Debug, PartialEq)]
 pub struct NewConversation {
     /// The owner (`None`: the acting user; the service must name one).
-    pub owner: Option<Uuid>,
+    pub owner: Option<ProfileId>,
     /// The unique human-facing id.
     pub conversation_id: String,
     /// An optional title.
@@ -205,13 +205,13 @@ fn check_turn(turn: &NewTurn, expected: Option<i32>) -> Result<()> {
 }
 
 fn turn_row(
-    conversation: Uuid,
+    conversation: ConversationId,
     number: i32,
     turn: NewTurn,
     now: DateTime<Utc>,
 ) -> conversation_turns::Model {
     conversation_turns::Model {
-        id: Uuid::new_v4(),
+        id: TurnId::new(),
         conversation_id: conversation,
         turn_number: number,
         role: turn.role,
@@ -264,7 +264,7 @@ fn prepare(
             format!("{} turns, at most {MAX_TURNS} allowed", new.turns.len()),
         ));
     }
-    let id = Uuid::new_v4();
+    let id = ConversationId::new();
     let now = crate::now();
     let mut turns = Vec::with_capacity(new.turns.len());
     for (number, turn) in (1..).zip(new.turns) {
@@ -340,14 +340,14 @@ where
     .await
 }
 
-fn by_id(actor: Actor, id: Uuid) -> Select<conversations::Entity> {
+fn by_id(actor: Actor, id: ConversationId) -> Select<conversations::Entity> {
     visible_to(actor).filter(conversations::Column::Id.eq(id))
 }
 
 async fn visible_row(
     txn: &DatabaseTransaction,
     actor: Actor,
-    id: Uuid,
+    id: ConversationId,
 ) -> Result<conversations::Model> {
     by_id(actor, id)
         .one(txn)
@@ -360,7 +360,11 @@ async fn visible_row(
 /// # Errors
 /// [`ForgeError::Db`] on a database failure.
 #[tracing::instrument(skip_all, fields(entity = "conversation", op = "find", id = %id))]
-pub async fn find<C>(db: &C, actor: Actor, id: Uuid) -> Result<Option<conversations::Model>>
+pub async fn find<C>(
+    db: &C,
+    actor: Actor,
+    id: ConversationId,
+) -> Result<Option<conversations::Model>>
 where
     C: Connection,
 {
@@ -374,7 +378,7 @@ where
 ///
 /// # Errors
 /// [`ForgeError::NotFound`] when it does not exist or is not `actor`'s.
-pub async fn get<C>(db: &C, actor: Actor, id: Uuid) -> Result<conversations::Model>
+pub async fn get<C>(db: &C, actor: Actor, id: ConversationId) -> Result<conversations::Model>
 where
     C: Connection,
 {
@@ -389,7 +393,11 @@ where
 /// # Errors
 /// [`ForgeError::NotFound`] when it does not exist or is not `actor`'s.
 #[tracing::instrument(skip_all, fields(entity = "conversation", op = "get_with_turns", id = %id))]
-pub async fn get_with_turns<C>(db: &C, actor: Actor, id: Uuid) -> Result<ConversationWithTurns>
+pub async fn get_with_turns<C>(
+    db: &C,
+    actor: Actor,
+    id: ConversationId,
+) -> Result<ConversationWithTurns>
 where
     C: Connection,
 {
@@ -414,7 +422,7 @@ where
 async fn refusal(
     txn: &DatabaseTransaction,
     actor: Actor,
-    id: Uuid,
+    id: ConversationId,
     to: ConversationStatus,
 ) -> ForgeError {
     match visible_row(txn, actor, id).await {
@@ -440,7 +448,7 @@ async fn refusal(
 pub async fn append_turn<C>(
     db: &C,
     actor: Actor,
-    id: Uuid,
+    id: ConversationId,
     turn: NewTurn,
 ) -> Result<conversation_turns::Model>
 where
@@ -553,7 +561,7 @@ struct ReviewStep {
     to: ConversationStatus,
     /// The reviewer named by the service; `None` for a submission (recorded as the
     /// acting user, or as the owner when the service submits for them).
-    reviewer: Option<Uuid>,
+    reviewer: Option<ProfileId>,
     comment: Option<String>,
 }
 
@@ -600,7 +608,7 @@ fn history_has_room(history: ReviewHistory, action: &ReviewAction) -> Result<()>
     Ok(())
 }
 
-async fn require_profile(txn: &DatabaseTransaction, id: Uuid) -> Result<()> {
+async fn require_profile(txn: &DatabaseTransaction, id: ProfileId) -> Result<()> {
     let found = profiles::Entity::find_by_id(id).count(txn).await?;
     if found == 0 {
         return Err(ForgeError::not_found("profile", id));
@@ -610,7 +618,12 @@ async fn require_profile(txn: &DatabaseTransaction, id: Uuid) -> Result<()> {
 
 /// Applies `step` to conversation `id` with one conditional `UPDATE` (status in
 /// `step.from`), appending the review action in SQL.
-async fn review<C>(db: &C, actor: Actor, id: Uuid, step: ReviewStep) -> Result<conversations::Model>
+async fn review<C>(
+    db: &C,
+    actor: Actor,
+    id: ConversationId,
+    step: ReviewStep,
+) -> Result<conversations::Model>
 where
     C: Connection,
 {
@@ -673,8 +686,8 @@ where
 async fn decide<C>(
     db: &C,
     actor: Actor,
-    id: Uuid,
-    reviewer: Uuid,
+    id: ConversationId,
+    reviewer: ProfileId,
     decision: (ReviewActionKind, ConversationStatus),
     comment: Option<String>,
 ) -> Result<conversations::Model>
@@ -711,7 +724,7 @@ fn reason(reason: &str) -> Result<Option<String>> {
 pub async fn submit_for_review<C>(
     db: &C,
     actor: Actor,
-    id: Uuid,
+    id: ConversationId,
     comment: Option<&str>,
 ) -> Result<conversations::Model>
 where
@@ -739,8 +752,8 @@ where
 pub async fn approve<C>(
     db: &C,
     actor: Actor,
-    id: Uuid,
-    reviewer: Uuid,
+    id: ConversationId,
+    reviewer: ProfileId,
     comment: Option<&str>,
 ) -> Result<conversations::Model>
 where
@@ -760,8 +773,8 @@ where
 pub async fn reject<C>(
     db: &C,
     actor: Actor,
-    id: Uuid,
-    reviewer: Uuid,
+    id: ConversationId,
+    reviewer: ProfileId,
     why: &str,
 ) -> Result<conversations::Model>
 where
@@ -780,8 +793,8 @@ where
 pub async fn request_revision<C>(
     db: &C,
     actor: Actor,
-    id: Uuid,
-    reviewer: Uuid,
+    id: ConversationId,
+    reviewer: ProfileId,
     why: &str,
 ) -> Result<conversations::Model>
 where

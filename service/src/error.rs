@@ -9,7 +9,12 @@ use sea_orm::{DbErr, SqlErr};
 /// read `forge:<kind>:<detail>` on both backends, see `forge-migration`'s database wall)
 /// the variant of its kind; a JSON document over the size cap a
 /// [`ForgeError::Validation`]; anything else stays a [`ForgeError::Db`].
+///
+/// The enum is `#[non_exhaustive]`: match the variants you act on and keep a fallback arm
+/// (e.g. on [`ForgeError::code`]). Every variant has a stable machine-readable
+/// [`code`](ForgeError::code) for APIs and logs.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ForgeError {
     /// The row does not exist, or belongs to someone else (the two look the same, so ids
     /// cannot be probed).
@@ -99,6 +104,36 @@ impl From<DbErr> for ForgeError {
 }
 
 impl ForgeError {
+    /// A stable, machine-readable code for the kind of error, for APIs and logs (the
+    /// `api` example maps it to an HTTP status). The codes never change meaning:
+    ///
+    /// | code | variant | HTTP (suggested) |
+    /// |---|---|---|
+    /// | `not_found` | [`NotFound`](Self::NotFound) | 404 |
+    /// | `conflict` | [`Conflict`](Self::Conflict) | 409 |
+    /// | `invalid_input` | [`Validation`](Self::Validation) | 422 |
+    /// | `invalid_state` | [`InvalidTransition`](Self::InvalidTransition) | 409 |
+    /// | `limit_reached` | [`LimitReached`](Self::LimitReached) | 429 |
+    /// | `forbidden` | [`Forbidden`](Self::Forbidden) | 403 |
+    /// | `lease_lost` | [`LeaseLost`](Self::LeaseLost) | 409 |
+    /// | `transaction_lost` | [`TransactionLost`](Self::TransactionLost) | 503 |
+    /// | `unavailable` | [`Db`](Self::Db) that [is retryable](Self::is_retryable) | 503 |
+    /// | `database` | any other [`Db`](Self::Db) | 500 |
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NotFound { .. } => "not_found",
+            Self::Conflict { .. } => "conflict",
+            Self::Validation { .. } => "invalid_input",
+            Self::InvalidTransition { .. } => "invalid_state",
+            Self::LimitReached { .. } => "limit_reached",
+            Self::Forbidden { .. } => "forbidden",
+            Self::LeaseLost { .. } => "lease_lost",
+            Self::TransactionLost => "transaction_lost",
+            Self::Db(err) if db_error_is_transient(err) => "unavailable",
+            Self::Db(_) => "database",
+        }
+    }
+
     /// Whether trying the same call again may succeed: the connection broke or the server
     /// went away or restarted (the pool opens a new connection), the pool had no
     /// connection free in time, the database gave up on a transaction to resolve a conflict

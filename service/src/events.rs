@@ -18,6 +18,7 @@
 //!   events of their own sessions only. Events never change and are not deleted here.
 
 use forge_entity::coding_sessions;
+use forge_entity::ids::SessionId;
 use forge_entity::session_events::{self, EventType};
 use sea_orm::sea_query::{Expr, ExprTrait, Func, LockType};
 use sea_orm::{
@@ -25,7 +26,6 @@ use sea_orm::{
     QueryFilter, QueryOrder, QuerySelect, Select, Set,
 };
 use serde_json::Value as Json;
-use uuid::Uuid;
 
 use crate::actor::{Access, Actor, Connection, run_as};
 use crate::error::{ForgeError, Result};
@@ -64,7 +64,11 @@ pub fn visible_to(actor: Actor) -> Select<session_events::Entity> {
 
 /// Locks session `id` against concurrent appends and state changes until the transaction
 /// ends, and refuses it unless it is live.
-async fn open_log(txn: &DatabaseTransaction, session_id: Uuid, first: EventType) -> Result<()> {
+async fn open_log(
+    txn: &DatabaseTransaction,
+    session_id: SessionId,
+    first: EventType,
+) -> Result<()> {
     let session = coding_sessions::Entity::find_by_id(session_id)
         .lock(LockType::NoKeyUpdate)
         .one(txn)
@@ -82,7 +86,7 @@ async fn open_log(txn: &DatabaseTransaction, session_id: Uuid, first: EventType)
 
 /// The next `seq` of the session, computed in SQL. Only correct while appends to the
 /// session are serialised (see the module docs).
-async fn next_seq(txn: &DatabaseTransaction, session_id: Uuid) -> Result<i64> {
+async fn next_seq(txn: &DatabaseTransaction, session_id: SessionId) -> Result<i64> {
     let next: Option<i64> = session_events::Entity::find()
         .select_only()
         .column_as(
@@ -112,7 +116,7 @@ fn checked(event: NewEvent) -> Result<NewEvent> {
 /// assigns `seq` when it is left out; on SQLite it is computed here.
 async fn insert_event(
     txn: &DatabaseTransaction,
-    session_id: Uuid,
+    session_id: SessionId,
     event: NewEvent,
 ) -> Result<session_events::Model> {
     let mut row = session_events::ActiveModel {
@@ -139,7 +143,7 @@ async fn insert_event(
 pub async fn append<C>(
     db: &C,
     actor: Actor,
-    session_id: Uuid,
+    session_id: SessionId,
     event_type: EventType,
     data: Json,
 ) -> Result<session_events::Model>
@@ -170,7 +174,7 @@ where
 pub async fn append_many<C>(
     db: &C,
     actor: Actor,
-    session_id: Uuid,
+    session_id: SessionId,
     events: Vec<NewEvent>,
 ) -> Result<Vec<session_events::Model>>
 where
@@ -210,7 +214,7 @@ where
 pub async fn after<C>(
     db: &C,
     actor: Actor,
-    session_id: Uuid,
+    session_id: SessionId,
     after_seq: i64,
     limit: u64,
 ) -> Result<Vec<session_events::Model>>

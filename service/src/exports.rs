@@ -36,12 +36,12 @@ use chrono::{DateTime, Utc};
 use forge_entity::conversation_turns::{self, TurnRole};
 use forge_entity::conversations::{self, ConversationStatus, ConversationTier};
 use forge_entity::export_logs::{self, ExportFormat, ExportStatus};
+use forge_entity::ids::{ConversationId, ExportId, ProfileId, TemplateId};
 use sea_orm::sea_query::Expr;
 use sea_orm::{ActiveModelTrait, ColumnTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, Set};
 use serde::Serialize;
 use serde_json::json;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use uuid::Uuid;
 
 use crate::actor::{Access, Actor, Connection, run_as};
 use crate::conversations::visible_to;
@@ -68,18 +68,18 @@ pub struct ExportRequest {
     /// Only this tier.
     pub tier: Option<ConversationTier>,
     /// Only conversations generated from this template.
-    pub template_id: Option<Uuid>,
+    pub template_id: Option<TemplateId>,
     /// Only conversations created at or after this instant.
     pub created_from: Option<DateTime<Utc>>,
     /// Only conversations created before this instant.
     pub created_before: Option<DateTime<Utc>>,
     /// Whose conversations. A user exports only their own (`None` or their own id); the
     /// service names a user, or `None` for everyone's.
-    pub owner: Option<Uuid>,
+    pub owner: Option<ProfileId>,
     /// The profile the `export_logs` row is recorded for: always the acting user for a
     /// user; for the service `None` means `owner`, and an export of everyone's
     /// conversations must name one.
-    pub requested_by: Option<Uuid>,
+    pub requested_by: Option<ProfileId>,
 }
 
 impl ExportRequest {
@@ -118,7 +118,7 @@ impl ExportRequest {
     }
 
     /// The filter as recorded in `export_logs.scope`.
-    fn scope(&self, owner: Option<Uuid>) -> serde_json::Value {
+    fn scope(&self, owner: Option<ProfileId>) -> serde_json::Value {
         json!({
             "format": self.format.as_str(),
             "status": self.status.map(|s| s.as_str()),
@@ -135,7 +135,7 @@ impl ExportRequest {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ExportSummary {
     /// The `export_logs` row's id.
-    pub log_id: Uuid,
+    pub log_id: ExportId,
     /// The export's public id (`export_logs.export_id`).
     pub export_id: String,
     /// The format written.
@@ -172,9 +172,9 @@ pub fn extension(format: ExportFormat) -> &'static str {
 /// written.
 struct Resolved {
     /// Whose conversations (`None`: everyone's, service only).
-    owner: Option<Uuid>,
+    owner: Option<ProfileId>,
     /// The `export_logs.user_id`.
-    log_user: Uuid,
+    log_user: ProfileId,
 }
 
 fn resolve(actor: Actor, request: &ExportRequest) -> Result<Resolved> {
@@ -194,7 +194,7 @@ fn resolve(actor: Actor, request: &ExportRequest) -> Result<Resolved> {
     }
     match actor {
         Actor::User(uid) => {
-            let others = |id: Option<Uuid>| id.is_some_and(|id| id != uid);
+            let others = |id: Option<ProfileId>| id.is_some_and(|id| id != uid);
             if others(request.owner) || others(request.requested_by) {
                 return Err(ForgeError::Forbidden {
                     action: "exporting another user's conversations",
@@ -315,8 +315,8 @@ async fn start_log<C: Connection>(
 ) -> Result<export_logs::Model> {
     let now = crate::now();
     let row = export_logs::ActiveModel {
-        id: Set(Uuid::new_v4()),
-        export_id: Set(format!("exp_{}", Uuid::new_v4().simple())),
+        id: Set(ExportId::new()),
+        export_id: Set(format!("exp_{}", uuid::Uuid::new_v4().simple())),
         user_id: Set(resolved.log_user),
         format: Set(request.format),
         scope: Set(request.scope(resolved.owner)),
@@ -337,7 +337,7 @@ async fn start_log<C: Connection>(
 /// row still `processing` changes.
 async fn finish_log<C: Connection>(
     db: &C,
-    id: Uuid,
+    id: ExportId,
     outcome: std::result::Result<&ExportSummary, &ForgeError>,
 ) -> Result<()> {
     use export_logs::Column as Col;
@@ -381,7 +381,7 @@ async fn finish_log<C: Connection>(
 /// One page: conversations in keyset order and their turns by conversation.
 struct Batch {
     conversations: Vec<conversations::Model>,
-    turns: HashMap<Uuid, Vec<conversation_turns::Model>>,
+    turns: HashMap<ConversationId, Vec<conversation_turns::Model>>,
     next: Option<Cursor>,
 }
 
@@ -391,7 +391,7 @@ async fn read_page<C: Connection>(
     db: &C,
     actor: Actor,
     request: &ExportRequest,
-    owner: Option<Uuid>,
+    owner: Option<ProfileId>,
     after: Option<Cursor>,
 ) -> Result<Batch> {
     use conversations::Column as Col;
@@ -428,9 +428,9 @@ async fn read_page<C: Connection>(
     run_as(db, actor, Access::Read, move |txn| {
         Box::pin(async move {
             let page = pagination::page(select.all(txn).await?, size, |c| (c.created_at, c.id));
-            let mut turns: HashMap<Uuid, Vec<conversation_turns::Model>> = HashMap::new();
+            let mut turns: HashMap<ConversationId, Vec<conversation_turns::Model>> = HashMap::new();
             if !page.items.is_empty() {
-                let ids: Vec<Uuid> = page.items.iter().map(|c| c.id).collect();
+                let ids: Vec<ConversationId> = page.items.iter().map(|c| c.id).collect();
                 let rows = conversation_turns::Entity::find()
                     .filter(conversation_turns::Column::ConversationId.is_in(ids))
                     .order_by_asc(conversation_turns::Column::ConversationId)
@@ -456,7 +456,7 @@ async fn stream<C, W>(
     db: &C,
     actor: Actor,
     request: &ExportRequest,
-    owner: Option<Uuid>,
+    owner: Option<ProfileId>,
     writer: &mut W,
     summary: &mut ExportSummary,
 ) -> Result<()>

@@ -24,6 +24,7 @@
 use chrono::{DateTime, Utc};
 use forge_entity::conversations;
 use forge_entity::generation_logs;
+use forge_entity::ids::{ConversationId, GenerationLogId, ProfileId, ScenarioId, TemplateId};
 use forge_entity::scenarios::{self, GenerationStatus};
 use forge_entity::templates;
 use sea_orm::prelude::Decimal;
@@ -33,7 +34,6 @@ use sea_orm::{
     QuerySelect, Select, Set,
 };
 use serde_json::Value as Json;
-use uuid::Uuid;
 
 use crate::actor::{Access, Actor, Connection, run_as};
 use crate::conversations::{self as conversation_repo, ConversationWithTurns, NewConversation};
@@ -53,9 +53,9 @@ pub const MAX_COST_USD: f64 = 999_999.999_999;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GenerationSource {
     /// A template, directly (active, or the user's own).
-    Template(Uuid),
+    Template(TemplateId),
     /// One of the user's scenarios (its template is the scenario's).
-    Scenario(Uuid),
+    Scenario(ScenarioId),
 }
 
 /// What the model call gave.
@@ -72,7 +72,7 @@ pub enum GenerationOutcome {
 #[derive(Clone, Debug, PartialEq)]
 pub struct NewGeneration {
     /// Whose generation it is.
-    pub user: Uuid,
+    pub user: ProfileId,
     /// What it was made from.
     pub source: GenerationSource,
     /// What it gave.
@@ -99,7 +99,7 @@ pub struct NewGeneration {
 impl NewGeneration {
     /// A call for `user` from `source` with `outcome`; no run, default parameters, no
     /// payloads, nothing counted.
-    pub fn new(user: Uuid, source: GenerationSource, outcome: GenerationOutcome) -> Self {
+    pub fn new(user: ProfileId, source: GenerationSource, outcome: GenerationOutcome) -> Self {
         Self {
             user,
             source,
@@ -133,11 +133,11 @@ pub struct RecordedGeneration {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LogFilter {
     /// Only this user's entries (a user always gets their own only).
-    pub user: Option<Uuid>,
+    pub user: Option<ProfileId>,
     /// Only entries of this template.
-    pub template: Option<Uuid>,
+    pub template: Option<TemplateId>,
     /// Only entries of this conversation.
-    pub conversation: Option<Uuid>,
+    pub conversation: Option<ConversationId>,
 }
 
 /// A half-open range of instants, `from` (inclusive) to `to` (exclusive).
@@ -173,7 +173,7 @@ pub struct Totals {
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
 pub struct UserTotals {
     /// The user.
-    pub user_id: Uuid,
+    pub user_id: ProfileId,
     /// Their sums.
     pub totals: Totals,
 }
@@ -182,7 +182,7 @@ pub struct UserTotals {
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
 pub struct TemplateTotals {
     /// The template.
-    pub template_id: Option<Uuid>,
+    pub template_id: Option<TemplateId>,
     /// Its sums.
     pub totals: Totals,
 }
@@ -236,7 +236,7 @@ fn cost(value: f64) -> Result<Decimal> {
 
 /// The checked parts of a [`NewGeneration`].
 struct Checked {
-    user: Uuid,
+    user: ProfileId,
     source: GenerationSource,
     conversation: Option<NewConversation>,
     error: Option<String>,
@@ -293,7 +293,7 @@ fn check(new: NewGeneration) -> Result<Checked> {
 /// The source's scenario (locked) and template, both the user's to generate from.
 async fn resolve_source(
     txn: &DatabaseTransaction,
-    user: Uuid,
+    user: ProfileId,
     source: GenerationSource,
 ) -> Result<(Option<scenarios::Model>, templates::Model)> {
     let as_user = Actor::User(user);
@@ -372,8 +372,8 @@ async fn record(
                 .await?;
             let mut created = conversation_repo::create(txn, actor, conversation).await?;
             let (parent_id, parent_type) = match &scenario {
-                Some(s) => (s.id, "scenario"),
-                None => (template.id, "template"),
+                Some(s) => (s.id.into_uuid(), "scenario"),
+                None => (template.id.into_uuid(), "template"),
             };
             let mut row: conversations::ActiveModel = created.conversation.clone().into();
             row.template_id = Set(Some(template.id));
@@ -385,7 +385,7 @@ async fn record(
         None => None,
     };
 
-    let log_id = Uuid::new_v4();
+    let log_id = GenerationLogId::new();
     let log = generation_logs::ActiveModel {
         id: Set(log_id),
         user_id: Set(user),
@@ -447,7 +447,11 @@ async fn record(
 /// # Errors
 /// [`ForgeError::Db`] on a database failure.
 #[tracing::instrument(skip_all, fields(entity = ENTITY, op = "find", id = %id))]
-pub async fn find_log<C>(db: &C, actor: Actor, id: Uuid) -> Result<Option<generation_logs::Model>>
+pub async fn find_log<C>(
+    db: &C,
+    actor: Actor,
+    id: GenerationLogId,
+) -> Result<Option<generation_logs::Model>>
 where
     C: Connection,
 {
@@ -466,7 +470,7 @@ where
 ///
 /// # Errors
 /// [`ForgeError::NotFound`] when it does not exist or is not `actor`'s.
-pub async fn get_log<C>(db: &C, actor: Actor, id: Uuid) -> Result<generation_logs::Model>
+pub async fn get_log<C>(db: &C, actor: Actor, id: GenerationLogId) -> Result<generation_logs::Model>
 where
     C: Connection,
 {
@@ -563,8 +567,9 @@ where
         .order_by_asc(Column::TemplateId);
     run_as(db, actor, Access::Read, move |txn| {
         Box::pin(async move {
-            let users: Vec<(Uuid, i64, f64, i64, i64)> = per_user.into_tuple().all(txn).await?;
-            let templates: Vec<(Option<Uuid>, i64, f64, i64, i64)> =
+            let users: Vec<(ProfileId, i64, f64, i64, i64)> =
+                per_user.into_tuple().all(txn).await?;
+            let templates: Vec<(Option<TemplateId>, i64, f64, i64, i64)> =
                 per_template.into_tuple().all(txn).await?;
             let totals = |count, cost_usd, input_tokens, output_tokens| Totals {
                 count,

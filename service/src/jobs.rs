@@ -64,6 +64,7 @@ use std::time::Duration;
 use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 use forge_entity::coding_jobs::{self, JobStatus};
 use forge_entity::coding_sessions::{self, SessionStatus};
+use forge_entity::ids::{JobId, SessionId};
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbBackend,
@@ -71,7 +72,6 @@ use sea_orm::{
     UpdateMany, Value,
 };
 use serde_json::Value as Json;
-use uuid::Uuid;
 
 use crate::actor::{Access, Actor, Connection, run_as};
 use crate::error::{ForgeError, Result};
@@ -100,7 +100,7 @@ const LEASE_EXHAUSTED: &str = "lease expired too often: the job was claimed max_
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewJob {
     /// The session the job works for; it must not have ended.
-    pub session_id: Uuid,
+    pub session_id: SessionId,
     /// What to do; trimmed, must not be blank.
     pub prompt: String,
     /// Higher runs first.
@@ -113,7 +113,7 @@ pub struct NewJob {
 
 impl NewJob {
     /// A job for `session_id` with priority 0, 3 retries, claimable at once.
-    pub fn new(session_id: Uuid, prompt: impl Into<String>) -> Self {
+    pub fn new(session_id: SessionId, prompt: impl Into<String>) -> Self {
         Self {
             session_id,
             prompt: prompt.into(),
@@ -128,7 +128,7 @@ impl NewJob {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct JobFilter {
     /// Only the jobs of this session.
-    pub session_id: Option<Uuid>,
+    pub session_id: Option<SessionId>,
     /// Only jobs in this state.
     pub status: Option<JobStatus>,
 }
@@ -181,7 +181,11 @@ impl RetryPolicy {
             .checked_mul(1u32 << exponent)
             .map_or(self.max, |d| d.min(self.max));
         // A uniform factor in [0.75, 1.25) from random bits: no dependency for a dice roll.
-        let bits = u64::from_le_bytes(Uuid::new_v4().as_bytes()[..8].try_into().unwrap_or([0; 8]));
+        let bits = u64::from_le_bytes(
+            uuid::Uuid::new_v4().as_bytes()[..8]
+                .try_into()
+                .unwrap_or([0; 8]),
+        );
         let unit = (bits >> 11) as f64 / (1u64 << 53) as f64;
         plain.mul_f64(0.75 + unit / 2.0).min(self.max)
     }
@@ -227,7 +231,7 @@ fn new_row(new: NewJob, created_at: DateTime<Utc>) -> Result<coding_jobs::Active
         i64::from(MAX_RETRIES),
     )?;
     Ok(coding_jobs::ActiveModel {
-        id: Set(Uuid::new_v4()),
+        id: Set(JobId::new()),
         session_id: Set(new.session_id),
         prompt: Set(prompt),
         status: Set(JobStatus::Pending),
@@ -250,7 +254,7 @@ fn new_row(new: NewJob, created_at: DateTime<Utc>) -> Result<coding_jobs::Active
 /// Locks the sessions against ending until the transaction ends (PostgreSQL: `FOR SHARE`,
 /// which a status change waits for; SQLite: the write transaction) and refuses a missing
 /// or ended one.
-async fn require_live_sessions(txn: &DatabaseTransaction, ids: &[Uuid]) -> Result<()> {
+async fn require_live_sessions(txn: &DatabaseTransaction, ids: &[SessionId]) -> Result<()> {
     let found = coding_sessions::Entity::find()
         .filter(coding_sessions::Column::Id.is_in(ids.iter().copied()))
         .lock_shared()
@@ -313,7 +317,7 @@ where
             format!("{} jobs, at most {MAX_ENQUEUE} per call", jobs.len()),
         ));
     }
-    let mut sessions: Vec<Uuid> = jobs.iter().map(|j| j.session_id).collect();
+    let mut sessions: Vec<SessionId> = jobs.iter().map(|j| j.session_id).collect();
     sessions.sort_unstable();
     sessions.dedup();
     // One microsecond apart, so the jobs of a call are claimed in the order given.
@@ -350,7 +354,7 @@ where
 /// # Errors
 /// [`ForgeError::Db`] on a database failure.
 #[tracing::instrument(skip_all, fields(entity = "job", op = "find", id = %id))]
-pub async fn find<C>(db: &C, actor: Actor, id: Uuid) -> Result<Option<coding_jobs::Model>>
+pub async fn find<C>(db: &C, actor: Actor, id: JobId) -> Result<Option<coding_jobs::Model>>
 where
     C: Connection,
 {
@@ -369,7 +373,7 @@ where
 ///
 /// # Errors
 /// [`ForgeError::NotFound`] when it does not exist or is not in one of `actor`'s sessions.
-pub async fn get<C>(db: &C, actor: Actor, id: Uuid) -> Result<coding_jobs::Model>
+pub async fn get<C>(db: &C, actor: Actor, id: JobId) -> Result<coding_jobs::Model>
 where
     C: Connection,
 {
@@ -580,7 +584,7 @@ where
 }
 
 /// The jobs `worker` holds: `id`, still processing, still locked by it.
-fn held_by(id: Uuid, worker: &str) -> Condition {
+fn held_by(id: JobId, worker: &str) -> Condition {
     Condition::all()
         .add(coding_jobs::Column::Id.eq(id))
         .add(coding_jobs::Column::Status.eq(JobStatus::Processing))
@@ -590,18 +594,22 @@ fn held_by(id: Uuid, worker: &str) -> Condition {
 /// The job an update guarded by [`held_by`] returned, or [`ForgeError::LeaseLost`].
 fn held_or_lost(
     rows: Vec<coding_jobs::Model>,
-    id: Uuid,
+    id: JobId,
     worker: String,
 ) -> Result<coding_jobs::Model> {
     rows.into_iter()
         .next()
-        .ok_or(ForgeError::LeaseLost { job: id, worker })
+        .ok_or_else(|| ForgeError::LeaseLost {
+            entity: "job",
+            id: id.to_string(),
+            worker,
+        })
 }
 
 /// Applies `update` to job `id` if `worker` still holds it.
 async fn update_held<C: Connection>(
     db: &C,
-    id: Uuid,
+    id: JobId,
     worker: String,
     update: UpdateMany<coding_jobs::Entity>,
 ) -> Result<coding_jobs::Model> {
@@ -628,7 +636,7 @@ fn stamped(now: DateTime<Utc>) -> UpdateMany<coding_jobs::Entity> {
 pub async fn heartbeat<C>(
     db: &C,
     actor: Actor,
-    id: Uuid,
+    id: JobId,
     worker: &str,
     lease: Duration,
 ) -> Result<coding_jobs::Model>
@@ -656,7 +664,7 @@ where
 pub async fn complete<C>(
     db: &C,
     actor: Actor,
-    id: Uuid,
+    id: JobId,
     worker: &str,
     result: Json,
 ) -> Result<coding_jobs::Model>
@@ -701,7 +709,7 @@ fn finished(
 pub async fn fail<C>(
     db: &C,
     actor: Actor,
-    id: Uuid,
+    id: JobId,
     worker: &str,
     error: &str,
     policy: RetryPolicy,
@@ -720,7 +728,8 @@ where
                 .one(txn)
                 .await?
                 .ok_or_else(|| ForgeError::LeaseLost {
-                    job: id,
+                    entity: "job",
+                    id: id.to_string(),
                     worker: worker.clone(),
                 })?;
             let now = crate::now();
@@ -756,7 +765,7 @@ where
 /// [`ForgeError::LeaseLost`] when `worker` does not hold the job (also for an unknown
 /// job): it was taken over, finished or failed meanwhile, and stays as it is.
 #[tracing::instrument(skip_all, fields(entity = "job", op = "release", id = %id))]
-pub async fn release<C>(db: &C, actor: Actor, id: Uuid, worker: &str) -> Result<coding_jobs::Model>
+pub async fn release<C>(db: &C, actor: Actor, id: JobId, worker: &str) -> Result<coding_jobs::Model>
 where
     C: Connection,
 {
@@ -787,7 +796,7 @@ pub const CANCELLED: &str = "cancelled";
 /// [`ForgeError::InvalidTransition`] (to `failed`) when the job is not pending: it is
 /// processing, completed or failed already. A refused cancel changes nothing.
 #[tracing::instrument(skip_all, fields(entity = "job", op = "cancel", id = %id))]
-pub async fn cancel<C>(db: &C, actor: Actor, id: Uuid) -> Result<coding_jobs::Model>
+pub async fn cancel<C>(db: &C, actor: Actor, id: JobId) -> Result<coding_jobs::Model>
 where
     C: Connection,
 {
@@ -910,7 +919,7 @@ async fn purge_batch(txn: &DatabaseTransaction, cutoff: DateTime<Utc>, batch: i6
 /// that changed the status (it also runs for users, who may not update jobs).
 pub(crate) async fn fail_jobs_of_ended_sessions(
     txn: &DatabaseTransaction,
-    id: Option<Uuid>,
+    id: Option<SessionId>,
     ended: SessionStatus,
 ) -> Result<()> {
     if txn.get_database_backend() == DbBackend::Postgres || ended.is_live() {

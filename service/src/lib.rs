@@ -30,9 +30,28 @@
 //! assert!(matches!(err, ForgeError::NotFound { .. }));
 //! # Ok(()) }
 //! ```
+//!
+//! Ids are typed ([`entity::ids`]): every table's key is its own type, in the models and in
+//! every signature here, so an id of one kind passed where another is expected does not
+//! compile. A session's `id` is a `SessionId`, not the `ProjectId` that `projects::get`
+//! takes (`session.project_id` is):
+//!
+//! ```compile_fail
+//! # use forge_service::{Actor, projects};
+//! # use forge_service::entity::coding_sessions;
+//! # async fn run(
+//! #     db: &sea_orm::DatabaseConnection,
+//! #     actor: Actor,
+//! #     session: coding_sessions::Model,
+//! # ) -> forge_service::Result<()> {
+//! let project = projects::get(db, actor, session.id).await?; // error: expected `ProjectId`
+//! # let _ = project;
+//! # Ok(()) }
+//! ```
 #![warn(missing_docs)]
 
 mod actor;
+mod scoped;
 mod error;
 mod pagination;
 mod validate;

@@ -22,6 +22,9 @@ pub const DEFAULT_PAGE_SIZE: u64 = 50;
 pub const MAX_PAGE_SIZE: u64 = 200;
 
 /// Where the previous page ended. Opaque: pass back what a [`Page`] returned.
+///
+/// One cursor type serves every list; it holds the last row's id as the uuid it is
+/// stored as, whatever the table's typed id.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Cursor {
     created_at: DateTime<Utc>,
@@ -29,9 +32,13 @@ pub struct Cursor {
 }
 
 impl Cursor {
-    /// The cursor just after a row with this `created_at` and `id`.
-    pub fn after(created_at: DateTime<Utc>, id: Uuid) -> Self {
-        Self { created_at, id }
+    /// The cursor just after a row with this `created_at` and `id` (any typed id, e.g.
+    /// a [`ProjectId`](forge_entity::ids::ProjectId)).
+    pub fn after(created_at: DateTime<Utc>, id: impl Into<Uuid>) -> Self {
+        Self {
+            created_at,
+            id: id.into(),
+        }
     }
 }
 
@@ -172,10 +179,10 @@ where
 }
 
 /// Turns `size + 1` fetched rows into a page.
-pub(crate) fn page<T>(
+pub(crate) fn page<T, K: Into<Uuid>>(
     mut rows: Vec<T>,
     size: u64,
-    key: impl Fn(&T) -> (DateTime<Utc>, Uuid),
+    key: impl Fn(&T) -> (DateTime<Utc>, K),
 ) -> Page<T> {
     let more = rows.len() as u64 > size;
     rows.truncate(size as usize);
@@ -191,19 +198,20 @@ pub(crate) fn page<T>(
 }
 
 /// Runs a keyset-paginated `select` for `actor`, ordered by `(created_at, id)`.
-pub(crate) async fn fetch_page<C, E>(
+pub(crate) async fn fetch_page<C, E, K>(
     db: &C,
     actor: Actor,
     select: Select<E>,
     columns: (E::Column, E::Column),
     direction: Direction,
     request: &PageRequest,
-    key: fn(&E::Model) -> (DateTime<Utc>, Uuid),
+    key: fn(&E::Model) -> (DateTime<Utc>, K),
 ) -> Result<Page<E::Model>>
 where
     C: Connection,
     E: EntityTrait,
     E::Model: Send + Sync,
+    K: Into<Uuid> + 'static,
 {
     let (select, size) = keyset(select, columns.0, columns.1, direction, request)?;
     run_as(db, actor, Access::Read, move |txn| {

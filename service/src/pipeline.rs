@@ -39,6 +39,7 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 use forge_entity::artifacts;
+use forge_entity::ids::{ArtifactId, ProfileId, RunEventId, RunId};
 use forge_entity::pipeline_events;
 use forge_entity::pipeline_runs::{self, RunStatus};
 use sea_orm::sea_query::{Expr, Func, LockType};
@@ -76,14 +77,14 @@ const ENTITY: &str = "run";
 #[derive(Clone, Debug, PartialEq)]
 pub struct NewRun {
     /// The owner; a user starts runs only for themselves.
-    pub owner: Uuid,
+    pub owner: ProfileId,
     /// What to build: a JSON object of at most 64 KiB.
     pub project_spec: Json,
 }
 
 impl NewRun {
     /// A run for `owner` building `project_spec`.
-    pub fn new(owner: Uuid, project_spec: Json) -> Self {
+    pub fn new(owner: ProfileId, project_spec: Json) -> Self {
         Self {
             owner,
             project_spec,
@@ -149,7 +150,7 @@ impl NewArtifact {
 pub struct RunFilter {
     /// Only this owner's runs. A user always lists their own only, so naming someone else
     /// gives an empty list; for the service `None` means every owner.
-    pub owner: Option<Uuid>,
+    pub owner: Option<ProfileId>,
     /// Only runs in this state.
     pub status: Option<RunStatus>,
 }
@@ -207,16 +208,16 @@ fn sources(to: RunStatus) -> Vec<RunStatus> {
 /// A caller's run id, refused when it could not name a stored run's id at all (a NUL
 /// character, which PostgreSQL cannot even compare, or more than [`MAX_RUN_ID`]
 /// characters). A blank one simply names no run.
-fn checked_run_id(run_id: &str) -> Result<String> {
-    validate::no_nul("run_id", run_id)?;
-    let len = run_id.chars().count();
+fn checked_run_id(run_id: &RunId) -> Result<RunId> {
+    validate::no_nul("run_id", run_id.as_str())?;
+    let len = run_id.as_str().chars().count();
     if len > MAX_RUN_ID {
         return Err(ForgeError::invalid(
             "run_id",
             format!("is {len} characters long, at most {MAX_RUN_ID} allowed"),
         ));
     }
-    Ok(run_id.to_owned())
+    Ok(run_id.clone())
 }
 
 /// A fresh run id for a run started at `at`: `run-<yyyymmdd>-<8 base32 characters>`.
@@ -266,10 +267,10 @@ fn cursor_parts(cursor: &Cursor) -> Result<(DateTime<Utc>, Uuid)> {
 async fn fetch(
     txn: &DatabaseTransaction,
     actor: Actor,
-    run_id: &str,
+    run_id: &RunId,
 ) -> Result<pipeline_runs::Model> {
     visible_to(actor)
-        .filter(pipeline_runs::Column::RunId.eq(run_id))
+        .filter(pipeline_runs::Column::RunId.eq(run_id.as_str()))
         .one(txn)
         .await?
         .ok_or_else(|| ForgeError::not_found(ENTITY, run_id))
@@ -329,7 +330,7 @@ where
         // Whole microseconds (see `crate::now`), so a page cursor names the row exactly.
         let now = crate::now();
         let row = pipeline_runs::ActiveModel {
-            run_id: Set(new_run_id(now)),
+            run_id: Set(RunId::new(new_run_id(now))),
             project_spec: Set(spec.clone()),
             owner_id: Set(owner),
             status: Set(RunStatus::Pending),
@@ -362,7 +363,7 @@ where
 /// [`ForgeError::Validation`] (`run_id`) for an id with a NUL character or over 200
 /// characters; [`ForgeError::Db`] on a database failure.
 #[tracing::instrument(skip_all, fields(entity = ENTITY, op = "find", run_id = %run_id))]
-pub async fn find<C>(db: &C, actor: Actor, run_id: &str) -> Result<Option<pipeline_runs::Model>>
+pub async fn find<C>(db: &C, actor: Actor, run_id: &RunId) -> Result<Option<pipeline_runs::Model>>
 where
     C: Connection,
 {
@@ -383,7 +384,7 @@ where
 /// # Errors
 /// [`ForgeError::NotFound`] when it does not exist or is not `actor`'s;
 /// [`ForgeError::Validation`] (`run_id`) as for [`find`].
-pub async fn get<C>(db: &C, actor: Actor, run_id: &str) -> Result<pipeline_runs::Model>
+pub async fn get<C>(db: &C, actor: Actor, run_id: &RunId) -> Result<pipeline_runs::Model>
 where
     C: Connection,
 {
@@ -424,14 +425,14 @@ where
             if let Some((at, key)) = after {
                 // The cursor carries the last run's instant and a digest of its id: find
                 // that run among the (almost always one) runs created at that instant.
-                let tied: Vec<String> = base
+                let tied: Vec<RunId> = base
                     .select_only()
                     .column(Column::RunId)
                     .filter(Column::CreatedAt.eq(at))
                     .into_tuple()
                     .all(txn)
                     .await?;
-                let beyond = match tied.into_iter().find(|id| run_key(id) == key) {
+                let beyond = match tied.into_iter().find(|id| run_key(id.as_str()) == key) {
                     Some(last) => Condition::any().add(Column::CreatedAt.lt(at)).add(
                         Condition::all()
                             .add(Column::CreatedAt.eq(at))
@@ -444,7 +445,7 @@ where
             }
             let rows = select.all(txn).await?;
             Ok(pagination::page(rows, size, |r| {
-                (r.created_at, run_key(&r.run_id))
+                (r.created_at, run_key(r.run_id.as_str()))
             }))
         })
     })
@@ -455,7 +456,7 @@ where
 async fn transition<C>(
     db: &C,
     actor: Actor,
-    run_id: &str,
+    run_id: &RunId,
     to: RunStatus,
     error_message: Option<String>,
 ) -> Result<pipeline_runs::Model>
@@ -504,7 +505,7 @@ where
 /// [`ForgeError::Forbidden`] for a user; [`ForgeError::NotFound`] for an unknown run;
 /// [`ForgeError::InvalidTransition`] when the run is not pending (naming its state).
 #[tracing::instrument(skip_all, fields(entity = ENTITY, op = "mark_running", run_id = %run_id))]
-pub async fn mark_running<C>(db: &C, actor: Actor, run_id: &str) -> Result<pipeline_runs::Model>
+pub async fn mark_running<C>(db: &C, actor: Actor, run_id: &RunId) -> Result<pipeline_runs::Model>
 where
     C: Connection,
 {
@@ -518,7 +519,7 @@ where
 /// [`ForgeError::Forbidden`] for a user; [`ForgeError::NotFound`] for an unknown run;
 /// [`ForgeError::InvalidTransition`] when the run is not running.
 #[tracing::instrument(skip_all, fields(entity = ENTITY, op = "complete", run_id = %run_id))]
-pub async fn complete<C>(db: &C, actor: Actor, run_id: &str) -> Result<pipeline_runs::Model>
+pub async fn complete<C>(db: &C, actor: Actor, run_id: &RunId) -> Result<pipeline_runs::Model>
 where
     C: Connection,
 {
@@ -538,7 +539,7 @@ where
 pub async fn fail<C>(
     db: &C,
     actor: Actor,
-    run_id: &str,
+    run_id: &RunId,
     error: &str,
 ) -> Result<pipeline_runs::Model>
 where
@@ -556,7 +557,7 @@ where
 /// [`ForgeError::NotFound`] when the run does not exist or is not `actor`'s;
 /// [`ForgeError::InvalidTransition`] when it has already ended.
 #[tracing::instrument(skip_all, fields(entity = ENTITY, op = "cancel", run_id = %run_id))]
-pub async fn cancel<C>(db: &C, actor: Actor, run_id: &str) -> Result<pipeline_runs::Model>
+pub async fn cancel<C>(db: &C, actor: Actor, run_id: &RunId) -> Result<pipeline_runs::Model>
 where
     C: Connection,
 {
@@ -567,7 +568,7 @@ where
 /// transaction ends, and refuses it unless it is pending or running.
 async fn open_run(
     txn: &DatabaseTransaction,
-    run_id: &str,
+    run_id: &RunId,
     what: &str,
 ) -> Result<pipeline_runs::Model> {
     let run = pipeline_runs::Entity::find_by_id(run_id.to_owned())
@@ -587,14 +588,14 @@ async fn open_run(
 
 /// The `created_at` of the next event of run `run_id`: now, but strictly after the run's
 /// last event (appends to the run are serialised, see [`open_run`]).
-async fn next_event_instant(txn: &DatabaseTransaction, run_id: &str) -> Result<DateTime<Utc>> {
+async fn next_event_instant(txn: &DatabaseTransaction, run_id: &RunId) -> Result<DateTime<Utc>> {
     let last: Option<Option<DateTime<Utc>>> = pipeline_events::Entity::find()
         .select_only()
         .column_as(
             Expr::from(Func::max(Expr::col(pipeline_events::Column::CreatedAt))),
             "last",
         )
-        .filter(pipeline_events::Column::RunId.eq(run_id))
+        .filter(pipeline_events::Column::RunId.eq(run_id.as_str()))
         .into_tuple()
         .one(txn)
         .await?;
@@ -617,7 +618,7 @@ async fn next_event_instant(txn: &DatabaseTransaction, run_id: &str) -> Result<D
 pub async fn append_event<C>(
     db: &C,
     actor: Actor,
-    run_id: &str,
+    run_id: &RunId,
     event: NewRunEvent,
 ) -> Result<pipeline_events::Model>
 where
@@ -633,7 +634,7 @@ where
             let run = open_run(txn, &run_id, "event").await?;
             let created_at = next_event_instant(txn, &run_id).await?;
             Ok(pipeline_events::ActiveModel {
-                id: Set(Uuid::new_v4()),
+                id: Set(RunEventId::new()),
                 run_id: Set(run_id),
                 bot_name: Set(bot_name),
                 event_type: Set(event_type),
@@ -661,7 +662,7 @@ where
 pub async fn add_artifact<C>(
     db: &C,
     actor: Actor,
-    run_id: &str,
+    run_id: &RunId,
     artifact: NewArtifact,
 ) -> Result<artifacts::Model>
 where
@@ -686,7 +687,7 @@ where
         Box::pin(async move {
             let run = open_run(txn, &run_id, "artifact").await?;
             Ok(artifacts::ActiveModel {
-                id: Set(Uuid::new_v4()),
+                id: Set(ArtifactId::new()),
                 run_id: Set(run_id),
                 kind: Set(kind),
                 url: Set(url),
@@ -714,7 +715,7 @@ where
 pub async fn events<C>(
     db: &C,
     actor: Actor,
-    run_id: &str,
+    run_id: &RunId,
     request: PageRequest,
 ) -> Result<Page<pipeline_events::Model>>
 where
@@ -749,7 +750,7 @@ where
 pub async fn artifacts<C>(
     db: &C,
     actor: Actor,
-    run_id: &str,
+    run_id: &RunId,
     request: PageRequest,
 ) -> Result<Page<artifacts::Model>>
 where
@@ -792,7 +793,7 @@ const LATEST_PER_BOT_SQL: &str = "SELECT * FROM (\
 async fn latest_per_bot(
     txn: &DatabaseTransaction,
     actor: Actor,
-    run_id: &str,
+    run_id: &RunId,
 ) -> Result<(u64, Vec<pipeline_events::Model>)> {
     let backend = txn.get_database_backend();
     let mut values = vec![Value::from(run_id.to_owned())];
@@ -832,7 +833,7 @@ async fn latest_per_bot(
 /// [`ForgeError::NotFound`] when the run does not exist or is not `actor`'s;
 /// [`ForgeError::Validation`] (`run_id`) for a bad run id.
 #[tracing::instrument(skip_all, fields(entity = ENTITY, op = "status", run_id = %run_id))]
-pub async fn status<C>(db: &C, actor: Actor, run_id: &str) -> Result<PipelineStatus>
+pub async fn status<C>(db: &C, actor: Actor, run_id: &RunId) -> Result<PipelineStatus>
 where
     C: Connection,
 {

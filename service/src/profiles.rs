@@ -5,9 +5,9 @@
 //! to the email's local part. Users read and edit only their own profile; creating one
 //! (signup) and changing tier or `sessions_limit` are the service's.
 
+use forge_entity::ids::ProfileId;
 use forge_entity::profiles::{self, Tier};
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Select, Set};
-use uuid::Uuid;
 
 use crate::actor::{Access, Actor, Connection, run_as};
 use crate::error::{ForgeError, Result};
@@ -22,7 +22,7 @@ const MAX_URL: usize = 2048;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewProfile {
     /// The auth user's id (`None`: a fresh id).
-    pub id: Option<Uuid>,
+    pub id: Option<ProfileId>,
     /// The email; trimmed and lower-cased before it is stored.
     pub email: String,
     /// The display name (`None`: the email's local part).
@@ -107,7 +107,7 @@ where
 /// # Errors
 /// [`ForgeError::Db`] on a database failure.
 #[tracing::instrument(skip_all, fields(entity = "profile", op = "find", id = %id))]
-pub async fn find<C>(db: &C, actor: Actor, id: Uuid) -> Result<Option<profiles::Model>>
+pub async fn find<C>(db: &C, actor: Actor, id: ProfileId) -> Result<Option<profiles::Model>>
 where
     C: Connection,
 {
@@ -126,7 +126,7 @@ where
 ///
 /// # Errors
 /// [`ForgeError::NotFound`] when it does not exist or is not `actor`'s.
-pub async fn get<C>(db: &C, actor: Actor, id: Uuid) -> Result<profiles::Model>
+pub async fn get<C>(db: &C, actor: Actor, id: ProfileId) -> Result<profiles::Model>
 where
     C: Connection,
 {
@@ -165,7 +165,7 @@ where
 pub async fn update<C>(
     db: &C,
     actor: Actor,
-    id: Uuid,
+    id: ProfileId,
     patch: ProfilePatch,
 ) -> Result<profiles::Model>
 where
@@ -209,7 +209,7 @@ where
 pub async fn set_plan<C>(
     db: &C,
     actor: Actor,
-    id: Uuid,
+    id: ProfileId,
     tier: Tier,
     sessions_limit: i32,
 ) -> Result<profiles::Model>

@@ -15,13 +15,13 @@
 //! - Lists are newest first by `(created_at, id)` with keyset pagination, and leave out
 //!   deleted projects unless asked.
 
+use forge_entity::ids::{ProfileId, ProjectId};
 use forge_entity::projects::{self, ProjectStatus};
 use sea_orm::prelude::Json;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, QuerySelect,
     Select, Set,
 };
-use uuid::Uuid;
 
 use crate::actor::{Access, Actor, Connection, run_as};
 use crate::error::{ForgeError, Result};
@@ -43,7 +43,7 @@ const ENTITY: &str = "project";
 #[derive(Clone, Debug, PartialEq)]
 pub struct NewProject {
     /// The owning profile (`projects.user_id`).
-    pub owner: Uuid,
+    pub owner: ProfileId,
     /// The name; trimmed, not blank, at most 200 characters.
     pub name: String,
     /// A free-text description.
@@ -56,7 +56,7 @@ pub struct NewProject {
 
 impl NewProject {
     /// A project called `name` for `owner`, with no description, template or config.
-    pub fn new(owner: Uuid, name: impl Into<String>) -> Self {
+    pub fn new(owner: ProfileId, name: impl Into<String>) -> Self {
         Self {
             owner,
             name: name.into(),
@@ -89,7 +89,7 @@ pub struct ProjectPatch {
 pub struct ListProjects {
     /// Only this owner's projects. A user always lists their own only, so naming
     /// someone else gives an empty list; for the service `None` means every owner.
-    pub owner: Option<Uuid>,
+    pub owner: Option<ProfileId>,
     /// Only projects in this status. When set it wins over `include_deleted`, so
     /// `Some(ProjectStatus::Deleted)` lists the deleted ones.
     pub status: Option<ProjectStatus>,
@@ -176,7 +176,7 @@ where
 /// # Errors
 /// [`ForgeError::Db`] on a database failure.
 #[tracing::instrument(skip_all, fields(entity = ENTITY, op = "find", id = %id))]
-pub async fn find<C>(db: &C, actor: Actor, id: Uuid) -> Result<Option<projects::Model>>
+pub async fn find<C>(db: &C, actor: Actor, id: ProjectId) -> Result<Option<projects::Model>>
 where
     C: Connection,
 {
@@ -195,7 +195,7 @@ where
 ///
 /// # Errors
 /// [`ForgeError::NotFound`] when it does not exist or is not `actor`'s.
-pub async fn get<C>(db: &C, actor: Actor, id: Uuid) -> Result<projects::Model>
+pub async fn get<C>(db: &C, actor: Actor, id: ProjectId) -> Result<projects::Model>
 where
     C: Connection,
 {
@@ -253,7 +253,7 @@ where
 pub async fn update<C>(
     db: &C,
     actor: Actor,
-    id: Uuid,
+    id: ProjectId,
     patch: ProjectPatch,
 ) -> Result<projects::Model>
 where
@@ -301,7 +301,7 @@ where
 /// [`ForgeError::NotFound`] when it is not `actor`'s; [`ForgeError::InvalidTransition`]
 /// when it is not active.
 #[tracing::instrument(skip_all, fields(entity = ENTITY, op = "archive", id = %id))]
-pub async fn archive<C>(db: &C, actor: Actor, id: Uuid) -> Result<projects::Model>
+pub async fn archive<C>(db: &C, actor: Actor, id: ProjectId) -> Result<projects::Model>
 where
     C: Connection,
 {
@@ -314,7 +314,7 @@ where
 /// [`ForgeError::NotFound`] when it is not `actor`'s; [`ForgeError::InvalidTransition`]
 /// when it is already active.
 #[tracing::instrument(skip_all, fields(entity = ENTITY, op = "restore", id = %id))]
-pub async fn restore<C>(db: &C, actor: Actor, id: Uuid) -> Result<projects::Model>
+pub async fn restore<C>(db: &C, actor: Actor, id: ProjectId) -> Result<projects::Model>
 where
     C: Connection,
 {
@@ -327,7 +327,7 @@ where
 /// [`ForgeError::NotFound`] when it is not `actor`'s; [`ForgeError::InvalidTransition`]
 /// when it is already deleted.
 #[tracing::instrument(skip_all, fields(entity = ENTITY, op = "soft_delete", id = %id))]
-pub async fn soft_delete<C>(db: &C, actor: Actor, id: Uuid) -> Result<projects::Model>
+pub async fn soft_delete<C>(db: &C, actor: Actor, id: ProjectId) -> Result<projects::Model>
 where
     C: Connection,
 {
@@ -352,7 +352,12 @@ fn refused(from: ProjectStatus, to: &str) -> ForgeError {
 }
 
 /// Moves project `id` to `to` if the state machine allows it from its current status.
-async fn set_status<C>(db: &C, actor: Actor, id: Uuid, to: ProjectStatus) -> Result<projects::Model>
+async fn set_status<C>(
+    db: &C,
+    actor: Actor,
+    id: ProjectId,
+    to: ProjectStatus,
+) -> Result<projects::Model>
 where
     C: Connection,
 {
@@ -376,7 +381,7 @@ where
 async fn lock_visible(
     txn: &DatabaseTransaction,
     actor: Actor,
-    id: Uuid,
+    id: ProjectId,
 ) -> Result<projects::Model> {
     visible_to(actor)
         .filter(projects::Column::Id.eq(id))

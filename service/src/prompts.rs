@@ -12,6 +12,7 @@
 //! - An upsert of an existing id replaces its category, context and text and keeps its
 //!   `created_at`.
 
+use forge_entity::ids::PromptId;
 use forge_entity::prompts;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QueryTrait, Set};
@@ -35,7 +36,7 @@ const ENTITY: &str = "prompt";
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewPrompt {
     /// The stable key, e.g. `onboarding.welcome`: no whitespace, at most 200 characters.
-    pub id: String,
+    pub id: PromptId,
     /// Its group, e.g. `onboarding`; trimmed, not blank, at most 100 characters.
     pub category: String,
     /// Where it is used; trimmed, not blank, at most 1,000 characters.
@@ -47,7 +48,7 @@ pub struct NewPrompt {
 impl NewPrompt {
     /// A prompt `id` in `category`, used in `context`, saying `prompt_text`.
     pub fn new(
-        id: impl Into<String>,
+        id: impl Into<PromptId>,
         category: impl Into<String>,
         context: impl Into<String>,
         prompt_text: impl Into<String>,
@@ -62,12 +63,12 @@ impl NewPrompt {
 }
 
 /// A prompt id checked: not blank, at most [`MAX_ID`] characters, no whitespace or NUL.
-fn checked_id(id: &str) -> Result<String> {
-    let id = validate::text("id", id, MAX_ID)?;
+fn checked_id(id: &PromptId) -> Result<PromptId> {
+    let id = validate::text("id", id.as_str(), MAX_ID)?;
     if id.chars().any(char::is_whitespace) {
         return Err(ForgeError::invalid("id", "must not contain whitespace"));
     }
-    Ok(id)
+    Ok(PromptId::new(id))
 }
 
 /// The prompt `id`.
@@ -76,7 +77,7 @@ fn checked_id(id: &str) -> Result<String> {
 /// [`ForgeError::NotFound`] when there is none; [`ForgeError::Validation`] (`id`) for an
 /// id no prompt can have (blank, whitespace, NUL, over 200 characters).
 #[tracing::instrument(skip_all, fields(entity = ENTITY, op = "get", id = %id))]
-pub async fn get<C>(db: &C, actor: Actor, id: &str) -> Result<prompts::Model>
+pub async fn get<C>(db: &C, actor: Actor, id: &PromptId) -> Result<prompts::Model>
 where
     C: Connection,
 {

@@ -21,6 +21,7 @@
 //! must own its scenario.
 
 use forge_entity::edge_cases::{self, EdgeComplexity, TestStatus};
+use forge_entity::ids::{EdgeCaseId, ProfileId, ScenarioId, TemplateId};
 use forge_entity::scenarios::{self, GenerationStatus, ScenarioStatus};
 use forge_entity::templates;
 use sea_orm::{
@@ -28,7 +29,6 @@ use sea_orm::{
     QuerySelect, Select, Set,
 };
 use serde_json::{Map, Value as Json};
-use uuid::Uuid;
 
 use crate::actor::{Access, Actor, Connection, owner_of_new, run_as};
 use crate::error::{ForgeError, Result};
@@ -52,7 +52,7 @@ const MAX_PROSE: usize = 100_000;
 #[derive(Clone, Debug, PartialEq)]
 pub struct NewScenario {
     /// The owner (`None`: the acting user; the service must name one).
-    pub owner: Option<Uuid>,
+    pub owner: Option<ProfileId>,
     /// Its name; trimmed, not blank, at most 200 characters.
     pub name: String,
     /// What it is about.
@@ -60,7 +60,7 @@ pub struct NewScenario {
     /// Background for the generator.
     pub context: Option<String>,
     /// The template it fills.
-    pub parent_template_id: Uuid,
+    pub parent_template_id: TemplateId,
     /// A value for each of the template's variables, and nothing else.
     pub parameter_values: Map<String, Json>,
     /// The topic.
@@ -78,7 +78,7 @@ impl NewScenario {
     /// topic, persona and emotional arc to fill in.
     pub fn new(
         name: impl Into<String>,
-        parent_template_id: Uuid,
+        parent_template_id: TemplateId,
         parameter_values: Map<String, Json>,
         topic: impl Into<String>,
         persona: impl Into<String>,
@@ -125,7 +125,7 @@ pub struct ScenarioPatch {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ScenarioFilter {
     /// Only scenarios of this template.
-    pub template: Option<Uuid>,
+    pub template: Option<TemplateId>,
     /// Only this status.
     pub status: Option<ScenarioStatus>,
     /// Only this generation status.
@@ -181,7 +181,7 @@ fn prose_patch(
 }
 
 /// The profile `owner`, if `actor` may see it, or [`ForgeError::NotFound`].
-async fn require_profile(txn: &DatabaseTransaction, actor: Actor, owner: Uuid) -> Result<()> {
+async fn require_profile(txn: &DatabaseTransaction, actor: Actor, owner: ProfileId) -> Result<()> {
     profiles::visible_to(actor)
         .filter(forge_entity::profiles::Column::Id.eq(owner))
         .one(txn)
@@ -194,8 +194,8 @@ async fn require_profile(txn: &DatabaseTransaction, actor: Actor, owner: Uuid) -
 /// owner's own templates (SCHEMA.md; the row-level security policy holds the same rule).
 async fn template_for(
     txn: &DatabaseTransaction,
-    owner: Uuid,
-    id: Uuid,
+    owner: ProfileId,
+    id: TemplateId,
 ) -> Result<templates::Model> {
     template_repo::writable_by(Actor::User(owner))
         .filter(templates::Column::Id.eq(id))
@@ -221,7 +221,7 @@ where
     let template_id = new.parent_template_id;
     let values = new.parameter_values;
     let mut row = scenarios::ActiveModel {
-        id: Set(Uuid::new_v4()),
+        id: Set(ScenarioId::new()),
         name: Set(validate::text("name", &new.name, MAX_NAME)?),
         description: Set(validate::optional_text(
             "description",
@@ -263,7 +263,7 @@ where
 pub(crate) async fn scenario_row(
     txn: &DatabaseTransaction,
     actor: Actor,
-    id: Uuid,
+    id: ScenarioId,
 ) -> Result<scenarios::Model> {
     visible_to(actor)
         .filter(scenarios::Column::Id.eq(id))
@@ -276,7 +276,7 @@ pub(crate) async fn scenario_row(
 pub(crate) async fn lock_scenario(
     txn: &DatabaseTransaction,
     actor: Actor,
-    id: Uuid,
+    id: ScenarioId,
 ) -> Result<scenarios::Model> {
     visible_to(actor)
         .filter(scenarios::Column::Id.eq(id))
@@ -291,7 +291,7 @@ pub(crate) async fn lock_scenario(
 /// # Errors
 /// [`ForgeError::Db`] on a database failure.
 #[tracing::instrument(skip_all, fields(entity = SCENARIO, op = "find", id = %id))]
-pub async fn find<C>(db: &C, actor: Actor, id: Uuid) -> Result<Option<scenarios::Model>>
+pub async fn find<C>(db: &C, actor: Actor, id: ScenarioId) -> Result<Option<scenarios::Model>>
 where
     C: Connection,
 {
@@ -310,7 +310,7 @@ where
 ///
 /// # Errors
 /// [`ForgeError::NotFound`] when it does not exist or is not `actor`'s.
-pub async fn get<C>(db: &C, actor: Actor, id: Uuid) -> Result<scenarios::Model>
+pub async fn get<C>(db: &C, actor: Actor, id: ScenarioId) -> Result<scenarios::Model>
 where
     C: Connection,
 {
@@ -365,7 +365,7 @@ where
 pub async fn update<C>(
     db: &C,
     actor: Actor,
-    id: Uuid,
+    id: ScenarioId,
     patch: ScenarioPatch,
 ) -> Result<scenarios::Model>
 where
@@ -441,7 +441,7 @@ where
 pub async fn set_quality_score<C>(
     db: &C,
     actor: Actor,
-    id: Uuid,
+    id: ScenarioId,
     score: Option<f64>,
 ) -> Result<scenarios::Model>
 where
@@ -473,7 +473,7 @@ where
 /// # Errors
 /// [`ForgeError::NotFound`] when it does not exist or is not `actor`'s.
 #[tracing::instrument(skip_all, fields(entity = SCENARIO, op = "delete", id = %id))]
-pub async fn delete<C>(db: &C, actor: Actor, id: Uuid) -> Result<()>
+pub async fn delete<C>(db: &C, actor: Actor, id: ScenarioId) -> Result<()>
 where
     C: Connection,
 {
@@ -496,13 +496,13 @@ where
 pub struct NewEdgeCase {
     /// The owner (`None`: the acting user; the service must name one); must own the
     /// scenario.
-    pub owner: Option<Uuid>,
+    pub owner: Option<ProfileId>,
     /// Its name; trimmed, not blank, at most 200 characters.
     pub name: String,
     /// What it is about.
     pub description: Option<String>,
     /// The scenario it tests.
-    pub scenario_id: Uuid,
+    pub scenario_id: ScenarioId,
     /// What kind of test it is.
     pub test_category: String,
     /// What should happen.
@@ -515,7 +515,7 @@ impl NewEdgeCase {
     /// An edge case `name` of scenario `scenario_id`.
     pub fn new(
         name: impl Into<String>,
-        scenario_id: Uuid,
+        scenario_id: ScenarioId,
         test_category: impl Into<String>,
         expected_behavior: impl Into<String>,
     ) -> Self {
@@ -551,7 +551,7 @@ pub struct EdgeCasePatch {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EdgeCaseFilter {
     /// Only edge cases of this scenario.
-    pub scenario: Option<Uuid>,
+    pub scenario: Option<ScenarioId>,
     /// Only this test status.
     pub test_status: Option<TestStatus>,
     /// Only this complexity.
@@ -570,7 +570,7 @@ pub fn edge_cases_visible_to(actor: Actor) -> Select<edge_cases::Entity> {
 async fn edge_case_row(
     txn: &DatabaseTransaction,
     actor: Actor,
-    id: Uuid,
+    id: EdgeCaseId,
 ) -> Result<edge_cases::Model> {
     edge_cases_visible_to(actor)
         .filter(edge_cases::Column::Id.eq(id))
@@ -582,7 +582,7 @@ async fn edge_case_row(
 async fn lock_edge_case(
     txn: &DatabaseTransaction,
     actor: Actor,
-    id: Uuid,
+    id: EdgeCaseId,
 ) -> Result<edge_cases::Model> {
     edge_cases_visible_to(actor)
         .filter(edge_cases::Column::Id.eq(id))
@@ -611,7 +611,7 @@ where
     let now = crate::now();
     let scenario_id = new.scenario_id;
     let mut row = edge_cases::ActiveModel {
-        id: Set(Uuid::new_v4()),
+        id: Set(EdgeCaseId::new()),
         name: Set(validate::text("name", &new.name, MAX_NAME)?),
         description: Set(validate::optional_text(
             "description",
@@ -650,7 +650,11 @@ where
 /// # Errors
 /// [`ForgeError::Db`] on a database failure.
 #[tracing::instrument(skip_all, fields(entity = EDGE_CASE, op = "find", id = %id))]
-pub async fn find_edge_case<C>(db: &C, actor: Actor, id: Uuid) -> Result<Option<edge_cases::Model>>
+pub async fn find_edge_case<C>(
+    db: &C,
+    actor: Actor,
+    id: EdgeCaseId,
+) -> Result<Option<edge_cases::Model>>
 where
     C: Connection,
 {
@@ -669,7 +673,7 @@ where
 ///
 /// # Errors
 /// [`ForgeError::NotFound`] when it does not exist or is not `actor`'s.
-pub async fn get_edge_case<C>(db: &C, actor: Actor, id: Uuid) -> Result<edge_cases::Model>
+pub async fn get_edge_case<C>(db: &C, actor: Actor, id: EdgeCaseId) -> Result<edge_cases::Model>
 where
     C: Connection,
 {
@@ -723,7 +727,7 @@ where
 pub async fn update_edge_case<C>(
     db: &C,
     actor: Actor,
-    id: Uuid,
+    id: EdgeCaseId,
     patch: EdgeCasePatch,
 ) -> Result<edge_cases::Model>
 where
@@ -781,7 +785,7 @@ where
 pub async fn record_test_result<C>(
     db: &C,
     actor: Actor,
-    id: Uuid,
+    id: EdgeCaseId,
     status: TestStatus,
     result: Option<Json>,
 ) -> Result<edge_cases::Model>
@@ -811,7 +815,7 @@ where
 /// # Errors
 /// [`ForgeError::NotFound`] when it does not exist or is not `actor`'s.
 #[tracing::instrument(skip_all, fields(entity = EDGE_CASE, op = "delete", id = %id))]
-pub async fn delete_edge_case<C>(db: &C, actor: Actor, id: Uuid) -> Result<()>
+pub async fn delete_edge_case<C>(db: &C, actor: Actor, id: EdgeCaseId) -> Result<()>
 where
     C: Connection,
 {

@@ -24,6 +24,7 @@
 
 use chrono::{TimeDelta, Utc};
 use forge_entity::coding_sessions::{self, SessionStatus};
+use forge_entity::ids::{ProfileId, ProjectId, SessionId};
 use forge_entity::profiles;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
@@ -31,7 +32,6 @@ use sea_orm::{
     QueryTrait, Select, Set,
 };
 use serde_json::Value as Json;
-use uuid::Uuid;
 
 use crate::actor::{Access, Actor, Connection, run_as};
 use crate::error::{ForgeError, Result};
@@ -49,9 +49,9 @@ const MAX_URL: usize = 2048;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewSession {
     /// The owner; a user may only start sessions for themselves.
-    pub owner: Uuid,
+    pub owner: ProfileId,
     /// The project to work on: the owner's, and `active`.
-    pub project_id: Uuid,
+    pub project_id: ProjectId,
     /// What the session should do; trimmed, must not be blank.
     pub initial_prompt: String,
     /// How long the session lives from now (`expires_at = now + ttl`); must be positive,
@@ -63,7 +63,7 @@ pub struct NewSession {
 
 impl NewSession {
     /// A session for `owner` on `project_id` living one hour, with no metadata.
-    pub fn new(owner: Uuid, project_id: Uuid, initial_prompt: impl Into<String>) -> Self {
+    pub fn new(owner: ProfileId, project_id: ProjectId, initial_prompt: impl Into<String>) -> Self {
         Self {
             owner,
             project_id,
@@ -80,7 +80,7 @@ pub struct SessionFilter {
     /// Only sessions in this state.
     pub status: Option<SessionStatus>,
     /// Only sessions on this project.
-    pub project_id: Option<Uuid>,
+    pub project_id: Option<ProjectId>,
 }
 
 /// The owner condition for `actor`: their own sessions, or all for the service.
@@ -101,7 +101,7 @@ pub fn visible_to(actor: Actor) -> Select<coding_sessions::Entity> {
 pub(crate) async fn fetch(
     txn: &DatabaseTransaction,
     actor: Actor,
-    id: Uuid,
+    id: SessionId,
 ) -> Result<coding_sessions::Model> {
     visible_to(actor)
         .filter(coding_sessions::Column::Id.eq(id))
@@ -150,7 +150,7 @@ fn new_row(actor: Actor, new: NewSession) -> Result<coding_sessions::ActiveModel
 
 /// The `sessions_limit` of `owner`, to name it in a [`ForgeError::LimitReached`] whose
 /// database message did not carry it (SQLite's triggers raise fixed messages).
-async fn live_limit(txn: &DatabaseTransaction, owner: Uuid) -> Result<i64> {
+async fn live_limit(txn: &DatabaseTransaction, owner: ProfileId) -> Result<i64> {
     let profile = profiles::Entity::find_by_id(owner).one(txn).await?;
     Ok(profile.map_or(-1, |p| i64::from(p.sessions_limit)))
 }
@@ -202,7 +202,7 @@ where
 /// # Errors
 /// [`ForgeError::Db`] on a database failure.
 #[tracing::instrument(skip_all, fields(entity = "session", op = "find", id = %id))]
-pub async fn find<C>(db: &C, actor: Actor, id: Uuid) -> Result<Option<coding_sessions::Model>>
+pub async fn find<C>(db: &C, actor: Actor, id: SessionId) -> Result<Option<coding_sessions::Model>>
 where
     C: Connection,
 {
@@ -221,7 +221,7 @@ where
 ///
 /// # Errors
 /// [`ForgeError::NotFound`] when it does not exist or is not `actor`'s.
-pub async fn get<C>(db: &C, actor: Actor, id: Uuid) -> Result<coding_sessions::Model>
+pub async fn get<C>(db: &C, actor: Actor, id: SessionId) -> Result<coding_sessions::Model>
 where
     C: Connection,
 {
@@ -289,7 +289,7 @@ fn invalid_transition(from: SessionStatus, to: SessionStatus) -> ForgeError {
 pub async fn transition<C>(
     db: &C,
     actor: Actor,
-    id: Uuid,
+    id: SessionId,
     to: SessionStatus,
 ) -> Result<coding_sessions::Model>
 where
@@ -339,7 +339,7 @@ where
 pub async fn set_preview<C>(
     db: &C,
     actor: Actor,
-    id: Uuid,
+    id: SessionId,
     eas_update_url: Option<String>,
     webview_url: Option<String>,
 ) -> Result<coding_sessions::Model>

@@ -21,13 +21,13 @@
 //! PostgreSQL the row-level security policies hold the same rules.
 
 use forge_entity::conversations::ConversationTier;
+use forge_entity::ids::{ProfileId, TemplateId};
 use forge_entity::templates::{self, StringList};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, DatabaseTransaction, EntityTrait, QueryFilter,
     QuerySelect, Select, Set,
 };
 use serde_json::{Map, Value as Json};
-use uuid::Uuid;
 
 use crate::actor::{Access, Actor, Connection, owner_of_new, run_as};
 use crate::error::{ForgeError, Result};
@@ -52,7 +52,7 @@ pub const MAX_LIST: usize = 100;
 #[derive(Clone, Debug, PartialEq)]
 pub struct NewTemplate {
     /// The owner (`None`: the acting user; the service must name one).
-    pub owner: Option<Uuid>,
+    pub owner: Option<ProfileId>,
     /// Its name; trimmed, not blank, at most 200 characters.
     pub template_name: String,
     /// What it is for.
@@ -165,7 +165,7 @@ pub struct TemplateFilter {
     /// Only this category (exact match).
     pub category: Option<String>,
     /// Only templates this profile created.
-    pub created_by: Option<Uuid>,
+    pub created_by: Option<ProfileId>,
 }
 
 /// Templates visible to `actor`: every active template and their own, or all for the
@@ -462,7 +462,7 @@ where
     check_placeholders(&text, &vars)?;
     let now = crate::now();
     let row = templates::ActiveModel {
-        id: Set(Uuid::new_v4()),
+        id: Set(TemplateId::new()),
         template_name: Set(validate::text(
             "template_name",
             &new.template_name,
@@ -520,7 +520,7 @@ where
 pub(crate) async fn visible_row(
     txn: &DatabaseTransaction,
     actor: Actor,
-    id: Uuid,
+    id: TemplateId,
 ) -> Result<templates::Model> {
     visible_to(actor)
         .filter(templates::Column::Id.eq(id))
@@ -533,7 +533,7 @@ pub(crate) async fn visible_row(
 async fn lock_writable(
     txn: &DatabaseTransaction,
     actor: Actor,
-    id: Uuid,
+    id: TemplateId,
 ) -> Result<templates::Model> {
     writable_by(actor)
         .filter(templates::Column::Id.eq(id))
@@ -548,7 +548,7 @@ async fn lock_writable(
 /// # Errors
 /// [`ForgeError::Db`] on a database failure.
 #[tracing::instrument(skip_all, fields(entity = ENTITY, op = "find", id = %id))]
-pub async fn find<C>(db: &C, actor: Actor, id: Uuid) -> Result<Option<templates::Model>>
+pub async fn find<C>(db: &C, actor: Actor, id: TemplateId) -> Result<Option<templates::Model>>
 where
     C: Connection,
 {
@@ -567,7 +567,7 @@ where
 ///
 /// # Errors
 /// [`ForgeError::NotFound`] when it does not exist, or is another user's and inactive.
-pub async fn get<C>(db: &C, actor: Actor, id: Uuid) -> Result<templates::Model>
+pub async fn get<C>(db: &C, actor: Actor, id: TemplateId) -> Result<templates::Model>
 where
     C: Connection,
 {
@@ -627,7 +627,7 @@ where
 pub async fn update<C>(
     db: &C,
     actor: Actor,
-    id: Uuid,
+    id: TemplateId,
     patch: TemplatePatch,
 ) -> Result<templates::Model>
 where
@@ -704,7 +704,12 @@ where
 }
 
 /// Sets whether template `id` is offered to everyone (`is_active`).
-async fn set_active<C>(db: &C, actor: Actor, id: Uuid, active: bool) -> Result<templates::Model>
+async fn set_active<C>(
+    db: &C,
+    actor: Actor,
+    id: TemplateId,
+    active: bool,
+) -> Result<templates::Model>
 where
     C: Connection,
 {
@@ -729,7 +734,7 @@ where
 /// # Errors
 /// [`ForgeError::NotFound`] when the template does not exist or is not `actor`'s.
 #[tracing::instrument(skip_all, fields(entity = ENTITY, op = "deactivate", id = %id))]
-pub async fn deactivate<C>(db: &C, actor: Actor, id: Uuid) -> Result<templates::Model>
+pub async fn deactivate<C>(db: &C, actor: Actor, id: TemplateId) -> Result<templates::Model>
 where
     C: Connection,
 {
@@ -741,7 +746,7 @@ where
 /// # Errors
 /// [`ForgeError::NotFound`] when the template does not exist or is not `actor`'s.
 #[tracing::instrument(skip_all, fields(entity = ENTITY, op = "activate", id = %id))]
-pub async fn activate<C>(db: &C, actor: Actor, id: Uuid) -> Result<templates::Model>
+pub async fn activate<C>(db: &C, actor: Actor, id: TemplateId) -> Result<templates::Model>
 where
     C: Connection,
 {

@@ -84,7 +84,7 @@ impl TestDb {
 }
 
 /// A user signed up through the service; their profile id.
-pub async fn signup(db: &DatabaseConnection, email: &str) -> uuid::Uuid {
+pub async fn signup(db: &DatabaseConnection, email: &str) -> forge_db::entity::ids::ProfileId {
     testing::fixtures::user(db, email).await.expect("signup").id
 }
 
@@ -195,7 +195,7 @@ ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON SEQUENCES TO anon, authen
 /// may do nothing outside one on PostgreSQL).
 pub async fn stored_items(
     db: &DatabaseConnection,
-    batch: uuid::Uuid,
+    batch: forge_db::entity::ids::BatchId,
 ) -> Vec<forge_db::entity::batch_items::Model> {
     use forge_db::entity::batch_items;
     use forge_db::sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};

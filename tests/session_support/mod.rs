@@ -2,6 +2,7 @@
 //! database several pools can open at once (for the race and tail tests).
 #![allow(dead_code)]
 
+use forge_db::entity::ids::{ProfileId, ProjectId};
 use std::path::PathBuf;
 
 use forge_db::entity::projects::{self, ProjectStatus};
@@ -15,7 +16,7 @@ use uuid::Uuid;
 use crate::common::TestDb;
 
 /// A new profile (via signup) with `sessions_limit` live sessions allowed.
-pub async fn owner(db: &DatabaseConnection, email: &str, sessions_limit: i32) -> Uuid {
+pub async fn owner(db: &DatabaseConnection, email: &str, sessions_limit: i32) -> ProfileId {
     let id = crate::common::signup(db, email).await;
     profiles::set_plan(db, Actor::Service, id, Tier::Pro, sessions_limit)
         .await
@@ -25,7 +26,11 @@ pub async fn owner(db: &DatabaseConnection, email: &str, sessions_limit: i32) ->
 
 /// A project of `owner` in `status` (written directly, in the service's context: the
 /// projects repository is not what these tests are about).
-pub async fn project(db: &DatabaseConnection, owner: Uuid, status: ProjectStatus) -> Uuid {
+pub async fn project(
+    db: &DatabaseConnection,
+    owner: ProfileId,
+    status: ProjectStatus,
+) -> ProjectId {
     crate::common::as_service(db, move |txn| {
         Box::pin(async move {
             Ok(projects::ActiveModel {
@@ -45,8 +50,8 @@ pub async fn project(db: &DatabaseConnection, owner: Uuid, status: ProjectStatus
 /// A fresh pending session of `owner` on `project`, started by the owner.
 pub async fn session(
     db: &DatabaseConnection,
-    owner: Uuid,
-    project: Uuid,
+    owner: ProfileId,
+    project: ProjectId,
 ) -> coding_sessions::Model {
     sessions::start(
         db,

@@ -1,11 +1,11 @@
 //! A tiny application on Forge: what a "New project" button does.
 #![warn(missing_docs)]
 
+use forge_db::entity::ids::ProfileId;
 use forge_db::entity::{coding_sessions, projects};
 use forge_db::service::projects::NewProject;
 use forge_db::service::sessions::NewSession;
 use forge_db::service::{Actor, Connection, Result};
-use uuid::Uuid;
 
 /// Creates `user`'s project `name` and starts its first coding session with `prompt`,
 /// acting as that user (so every repository rule for users applies).
@@ -15,7 +15,7 @@ use uuid::Uuid;
 /// or prompt, `LimitReached` when the user's plan allows no more live sessions.
 pub async fn start_coding<C: Connection>(
     db: &C,
-    user: Uuid,
+    user: ProfileId,
     name: &str,
     prompt: &str,
 ) -> Result<(projects::Model, coding_sessions::Model)> {

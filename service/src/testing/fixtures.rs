@@ -14,6 +14,7 @@
 //! # let _ = (project, jobs, chat, batch); Ok(()) }
 //! ```
 
+use forge_entity::ids::{ProfileId, ProjectId, SessionId};
 use forge_entity::{
     batch_jobs::BatchConfiguration,
     coding_jobs, coding_sessions,
@@ -51,7 +52,7 @@ pub async fn user<C: Connection>(db: &C, email: &str) -> Result<profiles::Model>
 ///
 /// # Errors
 /// As [`crate::projects::create`], e.g. [`crate::ForgeError::NotFound`] for an unknown owner.
-pub async fn project<C: Connection>(db: &C, owner: Uuid) -> Result<projects::Model> {
+pub async fn project<C: Connection>(db: &C, owner: ProfileId) -> Result<projects::Model> {
     crate::projects::create(db, Actor::User(owner), NewProject::new(owner, "Todo app")).await
 }
 
@@ -62,8 +63,8 @@ pub async fn project<C: Connection>(db: &C, owner: Uuid) -> Result<projects::Mod
 /// plan allows no more live sessions.
 pub async fn session<C: Connection>(
     db: &C,
-    owner: Uuid,
-    project_id: Uuid,
+    owner: ProfileId,
+    project_id: ProjectId,
 ) -> Result<coding_sessions::Model> {
     let actor = Actor::User(owner);
     let new = NewSession::new(owner, project_id, "Build a todo app with React");
@@ -91,7 +92,7 @@ pub async fn user_with_project_and_session<C: Connection>(
 /// As [`crate::jobs::enqueue_many`], e.g. [`crate::ForgeError::Validation`] for `count = 0`.
 pub async fn queued_jobs<C: Connection>(
     db: &C,
-    session_id: Uuid,
+    session_id: SessionId,
     count: usize,
 ) -> Result<Vec<coding_jobs::Model>> {
     let jobs = (1..=count)
@@ -108,7 +109,7 @@ pub async fn queued_jobs<C: Connection>(
 /// the session has ended.
 pub async fn events<C: Connection>(
     db: &C,
-    session_id: Uuid,
+    session_id: SessionId,
     count: usize,
 ) -> Result<Vec<session_events::Model>> {
     let events = (1..=count)
@@ -126,7 +127,7 @@ pub async fn events<C: Connection>(
 /// does not exist.
 pub async fn conversation_with_turns<C: Connection>(
     db: &C,
-    owner: Uuid,
+    owner: ProfileId,
     turns: usize,
 ) -> Result<ConversationWithTurns> {
     let turns = (0..turns)
@@ -163,7 +164,7 @@ pub async fn conversation_with_turns<C: Connection>(
 /// As [`crate::batches::create`], e.g. [`crate::ForgeError::Validation`] for `items = 0`.
 pub async fn batch_with_items<C: Connection>(
     db: &C,
-    owner: Uuid,
+    owner: ProfileId,
     items: usize,
 ) -> Result<forge_entity::batch_jobs::Model> {
     let items = (1..=items)

@@ -1,0 +1,191 @@
+//! The one scoped core every aggregate reads through: what an actor may see of a table
+//! ([`Scoped`]), one row of it by id ([`find`], [`get`], [`lock`]), and one statement run
+//! for an actor in the fewest round trips ([`rows`], [`one`], [`all`]).
+//!
+//! A call that is one statement is sent as one statement:
+//! - on a PostgreSQL pool, as **one message** of the simple query protocol,
+//!   `SET LOCAL ROLE …; SET LOCAL request.jwt.claims …; SET LOCAL request.jwt.claim.sub …;
+//!   <statement>`: the server runs the message as one implicit transaction, so the role
+//!   and claims hold for exactly that statement (row-level security, column privileges and
+//!   triggers see the actor) and are gone when it ends — no `BEGIN`, no `COMMIT`, no save
+//!   and restore, one round trip. Values are written into the text by SeaORM's query
+//!   builder (quoted and escaped as literals), so nothing is prepared on the server and
+//!   the message is equally at home behind a transaction pooler;
+//! - on a SQLite pool, a read runs as it is (SQLite runs every statement atomically); a
+//!   write still takes the write lock up front (`BEGIN IMMEDIATE`, see [`run_as`]);
+//! - inside a caller's transaction, in a savepoint with the actor's context (see
+//!   [`run_as`]), so the caller's transaction is left as it was found.
+//!
+//! A dropped future cannot leave anything behind: the implicit transaction is the
+//! server's, it ends with the message whether or not anyone reads the answer, and the pool
+//! checks a returned connection before reuse (`forge_migration::connect`).
+
+use std::fmt::Display;
+
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, FromQueryResult,
+    QueryFilter, QueryResult, QuerySelect, QueryTrait, Select, Statement, Value,
+};
+
+use crate::actor::{Access, Actor, Connection, context_literals, run_as};
+use crate::error::{ForgeError, Result};
+
+/// A table whose rows an [`Actor`] sees through one filter: a user their own (or, for a
+/// shared catalogue, what the contract shows them), the service everything.
+pub(crate) trait Scoped: EntityTrait {
+    /// The name of one row in errors, e.g. `"project"`.
+    const NAME: &'static str;
+
+    /// The key column that [`find`], [`get`] and [`lock`] look up.
+    fn key() -> Self::Column;
+
+    /// The rows of this table `actor` may see.
+    fn visible_to(actor: Actor) -> Select<Self>;
+}
+
+/// The row with key `id` if `actor` may see it: one statement.
+///
+/// # Errors
+/// [`ForgeError::Db`] on a database failure.
+pub(crate) async fn find<E, C>(
+    db: &C,
+    actor: Actor,
+    id: impl Into<Value> + Send,
+) -> Result<Option<E::Model>>
+where
+    E: Scoped,
+    E::Model: Send + Sync,
+    C: Connection,
+{
+    one(db, actor, E::visible_to(actor).filter(E::key().eq(id))).await
+}
+
+/// The row with key `id`; someone else's row is [`ForgeError::NotFound`], exactly like a
+/// missing one, so ids cannot be probed.
+///
+/// # Errors
+/// [`ForgeError::NotFound`] when it does not exist or `actor` may not see it.
+pub(crate) async fn get<E, C, I>(db: &C, actor: Actor, id: I) -> Result<E::Model>
+where
+    E: Scoped,
+    E::Model: Send + Sync,
+    C: Connection,
+    I: Into<Value> + Display + Send,
+{
+    let shown = id.to_string();
+    find::<E, C>(db, actor, id)
+        .await?
+        .ok_or_else(|| ForgeError::not_found(E::NAME, shown))
+}
+
+/// The row with key `id`, locked for the rest of `txn` (`FOR UPDATE` on PostgreSQL; on
+/// SQLite the write transaction already holds the database's lock), so the state a call
+/// checks is the state it changes.
+///
+/// # Errors
+/// [`ForgeError::NotFound`] when it does not exist or `actor` may not see it.
+pub(crate) async fn lock<E, I>(txn: &DatabaseTransaction, actor: Actor, id: I) -> Result<E::Model>
+where
+    E: Scoped,
+    I: Into<Value> + Display,
+{
+    let shown = id.to_string();
+    E::visible_to(actor)
+        .filter(E::key().eq(id))
+        .lock_exclusive()
+        .one(txn)
+        .await?
+        .ok_or_else(|| ForgeError::not_found(E::NAME, shown))
+}
+
+/// The first row `select` returns for `actor`, in one statement.
+///
+/// # Errors
+/// [`ForgeError::Db`] on a database failure.
+pub(crate) async fn one<E, C>(db: &C, actor: Actor, select: Select<E>) -> Result<Option<E::Model>>
+where
+    E: EntityTrait,
+    E::Model: Send + Sync,
+    C: Connection,
+{
+    let stmt = select.limit(1).build(db.get_database_backend());
+    let rows = rows(db, actor, Access::Read, stmt).await?;
+    match rows.first() {
+        Some(row) => Ok(Some(E::Model::from_query_result(row, "")?)),
+        None => Ok(None),
+    }
+}
+
+/// Every row `select` returns for `actor`, in one statement.
+///
+/// # Errors
+/// [`ForgeError::Db`] on a database failure.
+pub(crate) async fn all<E, C>(db: &C, actor: Actor, select: Select<E>) -> Result<Vec<E::Model>>
+where
+    E: EntityTrait,
+    E::Model: Send + Sync,
+    C: Connection,
+{
+    let stmt = select.build(db.get_database_backend());
+    rows(db, actor, Access::Read, stmt)
+        .await?
+        .iter()
+        .map(|row| Ok(E::Model::from_query_result(row, "")?))
+        .collect()
+}
+
+/// Runs one statement for `actor` in the fewest round trips (see the module docs) and
+/// returns its rows (`RETURNING` rows for a write).
+///
+/// # Errors
+/// The database's refusal, mapped by [`ForgeError::from`].
+pub(crate) async fn rows<C: Connection>(
+    db: &C,
+    actor: Actor,
+    access: Access,
+    stmt: Statement,
+) -> Result<Vec<QueryResult>> {
+    if let Some(pool) = pool_of(db) {
+        match db.get_database_backend() {
+            #[cfg(feature = "postgres")]
+            DbBackend::Postgres => return postgres_one_message(pool, actor, &stmt).await,
+            DbBackend::Sqlite if access == Access::Read => return Ok(pool.query_all_raw(stmt).await?),
+            _ => {}
+        }
+    }
+    run_as(db, actor, access, move |txn| {
+        Box::pin(async move { Ok(txn.query_all_raw(stmt).await?) })
+    })
+    .await
+}
+
+/// `db` when it is the pool (not a caller's transaction).
+fn pool_of<C: Connection>(db: &C) -> Option<&sea_orm::DatabaseConnection> {
+    (db as &dyn std::any::Any).downcast_ref::<sea_orm::DatabaseConnection>()
+}
+
+/// The statement with the actor's context, as one simple-protocol message on `db`'s pool.
+#[cfg(feature = "postgres")]
+async fn postgres_one_message(
+    db: &sea_orm::DatabaseConnection,
+    actor: Actor,
+    stmt: &Statement,
+) -> Result<Vec<QueryResult>> {
+    use sea_orm::sqlx;
+    use sea_orm::{DatabaseConnectionType, DbErr, RuntimeErr};
+    if !matches!(db.inner, DatabaseConnectionType::SqlxPostgresPoolConnection(_)) {
+        return Err(ForgeError::Db(DbErr::Custom(
+            "a PostgreSQL connection that is not a sqlx pool".into(),
+        )));
+    }
+    let (role, claims, sub) = context_literals(actor);
+    let sql = format!(
+        "SET LOCAL ROLE {role}; SET LOCAL request.jwt.claims = '{claims}'; \
+         SET LOCAL request.jwt.claim.sub = '{sub}'; {stmt}"
+    );
+    let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+        .fetch_all(db.get_postgres_connection_pool())
+        .await
+        .map_err(|e| DbErr::Query(RuntimeErr::SqlxError(std::sync::Arc::new(e))))?;
+    Ok(rows.into_iter().map(QueryResult::from).collect())
+}
