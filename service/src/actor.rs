@@ -82,15 +82,15 @@ impl Actor {
 }
 
 /// The owner of a new row: a user creates only for themselves, the service names one.
-pub(crate) fn owner_of_new(
-    actor: Actor,
-    owner: Option<ProfileId>,
-    action: &'static str,
-) -> Result<ProfileId> {
+///
+/// The one rule for someone else's row, creating included: a user who names another
+/// owner gets [`ForgeError::NotFound`] for that profile, exactly as if it did not exist
+/// (a user sees no other profile), so ids cannot be probed.
+pub(crate) fn owner_of_new(actor: Actor, owner: Option<ProfileId>) -> Result<ProfileId> {
     match (actor, owner) {
         (Actor::User(uid), None) => Ok(uid),
         (Actor::User(uid), Some(o)) if o == uid => Ok(uid),
-        (Actor::User(_), Some(_)) => Err(ForgeError::Forbidden { action }),
+        (Actor::User(_), Some(o)) => Err(ForgeError::not_found("profile", o)),
         (Actor::Service, Some(o)) => Ok(o),
         (Actor::Service, None) => Err(ForgeError::invalid(
             "owner",

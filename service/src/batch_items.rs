@@ -59,12 +59,13 @@ use forge_entity::ids::{BatchId, BatchItemId, ConversationId};
 use sea_orm::sea_query::{Asterisk, Expr, ExprTrait, Func, LockBehavior, LockType, Query};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, Order,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait, Select, UpdateMany,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Select, UpdateMany,
 };
 
+use crate::scoped::{self, Scoped};
 use crate::actor::{Access, Actor, Connection, run_as};
 use crate::error::{ForgeError, Result};
-use crate::{batches, jobs, validate};
+use crate::{jobs, validate};
 
 const ITEM: &str = "batch item";
 /// The most items one [`claim_many`] call takes.
@@ -109,16 +110,22 @@ enum Outcome {
 
 /// Items visible to `actor`: those of their own batches, or all for the service.
 pub fn visible_to(actor: Actor) -> Select<batch_items::Entity> {
-    let select = batch_items::Entity::find();
-    match actor {
-        Actor::User(_) => {
-            let own_batches = batches::visible_to(actor)
-                .select_only()
-                .column(batch_jobs::Column::Id)
-                .into_query();
-            select.filter(batch_items::Column::BatchJobId.in_subquery(own_batches))
-        }
-        Actor::Service => select,
+    scoped::owned_through::<_, batch_jobs::Entity>(
+        actor,
+        batch_items::Column::BatchJobId,
+        batch_jobs::Column::Id,
+    )
+}
+
+impl Scoped for batch_items::Entity {
+    const NAME: &'static str = ITEM;
+
+    fn key() -> Self::Column {
+        batch_items::Column::Id
+    }
+
+    fn visible_to(actor: Actor) -> Select<Self> {
+        visible_to(actor)
     }
 }
 
@@ -131,16 +138,7 @@ pub async fn find<C>(db: &C, actor: Actor, id: BatchItemId) -> Result<Option<bat
 where
     C: Connection,
 {
-    run_as(db, actor, Access::Read, move |txn| {
-        Box::pin(async move {
-            Ok(visible_to(actor)
-                .filter(batch_items::Column::Id.eq(id))
-                .one(txn)
-                .await?)
-        })
-    })
-    .await
-}
+    scoped::find::<batch_items::Entity, C>(db, actor, id).await}
 
 /// The item `id`.
 ///
@@ -150,10 +148,7 @@ pub async fn get<C>(db: &C, actor: Actor, id: BatchItemId) -> Result<batch_items
 where
     C: Connection,
 {
-    find(db, actor, id)
-        .await?
-        .ok_or_else(|| ForgeError::not_found(ITEM, id))
-}
+    scoped::get::<batch_items::Entity, C, _>(db, actor, id).await}
 
 /// Claims the next claimable item for `worker`, holding it for `lease` (service only):
 /// see the module docs for the order, the takeover of run-out leases and the per-batch

@@ -34,6 +34,7 @@ use sea_orm::{
 };
 use serde_json::Value as Json;
 
+use crate::scoped::{self, Scoped};
 use crate::actor::{Access, Actor, Connection, owner_of_new, run_as};
 use crate::error::{ForgeError, Result};
 use crate::pagination::{Direction, Page, PageRequest};
@@ -140,15 +141,24 @@ pub struct ItemPage {
 }
 
 fn owned_by(actor: Actor) -> Condition {
-    match actor {
-        Actor::User(uid) => Condition::all().add(batch_jobs::Column::CreatedBy.eq(uid)),
-        Actor::Service => Condition::all(),
-    }
+    scoped::owner_is(actor, batch_jobs::Column::CreatedBy)
 }
 
 /// Batches visible to `actor`: their own, or all for the service.
 pub fn visible_to(actor: Actor) -> Select<batch_jobs::Entity> {
-    batch_jobs::Entity::find().filter(owned_by(actor))
+    scoped::owned_by(actor, batch_jobs::Column::CreatedBy)
+}
+
+impl Scoped for batch_jobs::Entity {
+    const NAME: &'static str = "batch";
+
+    fn key() -> Self::Column {
+        batch_jobs::Column::Id
+    }
+
+    fn visible_to(actor: Actor) -> Select<Self> {
+        visible_to(actor)
+    }
 }
 
 fn bind_budget(backend: DbBackend) -> usize {
@@ -239,14 +249,14 @@ fn item_rows(
 /// # Errors
 /// [`ForgeError::Validation`] for a blank name, a configuration out of bounds, no items
 /// or too many, or any invalid item (blank topic, non-object parameters);
-/// [`ForgeError::Forbidden`] when a user creates for someone else. A refused call
+/// [`ForgeError::NotFound`] (`"profile"`) when a user creates for someone else. A refused call
 /// stores nothing.
 #[tracing::instrument(skip_all, fields(entity = "batch", op = "create", items = new.items.len()))]
 pub async fn create<C>(db: &C, actor: Actor, new: NewBatch) -> Result<batch_jobs::Model>
 where
     C: Connection,
 {
-    let owner = owner_of_new(actor, new.owner, "creating a batch for another user")?;
+    let owner = owner_of_new(actor, new.owner)?;
     let name = validate::text("name", &new.name, MAX_NAME)?;
     let configuration = check_configuration(new.configuration)?;
     let id = BatchId::new();
@@ -300,11 +310,7 @@ pub async fn find<C>(db: &C, actor: Actor, id: BatchId) -> Result<Option<batch_j
 where
     C: Connection,
 {
-    run_as(db, actor, Access::Read, move |txn| {
-        Box::pin(async move { Ok(by_id(actor, id).one(txn).await?) })
-    })
-    .await
-}
+    scoped::find::<batch_jobs::Entity, C>(db, actor, id).await}
 
 /// The batch `id` with its counters.
 ///
@@ -314,10 +320,7 @@ pub async fn get<C>(db: &C, actor: Actor, id: BatchId) -> Result<batch_jobs::Mod
 where
     C: Connection,
 {
-    find(db, actor, id)
-        .await?
-        .ok_or_else(|| ForgeError::not_found("batch", id))
-}
+    scoped::get::<batch_jobs::Entity, C, _>(db, actor, id).await}
 
 /// `actor`'s batches, newest first.
 ///

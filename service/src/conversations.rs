@@ -34,6 +34,7 @@ use sea_orm::{
 };
 use serde_json::Value as Json;
 
+use crate::scoped::{self, Scoped};
 use crate::actor::{Access, Actor, Connection, owner_of_new, run_as};
 use crate::batches::insert_chunked;
 use crate::error::{ForgeError, Result};
@@ -160,15 +161,24 @@ pub struct ConversationWithTurns {
 
 /// The owner condition for `actor`: their own rows, or none for the service.
 fn owned_by(actor: Actor) -> Condition {
-    match actor {
-        Actor::User(uid) => Condition::all().add(conversations::Column::CreatedBy.eq(uid)),
-        Actor::Service => Condition::all(),
-    }
+    scoped::owner_is(actor, conversations::Column::CreatedBy)
 }
 
 /// Conversations visible to `actor`: their own, or all for the service.
 pub fn visible_to(actor: Actor) -> Select<conversations::Entity> {
-    conversations::Entity::find().filter(owned_by(actor))
+    scoped::owned_by(actor, conversations::Column::CreatedBy)
+}
+
+impl Scoped for conversations::Entity {
+    const NAME: &'static str = "conversation";
+
+    fn key() -> Self::Column {
+        conversations::Column::Id
+    }
+
+    fn visible_to(actor: Actor) -> Select<Self> {
+        visible_to(actor)
+    }
 }
 
 fn turn_content(content: &str) -> Result<()> {
@@ -252,7 +262,7 @@ fn prepare(
     actor: Actor,
     new: NewConversation,
 ) -> Result<(conversations::ActiveModel, Vec<conversation_turns::Model>)> {
-    let owner = owner_of_new(actor, new.owner, "creating a conversation for another user")?;
+    let owner = owner_of_new(actor, new.owner)?;
     let human_id = validate::text("conversation_id", &new.conversation_id, MAX_HUMAN_ID)?;
     let title = validate::optional_text("title", new.title.as_deref(), MAX_TITLE)?;
     let [persona, emotion, topic, intent, tone] = labels(&new)?;
@@ -312,7 +322,7 @@ fn prepare(
 /// # Errors
 /// [`ForgeError::Validation`] for a blank or over-long field, a non-object `parameters`,
 /// a blank turn, a negative token count or turn numbers out of order;
-/// [`ForgeError::Forbidden`] when a user creates for someone else;
+/// [`ForgeError::NotFound`] (`"profile"`) when a user creates for someone else;
 /// [`ForgeError::Conflict`] when the `conversation_id` is taken (or the owner does not
 /// exist). A refused call stores nothing.
 #[tracing::instrument(skip_all, fields(entity = "conversation", op = "create"))]
@@ -368,11 +378,7 @@ pub async fn find<C>(
 where
     C: Connection,
 {
-    run_as(db, actor, Access::Read, move |txn| {
-        Box::pin(async move { Ok(by_id(actor, id).one(txn).await?) })
-    })
-    .await
-}
+    scoped::find::<conversations::Entity, C>(db, actor, id).await}
 
 /// The conversation `id` (without turns).
 ///
@@ -382,10 +388,7 @@ pub async fn get<C>(db: &C, actor: Actor, id: ConversationId) -> Result<conversa
 where
     C: Connection,
 {
-    find(db, actor, id)
-        .await?
-        .ok_or_else(|| ForgeError::not_found("conversation", id))
-}
+    scoped::get::<conversations::Entity, C, _>(db, actor, id).await}
 
 /// The conversation `id` with its turns in order, in two queries (the conversation, then
 /// all its turns).
@@ -465,16 +468,10 @@ where
                 .await?
                 .ok_or_else(|| ForgeError::not_found("conversation", id))?;
             if !editable_by(actor).contains(&current.status) {
-                return Err(ForgeError::Conflict {
-                    what: format!(
-                        "conversation {id} is {}: turns can be added only while it is {}",
-                        current.status,
-                        editable_by(actor)
-                            .iter()
-                            .map(|s| s.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
+                return Err(ForgeError::InvalidTransition {
+                    entity: "conversation",
+                    from: current.status.to_string(),
+                    to: "a new turn".to_owned(),
                 });
             }
             let number = current.total_turns + 1;

@@ -39,14 +39,18 @@ pub enum ForgeError {
         /// Why it was refused.
         reason: String,
     },
-    /// A state change that the state machine does not allow.
+    /// Not allowed in the row's current state: a change its state machine does not allow
+    /// (`from` → `to`), or an operation the state does not allow (`to` names it, e.g. "a new
+    /// turn" on an approved conversation, "a new session" on an archived project). The one
+    /// variant for "not now, given where this row is" in every module (code
+    /// `invalid_state`).
     #[error("{entity} cannot go from {from} to {to}")]
     InvalidTransition {
         /// The kind of thing, e.g. `"session"`.
         entity: &'static str,
         /// Its current state.
         from: String,
-        /// The state that was asked for.
+        /// The state, or the operation, that was asked for.
         to: String,
     },
     /// A quota is used up (e.g. the profile's `sessions_limit`).
@@ -296,6 +300,17 @@ fn database_rule(message: &str, constraint: Option<&str>) -> Option<ForgeError> 
                 entity: first_name,
                 id: second.unwrap_or("").to_owned(),
             },
+            // A rule that depends on another row's state ("the project is archived; …").
+            "invalid" if detail.contains(":the project is ") => {
+                let state = detail
+                    .split_once(":the project is ")
+                    .map_or("", |(_, rest)| rest.split(';').next().unwrap_or(""));
+                ForgeError::InvalidTransition {
+                    entity: "project",
+                    from: state.trim().to_owned(),
+                    to: "a new session".to_owned(),
+                }
+            }
             "invalid" => ForgeError::Validation {
                 field: first_name,
                 reason: detail.split_once(':').map_or(detail, |(_, r)| r).to_owned(),
@@ -345,12 +360,16 @@ mod tests {
         assert!(
             matches!(moved, Some(ForgeError::InvalidTransition { from, to, .. }) if from == "completed" && to == "active")
         );
-        let invalid = database_rule(
+        let archived = database_rule(
             "forge:invalid:project_id:the project is archived; sessions start only on active projects",
             None,
         );
         assert!(
-            matches!(invalid, Some(ForgeError::Validation { field: "project_id", reason }) if reason.starts_with("the project is archived"))
+            matches!(archived, Some(ForgeError::InvalidTransition { entity: "project", from, .. }) if from == "archived")
+        );
+        let invalid = database_rule("forge:invalid:expires_at:at most 24 hours ahead", None);
+        assert!(
+            matches!(invalid, Some(ForgeError::Validation { field: "expires_at", reason }) if reason == "at most 24 hours ahead")
         );
         let size = database_rule(
             "new row for relation \"projects\" violates check constraint",

@@ -18,15 +18,16 @@
 //!   events of their own sessions only. Events never change and are not deleted here.
 
 use forge_entity::coding_sessions;
-use forge_entity::ids::SessionId;
+use forge_entity::ids::{EventId, SessionId};
 use forge_entity::session_events::{self, EventType};
 use sea_orm::sea_query::{Expr, ExprTrait, Func, LockType};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect, Select, Set,
+    FromQueryResult, QueryFilter, QueryOrder, QuerySelect, Select, Set, Statement,
 };
 use serde_json::Value as Json;
 
+use crate::scoped;
 use crate::actor::{Access, Actor, Connection, run_as};
 use crate::error::{ForgeError, Result};
 use crate::pagination::MAX_PAGE_SIZE;
@@ -53,13 +54,11 @@ impl NewEvent {
 
 /// Events visible to `actor`: those of their own sessions, or all for the service.
 pub fn visible_to(actor: Actor) -> Select<session_events::Entity> {
-    let select = session_events::Entity::find();
-    match actor {
-        Actor::User(uid) => select
-            .inner_join(coding_sessions::Entity)
-            .filter(coding_sessions::Column::UserId.eq(uid)),
-        Actor::Service => select,
-    }
+    scoped::owned_through::<_, coding_sessions::Entity>(
+        actor,
+        session_events::Column::SessionId,
+        coding_sessions::Column::Id,
+    )
 }
 
 /// Locks session `id` against concurrent appends and state changes until the transaction
@@ -131,6 +130,47 @@ async fn insert_event(
     Ok(row.insert(txn).await?)
 }
 
+/// The one statement that appends `event` to a live session: an `INSERT … SELECT` from the
+/// session row, so an unknown or ended session inserts nothing. On PostgreSQL the session
+/// row is locked (`FOR NO KEY UPDATE`, the lock the `seq` trigger takes anyway), so a
+/// session that ends concurrently is read again once it has: the event lands before the
+/// end or not at all; the trigger assigns `seq`. On SQLite (one writer at a time) the
+/// statement computes `seq` itself. Values are cast where PostgreSQL would otherwise read
+/// a literal as `text` (an `INSERT … SELECT` list is not typed by its target columns).
+fn append_statement(backend: DbBackend, session_id: SessionId, event: NewEvent) -> Statement {
+    let live = coding_sessions::SessionStatus::LIVE
+        .iter()
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let values: Vec<sea_orm::Value> = vec![
+        EventId::new().into(),
+        event.event_type.as_str().into(),
+        event.data.into(),
+        crate::now().into(),
+        session_id.into(),
+    ];
+    let sql = match backend {
+        DbBackend::Postgres => format!(
+            "INSERT INTO session_events (id, session_id, event_type, data, created_at) \
+             SELECT CAST($1 AS uuid), s.id, $2, CAST($3 AS jsonb), CAST($4 AS timestamptz) \
+             FROM coding_sessions s WHERE s.id = CAST($5 AS uuid) AND s.status IN ({live}) \
+             FOR NO KEY UPDATE \
+             RETURNING id, session_id, seq, event_type, data, created_at"
+        ),
+        _ => format!(
+            "INSERT INTO session_events (id, session_id, seq, event_type, data, created_at) \
+             SELECT ?, s.id, \
+                    (SELECT coalesce(max(e.seq), 0) + 1 FROM session_events e \
+                      WHERE e.session_id = s.id), \
+                    ?, ?, ? \
+             FROM coding_sessions s WHERE s.id = ? AND s.status IN ({live}) \
+             RETURNING id, session_id, seq, event_type, data, created_at"
+        ),
+    };
+    Statement::from_sql_and_values(backend, sql, values)
+}
+
 /// Appends one event to session `session_id` with the session's next `seq` (service
 /// only).
 ///
@@ -152,13 +192,23 @@ where
 {
     actor.require_service("appending session events")?;
     let event = checked(NewEvent::new(event_type, data))?;
-    run_as(db, actor, Access::Write, move |txn| {
-        Box::pin(async move {
-            open_log(txn, session_id, event_type).await?;
-            insert_event(txn, session_id, event).await
-        })
-    })
-    .await
+    let backend = db.get_database_backend();
+    let stmt = append_statement(backend, session_id, event);
+    let rows = scoped::rows(db, actor, Access::Write, stmt).await?;
+    match rows.first() {
+        Some(row) => Ok(session_events::Model::from_query_result(row, "")?),
+        // Nothing appended: say why (off the hot path).
+        None => {
+            let session = crate::sessions::find(db, actor, session_id)
+                .await?
+                .ok_or_else(|| ForgeError::not_found("session", session_id))?;
+            Err(ForgeError::InvalidTransition {
+                entity: "session",
+                from: session.status.to_string(),
+                to: format!("a new {event_type} event"),
+            })
+        }
+    }
 }
 
 /// Appends `events` to session `session_id` in one transaction, with consecutive `seq`s

@@ -195,10 +195,12 @@ fn resolve(actor: Actor, request: &ExportRequest) -> Result<Resolved> {
     match actor {
         Actor::User(uid) => {
             let others = |id: Option<ProfileId>| id.is_some_and(|id| id != uid);
-            if others(request.owner) || others(request.requested_by) {
-                return Err(ForgeError::Forbidden {
-                    action: "exporting another user's conversations",
-                });
+            // Someone else's profile looks missing, like any row of theirs.
+            if let Some(other) = request.owner.filter(|o| others(Some(*o))) {
+                return Err(ForgeError::not_found("profile", other));
+            }
+            if let Some(other) = request.requested_by.filter(|o| others(Some(*o))) {
+                return Err(ForgeError::not_found("profile", other));
             }
             Ok(Resolved {
                 owner: Some(uid),
@@ -227,7 +229,7 @@ fn resolve(actor: Actor, request: &ExportRequest) -> Result<Resolved> {
 /// A user exports only their own conversations; the service anyone's, or everyone's.
 ///
 /// # Errors
-/// Before anything is written: [`ForgeError::Forbidden`] when a user names another user
+/// Before anything is written: [`ForgeError::NotFound`] (`"profile"`) when a user names another user
 /// as `owner` or `requested_by`; [`ForgeError::Validation`] for an instant outside the
 /// storable years, a date range that ends before it starts, or a service export of
 /// everyone's conversations that names no `requested_by`; [`ForgeError::Conflict`] when

@@ -35,6 +35,7 @@ use sea_orm::{
 };
 use serde_json::Value as Json;
 
+use crate::scoped::{self, Scoped};
 use crate::actor::{Access, Actor, Connection, run_as};
 use crate::conversations::{self as conversation_repo, ConversationWithTurns, NewConversation};
 use crate::error::{ForgeError, Result};
@@ -202,10 +203,18 @@ pub struct CostTotals {
 
 /// Log entries visible to `actor`: their own, or all for the service.
 pub fn logs_visible_to(actor: Actor) -> Select<generation_logs::Entity> {
-    let select = generation_logs::Entity::find();
-    match actor {
-        Actor::User(uid) => select.filter(generation_logs::Column::UserId.eq(uid)),
-        Actor::Service => select,
+    scoped::owned_by(actor, generation_logs::Column::UserId)
+}
+
+impl Scoped for generation_logs::Entity {
+    const NAME: &'static str = ENTITY;
+
+    fn key() -> Self::Column {
+        generation_logs::Column::Id
+    }
+
+    fn visible_to(actor: Actor) -> Select<Self> {
+        logs_visible_to(actor)
     }
 }
 
@@ -455,16 +464,7 @@ pub async fn find_log<C>(
 where
     C: Connection,
 {
-    run_as(db, actor, Access::Read, move |txn| {
-        Box::pin(async move {
-            Ok(logs_visible_to(actor)
-                .filter(generation_logs::Column::Id.eq(id))
-                .one(txn)
-                .await?)
-        })
-    })
-    .await
-}
+    scoped::find::<generation_logs::Entity, C>(db, actor, id).await}
 
 /// Log entry `id`.
 ///
@@ -474,10 +474,7 @@ pub async fn get_log<C>(db: &C, actor: Actor, id: GenerationLogId) -> Result<gen
 where
     C: Connection,
 {
-    find_log(db, actor, id)
-        .await?
-        .ok_or_else(|| ForgeError::not_found(ENTITY, id))
-}
+    scoped::get::<generation_logs::Entity, C, _>(db, actor, id).await}
 
 /// One page of the log entries `actor` may see, newest first.
 ///

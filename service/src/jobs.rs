@@ -73,6 +73,7 @@ use sea_orm::{
 };
 use serde_json::Value as Json;
 
+use crate::scoped::{self, Scoped};
 use crate::actor::{Access, Actor, Connection, run_as};
 use crate::error::{ForgeError, Result};
 use crate::pagination::{self, Direction, Page, PageRequest};
@@ -193,12 +194,22 @@ impl RetryPolicy {
 
 /// Jobs visible to `actor`: those of their own sessions, or all for the service.
 pub fn visible_to(actor: Actor) -> Select<coding_jobs::Entity> {
-    let select = coding_jobs::Entity::find();
-    match actor {
-        Actor::User(uid) => select
-            .inner_join(coding_sessions::Entity)
-            .filter(coding_sessions::Column::UserId.eq(uid)),
-        Actor::Service => select,
+    scoped::owned_through::<_, coding_sessions::Entity>(
+        actor,
+        coding_jobs::Column::SessionId,
+        coding_sessions::Column::Id,
+    )
+}
+
+impl Scoped for coding_jobs::Entity {
+    const NAME: &'static str = "job";
+
+    fn key() -> Self::Column {
+        coding_jobs::Column::Id
+    }
+
+    fn visible_to(actor: Actor) -> Select<Self> {
+        visible_to(actor)
     }
 }
 
@@ -358,16 +369,7 @@ pub async fn find<C>(db: &C, actor: Actor, id: JobId) -> Result<Option<coding_jo
 where
     C: Connection,
 {
-    run_as(db, actor, Access::Read, move |txn| {
-        Box::pin(async move {
-            Ok(visible_to(actor)
-                .filter(coding_jobs::Column::Id.eq(id))
-                .one(txn)
-                .await?)
-        })
-    })
-    .await
-}
+    scoped::find::<coding_jobs::Entity, C>(db, actor, id).await}
 
 /// The job `id`.
 ///
@@ -377,10 +379,7 @@ pub async fn get<C>(db: &C, actor: Actor, id: JobId) -> Result<coding_jobs::Mode
 where
     C: Connection,
 {
-    find(db, actor, id)
-        .await?
-        .ok_or_else(|| ForgeError::not_found("job", id))
-}
+    scoped::get::<coding_jobs::Entity, C, _>(db, actor, id).await}
 
 /// The jobs `actor` may see (those of their own sessions; all for the service), oldest
 /// first, one page at a time. A session that is not the user's lists as empty.

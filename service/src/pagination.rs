@@ -13,7 +13,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use crate::actor::{Access, Actor, Connection, run_as};
+use crate::actor::{Actor, Connection};
 use crate::error::{ForgeError, Result};
 
 /// Page size when a request gives none.
@@ -214,10 +214,7 @@ where
     K: Into<Uuid> + 'static,
 {
     let (select, size) = keyset(select, columns.0, columns.1, direction, request)?;
-    run_as(db, actor, Access::Read, move |txn| {
-        Box::pin(async move { Ok(page(select.all(txn).await?, size, key)) })
-    })
-    .await
+    Ok(page(crate::scoped::all(db, actor, select).await?, size, key))
 }
 
 #[cfg(test)]

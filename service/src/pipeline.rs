@@ -51,6 +51,7 @@ use sea_orm::{
 use serde_json::Value as Json;
 use uuid::Uuid;
 
+use crate::scoped::{self, Scoped};
 use crate::actor::{Access, Actor, Connection, run_as};
 use crate::error::{ForgeError, Result};
 use crate::pagination::{self, Cursor, Direction, Page, PageRequest};
@@ -170,10 +171,18 @@ pub struct PipelineStatus {
 
 /// Runs visible to `actor`: their own, or all for the service.
 pub fn visible_to(actor: Actor) -> Select<pipeline_runs::Entity> {
-    let select = pipeline_runs::Entity::find();
-    match actor {
-        Actor::User(uid) => select.filter(pipeline_runs::Column::OwnerId.eq(uid)),
-        Actor::Service => select,
+    scoped::owned_by(actor, pipeline_runs::Column::OwnerId)
+}
+
+impl Scoped for pipeline_runs::Entity {
+    const NAME: &'static str = ENTITY;
+
+    fn key() -> Self::Column {
+        pipeline_runs::Column::RunId
+    }
+
+    fn visible_to(actor: Actor) -> Select<Self> {
+        visible_to(actor)
     }
 }
 
@@ -309,7 +318,7 @@ fn checksum(value: Option<String>) -> Result<Option<String>> {
 /// Starts a run (status `pending`) for `new.owner`, with an id chosen by Forge.
 ///
 /// # Errors
-/// [`ForgeError::Forbidden`] when a user starts a run for someone else;
+/// [`ForgeError::NotFound`] (`"profile"`) when a user starts a run for someone else;
 /// [`ForgeError::Validation`] (`project_spec`) for a spec that is not a JSON object, holds a
 /// NUL character, is nested too deeply or is over 64 KiB; [`ForgeError::NotFound`]
 /// (`"profile"`) when the owner does not exist.
@@ -319,9 +328,8 @@ where
     C: Connection,
 {
     if actor.user_id().is_some_and(|uid| uid != new.owner) {
-        return Err(ForgeError::Forbidden {
-            action: "starting a run for another user",
-        });
+        // Someone else's profile looks missing, like any row of theirs.
+        return Err(ForgeError::not_found("profile", new.owner));
     }
     let owner = new.owner;
     let spec = project_spec(new.project_spec)?;
@@ -368,16 +376,7 @@ where
     C: Connection,
 {
     let run_id = checked_run_id(run_id)?;
-    run_as(db, actor, Access::Read, move |txn| {
-        Box::pin(async move {
-            Ok(visible_to(actor)
-                .filter(pipeline_runs::Column::RunId.eq(run_id))
-                .one(txn)
-                .await?)
-        })
-    })
-    .await
-}
+    scoped::find::<pipeline_runs::Entity, C>(db, actor, run_id).await}
 
 /// The run `run_id`.
 ///
@@ -388,10 +387,8 @@ pub async fn get<C>(db: &C, actor: Actor, run_id: &RunId) -> Result<pipeline_run
 where
     C: Connection,
 {
-    find(db, actor, run_id)
-        .await?
-        .ok_or_else(|| ForgeError::not_found(ENTITY, run_id))
-}
+    let run_id = checked_run_id(run_id)?;
+    scoped::get::<pipeline_runs::Entity, C, _>(db, actor, run_id).await}
 
 /// `actor`'s runs (every owner's for the service, unless `filter` names one), newest
 /// first by `(created_at, run_id)`, one page at a time.

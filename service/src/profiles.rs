@@ -9,6 +9,7 @@ use forge_entity::ids::ProfileId;
 use forge_entity::profiles::{self, Tier};
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Select, Set};
 
+use crate::scoped::{self, Scoped};
 use crate::actor::{Access, Actor, Connection, run_as};
 use crate::error::{ForgeError, Result};
 use crate::validate;
@@ -52,10 +53,18 @@ pub struct ProfilePatch {
 
 /// Profiles visible to `actor`: their own, or all for the service.
 pub fn visible_to(actor: Actor) -> Select<profiles::Entity> {
-    let select = profiles::Entity::find();
-    match actor {
-        Actor::User(uid) => select.filter(profiles::Column::Id.eq(uid)),
-        Actor::Service => select,
+    scoped::owned_by(actor, profiles::Column::Id)
+}
+
+impl Scoped for profiles::Entity {
+    const NAME: &'static str = "profile";
+
+    fn key() -> Self::Column {
+        profiles::Column::Id
+    }
+
+    fn visible_to(actor: Actor) -> Select<Self> {
+        visible_to(actor)
     }
 }
 
@@ -111,16 +120,7 @@ pub async fn find<C>(db: &C, actor: Actor, id: ProfileId) -> Result<Option<profi
 where
     C: Connection,
 {
-    run_as(db, actor, Access::Read, move |txn| {
-        Box::pin(async move {
-            Ok(visible_to(actor)
-                .filter(profiles::Column::Id.eq(id))
-                .one(txn)
-                .await?)
-        })
-    })
-    .await
-}
+    scoped::find::<profiles::Entity, C>(db, actor, id).await}
 
 /// The profile `id`.
 ///
@@ -130,10 +130,7 @@ pub async fn get<C>(db: &C, actor: Actor, id: ProfileId) -> Result<profiles::Mod
 where
     C: Connection,
 {
-    find(db, actor, id)
-        .await?
-        .ok_or_else(|| ForgeError::not_found("profile", id))
-}
+    scoped::get::<profiles::Entity, C, _>(db, actor, id).await}
 
 /// The profile with this email (matched trimmed and case-insensitively), if visible.
 ///

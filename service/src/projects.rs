@@ -19,10 +19,11 @@ use forge_entity::ids::{ProfileId, ProjectId};
 use forge_entity::projects::{self, ProjectStatus};
 use sea_orm::prelude::Json;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, QuerySelect,
+    ActiveModelTrait, ColumnTrait, DatabaseTransaction, QueryFilter,
     Select, Set,
 };
 
+use crate::scoped::{self, Scoped};
 use crate::actor::{Access, Actor, Connection, run_as};
 use crate::error::{ForgeError, Result};
 use crate::pagination::{self, Direction, Page, PageRequest};
@@ -99,10 +100,18 @@ pub struct ListProjects {
 
 /// Projects visible to `actor`: their own, or all for the service.
 pub fn visible_to(actor: Actor) -> Select<projects::Entity> {
-    let select = projects::Entity::find();
-    match actor {
-        Actor::User(uid) => select.filter(projects::Column::UserId.eq(uid)),
-        Actor::Service => select,
+    scoped::owned_by(actor, projects::Column::UserId)
+}
+
+impl Scoped for projects::Entity {
+    const NAME: &'static str = ENTITY;
+
+    fn key() -> Self::Column {
+        projects::Column::Id
+    }
+
+    fn visible_to(actor: Actor) -> Select<Self> {
+        visible_to(actor)
     }
 }
 
@@ -180,16 +189,7 @@ pub async fn find<C>(db: &C, actor: Actor, id: ProjectId) -> Result<Option<proje
 where
     C: Connection,
 {
-    run_as(db, actor, Access::Read, move |txn| {
-        Box::pin(async move {
-            Ok(visible_to(actor)
-                .filter(projects::Column::Id.eq(id))
-                .one(txn)
-                .await?)
-        })
-    })
-    .await
-}
+    scoped::find::<projects::Entity, C>(db, actor, id).await}
 
 /// The project `id` (in any status, deleted included).
 ///
@@ -199,10 +199,7 @@ pub async fn get<C>(db: &C, actor: Actor, id: ProjectId) -> Result<projects::Mod
 where
     C: Connection,
 {
-    find(db, actor, id)
-        .await?
-        .ok_or_else(|| ForgeError::not_found(ENTITY, id))
-}
+    scoped::get::<projects::Entity, C, _>(db, actor, id).await}
 
 /// One page of the projects `actor` may see, newest first, filtered by `filter`.
 ///
@@ -383,10 +380,5 @@ async fn lock_visible(
     actor: Actor,
     id: ProjectId,
 ) -> Result<projects::Model> {
-    visible_to(actor)
-        .filter(projects::Column::Id.eq(id))
-        .lock_exclusive()
-        .one(txn)
-        .await?
-        .ok_or_else(|| ForgeError::not_found(ENTITY, id))
+    scoped::lock::<projects::Entity, _>(txn, actor, id).await
 }

@@ -25,11 +25,12 @@ use forge_entity::ids::{EdgeCaseId, ProfileId, ScenarioId, TemplateId};
 use forge_entity::scenarios::{self, GenerationStatus, ScenarioStatus};
 use forge_entity::templates;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DatabaseTransaction, EntityTrait, ModelTrait, QueryFilter,
-    QuerySelect, Select, Set,
+    ActiveModelTrait, ColumnTrait, DatabaseTransaction, ModelTrait, QueryFilter,
+    Select, Set,
 };
 use serde_json::{Map, Value as Json};
 
+use crate::scoped::{self, Scoped};
 use crate::actor::{Access, Actor, Connection, owner_of_new, run_as};
 use crate::error::{ForgeError, Result};
 use crate::pagination::{self, Direction, Page, PageRequest};
@@ -134,10 +135,18 @@ pub struct ScenarioFilter {
 
 /// Scenarios visible to `actor`: their own, or all for the service.
 pub fn visible_to(actor: Actor) -> Select<scenarios::Entity> {
-    let select = scenarios::Entity::find();
-    match actor {
-        Actor::User(uid) => select.filter(scenarios::Column::CreatedBy.eq(uid)),
-        Actor::Service => select,
+    scoped::owned_by(actor, scenarios::Column::CreatedBy)
+}
+
+impl Scoped for scenarios::Entity {
+    const NAME: &'static str = SCENARIO;
+
+    fn key() -> Self::Column {
+        scenarios::Column::Id
+    }
+
+    fn visible_to(actor: Actor) -> Select<Self> {
+        visible_to(actor)
     }
 }
 
@@ -208,15 +217,15 @@ async fn template_for(
 ///
 /// # Errors
 /// [`ForgeError::Validation`] for a blank or over-long field or `parameter_values` that
-/// do not match the template's variables; [`ForgeError::Forbidden`] when a user creates
-/// for someone else; [`ForgeError::NotFound`] when the owner does not exist (`"profile"`)
+/// do not match the template's variables; [`ForgeError::NotFound`] when a user creates
+/// for someone else or the owner does not exist (`"profile"`)
 /// or the template is not the owner's own (`"template"`).
 #[tracing::instrument(skip_all, fields(entity = SCENARIO, op = "create"))]
 pub async fn create<C>(db: &C, actor: Actor, new: NewScenario) -> Result<scenarios::Model>
 where
     C: Connection,
 {
-    let owner = owner_of_new(actor, new.owner, "creating a scenario for another user")?;
+    let owner = owner_of_new(actor, new.owner)?;
     let now = crate::now();
     let template_id = new.parent_template_id;
     let values = new.parameter_values;
@@ -278,12 +287,7 @@ pub(crate) async fn lock_scenario(
     actor: Actor,
     id: ScenarioId,
 ) -> Result<scenarios::Model> {
-    visible_to(actor)
-        .filter(scenarios::Column::Id.eq(id))
-        .lock_exclusive()
-        .one(txn)
-        .await?
-        .ok_or_else(|| ForgeError::not_found(SCENARIO, id))
+    scoped::lock::<scenarios::Entity, _>(txn, actor, id).await
 }
 
 /// Scenario `id`, if `actor` may see it.
@@ -295,16 +299,7 @@ pub async fn find<C>(db: &C, actor: Actor, id: ScenarioId) -> Result<Option<scen
 where
     C: Connection,
 {
-    run_as(db, actor, Access::Read, move |txn| {
-        Box::pin(async move {
-            Ok(visible_to(actor)
-                .filter(scenarios::Column::Id.eq(id))
-                .one(txn)
-                .await?)
-        })
-    })
-    .await
-}
+    scoped::find::<scenarios::Entity, C>(db, actor, id).await}
 
 /// Scenario `id`.
 ///
@@ -314,10 +309,7 @@ pub async fn get<C>(db: &C, actor: Actor, id: ScenarioId) -> Result<scenarios::M
 where
     C: Connection,
 {
-    find(db, actor, id)
-        .await?
-        .ok_or_else(|| ForgeError::not_found(SCENARIO, id))
-}
+    scoped::get::<scenarios::Entity, C, _>(db, actor, id).await}
 
 /// One page of `actor`'s scenarios (all for the service), newest first.
 ///
@@ -560,10 +552,18 @@ pub struct EdgeCaseFilter {
 
 /// Edge cases visible to `actor`: their own, or all for the service.
 pub fn edge_cases_visible_to(actor: Actor) -> Select<edge_cases::Entity> {
-    let select = edge_cases::Entity::find();
-    match actor {
-        Actor::User(uid) => select.filter(edge_cases::Column::CreatedBy.eq(uid)),
-        Actor::Service => select,
+    scoped::owned_by(actor, edge_cases::Column::CreatedBy)
+}
+
+impl Scoped for edge_cases::Entity {
+    const NAME: &'static str = EDGE_CASE;
+
+    fn key() -> Self::Column {
+        edge_cases::Column::Id
+    }
+
+    fn visible_to(actor: Actor) -> Select<Self> {
+        edge_cases_visible_to(actor)
     }
 }
 
@@ -584,20 +584,15 @@ async fn lock_edge_case(
     actor: Actor,
     id: EdgeCaseId,
 ) -> Result<edge_cases::Model> {
-    edge_cases_visible_to(actor)
-        .filter(edge_cases::Column::Id.eq(id))
-        .lock_exclusive()
-        .one(txn)
-        .await?
-        .ok_or_else(|| ForgeError::not_found(EDGE_CASE, id))
+    scoped::lock::<edge_cases::Entity, _>(txn, actor, id).await
 }
 
 /// Creates an edge case (`not_tested`) of one of the owner's scenarios.
 ///
 /// # Errors
-/// [`ForgeError::Validation`] for a blank or over-long field; [`ForgeError::Forbidden`]
-/// when a user creates for someone else; [`ForgeError::NotFound`] when the scenario is
-/// not the owner's (`"scenario"`) or the owner does not exist (`"profile"`).
+/// [`ForgeError::Validation`] for a blank or over-long field; [`ForgeError::NotFound`]
+/// when the scenario is not the owner's (`"scenario"`) or the owner does not exist or is
+/// someone else than the user (`"profile"`).
 #[tracing::instrument(skip_all, fields(entity = EDGE_CASE, op = "create"))]
 pub async fn create_edge_case<C>(
     db: &C,
@@ -607,7 +602,7 @@ pub async fn create_edge_case<C>(
 where
     C: Connection,
 {
-    let owner = owner_of_new(actor, new.owner, "creating an edge case for another user")?;
+    let owner = owner_of_new(actor, new.owner)?;
     let now = crate::now();
     let scenario_id = new.scenario_id;
     let mut row = edge_cases::ActiveModel {
@@ -658,16 +653,7 @@ pub async fn find_edge_case<C>(
 where
     C: Connection,
 {
-    run_as(db, actor, Access::Read, move |txn| {
-        Box::pin(async move {
-            Ok(edge_cases_visible_to(actor)
-                .filter(edge_cases::Column::Id.eq(id))
-                .one(txn)
-                .await?)
-        })
-    })
-    .await
-}
+    scoped::find::<edge_cases::Entity, C>(db, actor, id).await}
 
 /// Edge case `id`.
 ///
@@ -677,10 +663,7 @@ pub async fn get_edge_case<C>(db: &C, actor: Actor, id: EdgeCaseId) -> Result<ed
 where
     C: Connection,
 {
-    find_edge_case(db, actor, id)
-        .await?
-        .ok_or_else(|| ForgeError::not_found(EDGE_CASE, id))
-}
+    scoped::get::<edge_cases::Entity, C, _>(db, actor, id).await}
 
 /// One page of `actor`'s edge cases (all for the service), newest first.
 ///

@@ -23,7 +23,7 @@
 use std::fmt::Display;
 
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, FromQueryResult,
+    ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, FromQueryResult,
     QueryFilter, QueryResult, QuerySelect, QueryTrait, Select, Statement, Value,
 };
 
@@ -41,6 +41,38 @@ pub(crate) trait Scoped: EntityTrait {
 
     /// The rows of this table `actor` may see.
     fn visible_to(actor: Actor) -> Select<Self>;
+}
+
+/// The rows of `E` whose `owner` column is the user's; every row for the service. The
+/// one way a table owned by a profile is scoped.
+pub(crate) fn owned_by<E: EntityTrait>(actor: Actor, owner: E::Column) -> Select<E> {
+    E::find().filter(owner_is(actor, owner))
+}
+
+/// The condition behind [`owned_by`], for statements that are not a `Select` (a scoped
+/// `UPDATE … WHERE`): the user's own rows, or no restriction for the service.
+pub(crate) fn owner_is<C: ColumnTrait>(actor: Actor, owner: C) -> Condition {
+    Condition::all().add_option(actor.user_id().map(|uid| owner.eq(uid)))
+}
+
+/// The rows of `E` whose parent (`parent_key` = `E`'s `fk`) the actor may see; every row
+/// for the service. The one way a table owned through its parent is scoped.
+pub(crate) fn owned_through<E, P>(actor: Actor, fk: E::Column, parent_key: P::Column) -> Select<E>
+where
+    E: EntityTrait,
+    P: Scoped,
+{
+    let select = E::find();
+    match actor {
+        Actor::User(_) => {
+            let parents = P::visible_to(actor)
+                .select_only()
+                .column(parent_key)
+                .into_query();
+            select.filter(fk.in_subquery(parents))
+        }
+        Actor::Service => select,
+    }
 }
 
 /// The row with key `id` if `actor` may see it: one statement.

@@ -33,6 +33,7 @@ use sea_orm::{
 };
 use serde_json::Value as Json;
 
+use crate::scoped::{self, Scoped};
 use crate::actor::{Access, Actor, Connection, run_as};
 use crate::error::{ForgeError, Result};
 use crate::pagination::{self, Direction, Page, PageRequest};
@@ -85,16 +86,24 @@ pub struct SessionFilter {
 
 /// The owner condition for `actor`: their own sessions, or all for the service.
 fn owned_by(actor: Actor) -> Condition {
-    Condition::all().add_option(
-        actor
-            .user_id()
-            .map(|uid| coding_sessions::Column::UserId.eq(uid)),
-    )
+    scoped::owner_is(actor, coding_sessions::Column::UserId)
 }
 
 /// Sessions visible to `actor`: their own, or all for the service.
 pub fn visible_to(actor: Actor) -> Select<coding_sessions::Entity> {
-    coding_sessions::Entity::find().filter(owned_by(actor))
+    scoped::owned_by(actor, coding_sessions::Column::UserId)
+}
+
+impl Scoped for coding_sessions::Entity {
+    const NAME: &'static str = "session";
+
+    fn key() -> Self::Column {
+        coding_sessions::Column::Id
+    }
+
+    fn visible_to(actor: Actor) -> Select<Self> {
+        visible_to(actor)
+    }
 }
 
 /// The session `id` as `actor` sees it, or [`ForgeError::NotFound`].
@@ -113,9 +122,8 @@ pub(crate) async fn fetch(
 /// Validates `new` for `actor` and turns it into the row to insert.
 fn new_row(actor: Actor, new: NewSession) -> Result<coding_sessions::ActiveModel> {
     if actor.user_id().is_some_and(|uid| uid != new.owner) {
-        return Err(ForgeError::Forbidden {
-            action: "starting a session for another user",
-        });
+        // Someone else's profile looks missing, like any row of theirs.
+        return Err(ForgeError::not_found("profile", new.owner));
     }
     let prompt = validate::text("initial_prompt", &new.initial_prompt, MAX_PROMPT)?;
     // The expiry `now + ttl` must lie in the future, i.e. the ttl must be positive.
@@ -158,10 +166,11 @@ async fn live_limit(txn: &DatabaseTransaction, owner: ProfileId) -> Result<i64> 
 /// Starts a session (status `pending`) on one of the owner's active projects.
 ///
 /// # Errors
-/// [`ForgeError::Forbidden`] when a user starts a session for someone else;
+/// [`ForgeError::NotFound`] (`"profile"`) when a user starts a session for someone else;
 /// [`ForgeError::Validation`] for a blank or over-long prompt (`initial_prompt`), a
-/// non-positive `ttl` or one that would end the session after the year 9999, `metadata`
-/// that is not a JSON object, or a project that is archived or deleted (`project_id`);
+/// non-positive `ttl` or one that would end the session after the year 9999, or
+/// `metadata` that is not a JSON object; [`ForgeError::InvalidTransition`] (entity
+/// `"project"`) when the project is archived or deleted;
 /// [`ForgeError::NotFound`] when the owner's profile or the project does not exist or is
 /// not the owner's; [`ForgeError::LimitReached`] (`"live sessions"`) when the owner
 /// already has `sessions_limit` live sessions.
@@ -206,16 +215,7 @@ pub async fn find<C>(db: &C, actor: Actor, id: SessionId) -> Result<Option<codin
 where
     C: Connection,
 {
-    run_as(db, actor, Access::Read, move |txn| {
-        Box::pin(async move {
-            Ok(visible_to(actor)
-                .filter(coding_sessions::Column::Id.eq(id))
-                .one(txn)
-                .await?)
-        })
-    })
-    .await
-}
+    scoped::find::<coding_sessions::Entity, C>(db, actor, id).await}
 
 /// The session `id`.
 ///
@@ -225,10 +225,7 @@ pub async fn get<C>(db: &C, actor: Actor, id: SessionId) -> Result<coding_sessio
 where
     C: Connection,
 {
-    find(db, actor, id)
-        .await?
-        .ok_or_else(|| ForgeError::not_found("session", id))
-}
+    scoped::get::<coding_sessions::Entity, C, _>(db, actor, id).await}
 
 /// `actor`'s sessions (all for the service), newest first, one page at a time.
 ///

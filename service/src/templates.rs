@@ -29,6 +29,7 @@ use sea_orm::{
 };
 use serde_json::{Map, Value as Json};
 
+use crate::scoped;
 use crate::actor::{Access, Actor, Connection, owner_of_new, run_as};
 use crate::error::{ForgeError, Result};
 use crate::pagination::{self, Direction, Page, PageRequest};
@@ -184,11 +185,7 @@ pub fn visible_to(actor: Actor) -> Select<templates::Entity> {
 
 /// Templates `actor` may change: their own, or all for the service.
 pub fn writable_by(actor: Actor) -> Select<templates::Entity> {
-    let select = templates::Entity::find();
-    match actor {
-        Actor::User(uid) => select.filter(templates::Column::CreatedBy.eq(uid)),
-        Actor::Service => select,
-    }
+    scoped::owned_by(actor, templates::Column::CreatedBy)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -449,14 +446,14 @@ fn prose_patch(
 /// [`ForgeError::Validation`] for a blank or over-long field, a NUL character, variables
 /// that are not valid distinct names, placeholders of `template_text` that are not
 /// exactly the `variables`, a `complexity_baseline` outside 1..=10 or a
-/// `quality_threshold` outside 0..=10; [`ForgeError::Forbidden`] when a user creates for
-/// someone else; [`ForgeError::NotFound`] (`"profile"`) when the owner does not exist.
+/// `quality_threshold` outside 0..=10; [`ForgeError::NotFound`] (`"profile"`) when the
+/// owner does not exist or a user creates for someone else.
 #[tracing::instrument(skip_all, fields(entity = ENTITY, op = "create"))]
 pub async fn create<C>(db: &C, actor: Actor, new: NewTemplate) -> Result<templates::Model>
 where
     C: Connection,
 {
-    let owner = owner_of_new(actor, new.owner, "creating a template for another user")?;
+    let owner = owner_of_new(actor, new.owner)?;
     let text = template_text(&new.template_text)?;
     let vars = variables(&new.variables)?;
     check_placeholders(&text, &vars)?;
