@@ -95,6 +95,26 @@ async fn worker(pool: DatabaseConnection, name: String, done: Arc<AtomicU64>) ->
     tally
 }
 
+/// `sql`'s integer on `owner`, tried again while the pool hands out connections the
+/// restart ended; each failure must be one that `ForgeError::is_retryable` calls so.
+async fn owner_query_after_restart(owner: &DatabaseConnection, sql: &str) -> i64 {
+    use forge_db::sea_orm::Statement;
+    for _ in 0..20 {
+        match owner
+            .query_one_raw(Statement::from_string(owner.get_database_backend(), sql))
+            .await
+        {
+            Ok(Some(row)) => return row.try_get_by_index::<i64>(0).expect("integer column"),
+            Ok(None) => panic!("no row from {sql}"),
+            Err(err) => {
+                let err = ForgeError::from(err);
+                assert!(err.is_retryable(), "not retryable after a restart: {err}");
+            }
+        }
+    }
+    panic!("the owner's pool did not reconnect");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_lose_no_job_when_backends_die_and_the_server_restarts() {
     let restart = std::env::var("FORGE_TEST_PG_RESTART").unwrap_or_else(|_| {
@@ -154,8 +174,10 @@ async fn workers_lose_no_job_when_backends_die_and_the_server_restarts() {
     }
     let elapsed = started.elapsed();
 
-    // The owner's pool reconnects after the restart like any other.
-    let completed = query_i64(
+    // The owner's pool reconnects after the restart like any other: a connection used
+    // within `CHECK_AFTER_IDLE` before the restart fails its next call with a retryable
+    // error (it is not checked before it is handed out), and the retry runs on a new one.
+    let completed = owner_query_after_restart(
         &t.owner,
         "SELECT count(*) FROM coding_jobs WHERE status = 'completed'",
     )

@@ -497,3 +497,124 @@ where
 {
     apply(db, actor, id, Change::Cancel).await
 }
+
+// ---------------------------------------------------------------------------------------
+// Deleting, and the workers' time estimate
+// ---------------------------------------------------------------------------------------
+
+/// The states a batch may be deleted from: every one but `processing`. While a batch runs,
+/// workers hold leases on its items; pause or cancel it first.
+const DELETABLE: &[BatchStatus] = &[
+    BatchStatus::Queued,
+    BatchStatus::Paused,
+    BatchStatus::Completed,
+    BatchStatus::Failed,
+    BatchStatus::Cancelled,
+];
+
+/// The states in which a batch has time left to estimate: those it has not ended in.
+const UNFINISHED: &[BatchStatus] = &[
+    BatchStatus::Queued,
+    BatchStatus::Processing,
+    BatchStatus::Paused,
+];
+
+/// Why a conditional write of batch `id` matched nothing: it is not `actor`'s, or its
+/// state does not allow `to` (read once more, off the path of a write that applies).
+async fn unchanged_because<C>(db: &C, actor: Actor, id: BatchId, to: &str) -> ForgeError
+where
+    C: Connection,
+{
+    match find(db, actor, id).await {
+        Ok(Some(current)) => ForgeError::InvalidTransition {
+            entity: "batch",
+            from: current.status.to_string(),
+            to: to.to_owned(),
+        },
+        Ok(None) => ForgeError::not_found("batch", id),
+        Err(err) => err,
+    }
+}
+
+/// Deletes batch `id` with its items (its owner their own, the service any) unless it is
+/// `processing`, with one conditional `DELETE … RETURNING`; a refused call reads the
+/// batch once more to say why.
+///
+/// Its items go with it (ON DELETE CASCADE); the conversations they produced stay, their
+/// owner's. Items still in flight in a paused or cancelled batch go too: their worker's
+/// [`crate::batch_items::complete`] or [`crate::batch_items::fail`] then finds no item.
+///
+/// On PostgreSQL the database wall lets a user `DELETE` their own batch in any state (an
+/// end user reaching the table directly may delete a running one); the `processing` rule
+/// is this repository's.
+///
+/// # Errors
+/// [`ForgeError::NotFound`] when it does not exist or is not `actor`'s;
+/// [`ForgeError::InvalidTransition`] (from `processing`, to `"deleted"`) while it runs.
+#[tracing::instrument(skip_all, fields(entity = "batch", op = "delete", id = %id))]
+pub async fn delete<C>(db: &C, actor: Actor, id: BatchId) -> Result<()>
+where
+    C: Connection,
+{
+    use batch_jobs::Column as Col;
+    use sea_orm::QueryTrait;
+    let mut delete = batch_jobs::Entity::delete_many()
+        .filter(Col::Id.eq(id))
+        .filter(owned_by(actor))
+        .filter(Col::Status.is_in(DELETABLE.iter().copied()));
+    QueryTrait::query(&mut delete).returning_col(Col::Id);
+    let stmt = delete.build(db.get_database_backend());
+    let deleted = scoped::rows(db, actor, Access::Write, stmt).await?;
+    if deleted.is_empty() {
+        return Err(unchanged_because(db, actor, id, "deleted").await);
+    }
+    Ok(())
+}
+
+/// Sets batch `id`'s `estimated_time_remaining`, in seconds, or clears it with `None`
+/// (service only: the workers estimate it), with one conditional `UPDATE … RETURNING`.
+/// An estimate is set only while the batch has not ended (`queued`, `processing` or
+/// `paused`), so a late report of a worker cannot put one on a finished batch; clearing
+/// works in every state.
+///
+/// # Errors
+/// [`ForgeError::Forbidden`] for a user; [`ForgeError::Validation`]
+/// (`estimated_time_remaining`) for a negative number of seconds; [`ForgeError::NotFound`]
+/// for an unknown batch; [`ForgeError::InvalidTransition`] (to `"an estimated time
+/// remaining"`) for an estimate on a completed, failed or cancelled batch.
+#[tracing::instrument(skip_all, fields(entity = "batch", op = "set_estimated_time_remaining", id = %id))]
+pub async fn set_estimated_time_remaining<C>(
+    db: &C,
+    actor: Actor,
+    id: BatchId,
+    seconds: Option<i32>,
+) -> Result<batch_jobs::Model>
+where
+    C: Connection,
+{
+    use batch_jobs::Column as Col;
+    use sea_orm::{FromQueryResult, QueryTrait};
+    actor.require_service("estimating a batch's time remaining")?;
+    if let Some(seconds) = seconds {
+        let max = i64::from(i32::MAX);
+        validate::in_range("estimated_time_remaining", i64::from(seconds), 0, max)?;
+    }
+    let row = batch_jobs::ActiveModel {
+        estimated_time_remaining: Set(seconds),
+        updated_at: Set(crate::now()),
+        ..Default::default()
+    };
+    let mut update = batch_jobs::Entity::update_many()
+        .set(row)
+        .filter(Col::Id.eq(id));
+    if seconds.is_some() {
+        update = update.filter(Col::Status.is_in(UNFINISHED.iter().copied()));
+    }
+    QueryTrait::query(&mut update).returning_all();
+    let stmt = update.build(db.get_database_backend());
+    let rows = scoped::rows(db, actor, Access::Write, stmt).await?;
+    match rows.first() {
+        Some(row) => Ok(batch_jobs::Model::from_query_result(row, "")?),
+        None => Err(unchanged_because(db, actor, id, "an estimated time remaining").await),
+    }
+}

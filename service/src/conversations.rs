@@ -803,3 +803,285 @@ where
     );
     decide(db, actor, id, reviewer, decision, reason(why)?).await
 }
+
+// ---------------------------------------------------------------------------------------
+// Editing, failing, scoring and deleting
+// ---------------------------------------------------------------------------------------
+
+/// The states the service may mark a conversation `failed` from: those its generator works
+/// in (writing it, or rewriting it after a reviewer asked for a revision). Once submitted,
+/// reviewed or failed, its generation is over.
+const FAILABLE: &[ConversationStatus] = EDITABLE;
+
+/// The highest `quality_score` (SCHEMA.md: between 0 and 10).
+pub const MAX_QUALITY_SCORE: f64 = 10.0;
+
+/// A change to the fields of a conversation its owner may edit ([`update`]): exactly the
+/// columns SCHEMA.md grants a user `UPDATE` on, besides `status`. `None` leaves a field as
+/// it is; `title: Some(None)` removes the title. Values are checked as on [`create`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ConversationChanges {
+    /// A new title, or `Some(None)` to remove it.
+    pub title: Option<Option<String>>,
+    /// A new persona of the user side.
+    pub persona: Option<String>,
+    /// A new emotion.
+    pub emotion: Option<String>,
+    /// A new topic.
+    pub topic: Option<String>,
+    /// A new intent.
+    pub intent: Option<String>,
+    /// A new tone.
+    pub tone: Option<String>,
+    /// New category names (each trimmed, not blank), replacing the old ones.
+    pub category: Option<Vec<String>>,
+    /// New generation parameters, replacing the old ones: a JSON object (`Json::Null`
+    /// stores `{}`).
+    pub parameters: Option<Json>,
+}
+
+impl ConversationChanges {
+    /// Whether these changes change nothing.
+    pub fn is_empty(&self) -> bool {
+        self == &Self::default()
+    }
+
+    /// The checked columns to set; nothing else is set.
+    fn into_columns(self) -> Result<conversations::ActiveModel> {
+        use sea_orm::ActiveValue::NotSet;
+        let label = |field: &'static str, value: Option<String>| match value {
+            Some(value) => validate::text(field, &value, MAX_LABEL).map(Set),
+            None => Ok(NotSet),
+        };
+        let mut row = conversations::ActiveModel {
+            persona: label("persona", self.persona)?,
+            emotion: label("emotion", self.emotion)?,
+            topic: label("topic", self.topic)?,
+            intent: label("intent", self.intent)?,
+            tone: label("tone", self.tone)?,
+            ..Default::default()
+        };
+        if let Some(title) = self.title {
+            let title = validate::optional_text("title", title.as_deref(), MAX_TITLE)?;
+            row.title = Set(title);
+        }
+        if let Some(names) = self.category {
+            row.category = Set(categories(&names)?);
+        }
+        if let Some(parameters) = self.parameters {
+            row.parameters = Set(validate::json_object("parameters", parameters)?);
+        }
+        Ok(row)
+    }
+}
+
+/// Runs `update` with `RETURNING *` for `actor` as one statement: the changed row, or
+/// `None` when its filters matched nothing.
+async fn update_returning<C>(
+    db: &C,
+    actor: Actor,
+    mut update: sea_orm::UpdateMany<conversations::Entity>,
+) -> Result<Option<conversations::Model>>
+where
+    C: Connection,
+{
+    use sea_orm::{FromQueryResult, QueryTrait};
+    QueryTrait::query(&mut update).returning_all();
+    let stmt = update.build(db.get_database_backend());
+    let rows = scoped::rows(db, actor, Access::Write, stmt).await?;
+    match rows.first() {
+        Some(row) => Ok(Some(conversations::Model::from_query_result(row, "")?)),
+        None => Ok(None),
+    }
+}
+
+/// Why a conditional write of conversation `id` matched nothing: it is not `actor`'s, or
+/// its state does not allow `to` (read once more, off the path of a write that applies).
+async fn unchanged_because<C>(db: &C, actor: Actor, id: ConversationId, to: &str) -> ForgeError
+where
+    C: Connection,
+{
+    match find(db, actor, id).await {
+        Ok(Some(current)) => ForgeError::InvalidTransition {
+            entity: "conversation",
+            from: current.status.to_string(),
+            to: to.to_owned(),
+        },
+        Ok(None) => ForgeError::not_found("conversation", id),
+        Err(err) => err,
+    }
+}
+
+/// Changes the editable fields of conversation `id` ([`ConversationChanges`]) with one
+/// conditional `UPDATE … RETURNING`; a refused call reads the conversation once more to
+/// say why. Empty changes write nothing and return the conversation as it is.
+///
+/// Its owner edits it only while it is `draft` or `needs_revision` (SCHEMA.md; on
+/// PostgreSQL the database refuses a user's edit in any other state too); the service
+/// edits any conversation in any state. Turns, status, totals and the review columns are
+/// not edited here.
+///
+/// # Errors
+/// [`ForgeError::Validation`] for a blank or over-long value, a bad category list or a
+/// non-object `parameters` (nothing is written); [`ForgeError::NotFound`] when it does not
+/// exist or is not `actor`'s; [`ForgeError::InvalidTransition`] (to `"edited"`, the
+/// database's word for it) when a user's conversation is in any other state.
+#[tracing::instrument(skip_all, fields(entity = "conversation", op = "update", id = %id))]
+pub async fn update<C>(
+    db: &C,
+    actor: Actor,
+    id: ConversationId,
+    changes: ConversationChanges,
+) -> Result<conversations::Model>
+where
+    C: Connection,
+{
+    use conversations::Column as Col;
+    if changes.is_empty() {
+        return get(db, actor, id).await;
+    }
+    let mut row = changes.into_columns()?;
+    row.updated_at = Set(crate::now());
+    let mut update = conversations::Entity::update_many()
+        .set(row)
+        .filter(Col::Id.eq(id))
+        .filter(owned_by(actor));
+    if actor != Actor::Service {
+        update = update.filter(Col::Status.is_in(USER_EDITABLE.iter().copied()));
+    }
+    match update_returning(db, actor, update).await? {
+        Some(updated) => Ok(updated),
+        None => Err(unchanged_because(db, actor, id, "edited").await),
+    }
+}
+
+/// Marks conversation `id` `failed`: its generation failed (service only). Allowed from
+/// `draft`, `generated` and `needs_revision`, the states its generator works in; nothing
+/// leaves `failed` (delete the conversation, or generate a new one). One conditional
+/// `UPDATE … RETURNING`.
+///
+/// # Errors
+/// [`ForgeError::Forbidden`] for a user; [`ForgeError::NotFound`] for an unknown
+/// conversation; [`ForgeError::InvalidTransition`] (to `"failed"`) once it is
+/// `pending_review`, `approved`, `rejected` or already `failed`.
+#[tracing::instrument(skip_all, fields(entity = "conversation", op = "mark_failed", id = %id))]
+pub async fn mark_failed<C>(
+    db: &C,
+    actor: Actor,
+    id: ConversationId,
+) -> Result<conversations::Model>
+where
+    C: Connection,
+{
+    use conversations::Column as Col;
+    actor.require_service("marking a conversation failed")?;
+    let to = ConversationStatus::Failed;
+    let update = conversations::Entity::update_many()
+        .col_expr(Col::Status, Expr::val(to.as_str()))
+        .col_expr(Col::UpdatedAt, Expr::val(crate::now()))
+        .filter(Col::Id.eq(id))
+        .filter(Col::Status.is_in(FAILABLE.iter().copied()));
+    match update_returning(db, actor, update).await? {
+        Some(failed) => Ok(failed),
+        None => Err(unchanged_because(db, actor, id, to.as_str()).await),
+    }
+}
+
+/// Checks a quality check's result: the score in `0..=`[`MAX_QUALITY_SCORE`], every
+/// metric a finite number, the whole document storable.
+fn checked_quality(
+    score: f64,
+    metrics: conversations::QualityMetrics,
+) -> Result<(f64, conversations::QualityMetrics)> {
+    if !(0.0..=MAX_QUALITY_SCORE).contains(&score) {
+        return Err(ForgeError::invalid(
+            "quality_score",
+            format!("{score} is outside 0..={MAX_QUALITY_SCORE}"),
+        ));
+    }
+    let named = [
+        ("overall", metrics.overall),
+        ("relevance", metrics.relevance),
+        ("accuracy", metrics.accuracy),
+        ("naturalness", metrics.naturalness),
+        ("coherence", metrics.coherence),
+        ("confidence", metrics.confidence),
+    ];
+    // JSON has no NaN or infinity: serde_json would store `null`, which reads back as
+    // an error.
+    if let Some((name, _)) = named.iter().find(|(_, value)| !value.is_finite()) {
+        return Err(ForgeError::invalid(
+            "quality_metrics",
+            format!("{name} must be a finite number"),
+        ));
+    }
+    let document = serde_json::to_value(&metrics)
+        .map_err(|e| ForgeError::invalid("quality_metrics", e.to_string()))?;
+    validate::json_document("quality_metrics", document)?;
+    Ok((score, metrics))
+}
+
+/// Records the quality check of conversation `id` (service only): sets `quality_score`
+/// (`0..=`[`MAX_QUALITY_SCORE`]) and `quality_metrics`, replacing what was there, in any
+/// state (a conversation may be scored again by a newer checker at any time). One
+/// `UPDATE … RETURNING`.
+///
+/// # Errors
+/// [`ForgeError::Forbidden`] for a user; [`ForgeError::Validation`] (`quality_score`)
+/// for a score outside `0..=10` or NaN, (`quality_metrics`) for a metric that is not a
+/// finite number or `extra` keys with a NUL character, nested too deeply or over 64 KiB
+/// (nothing is written); [`ForgeError::NotFound`] for an unknown conversation.
+#[tracing::instrument(skip_all, fields(entity = "conversation", op = "score", id = %id))]
+pub async fn score<C>(
+    db: &C,
+    actor: Actor,
+    id: ConversationId,
+    quality_score: f64,
+    quality_metrics: conversations::QualityMetrics,
+) -> Result<conversations::Model>
+where
+    C: Connection,
+{
+    actor.require_service("scoring a conversation")?;
+    let (quality_score, quality_metrics) = checked_quality(quality_score, quality_metrics)?;
+    let row = conversations::ActiveModel {
+        quality_score: Set(Some(quality_score)),
+        quality_metrics: Set(Some(quality_metrics)),
+        updated_at: Set(crate::now()),
+        ..Default::default()
+    };
+    let update = conversations::Entity::update_many()
+        .set(row)
+        .filter(conversations::Column::Id.eq(id));
+    update_returning(db, actor, update)
+        .await?
+        .ok_or_else(|| ForgeError::not_found("conversation", id))
+}
+
+/// Deletes conversation `id` (its owner their own, the service any) in any state:
+/// SCHEMA.md grants its owner `DELETE` without conditions. One `DELETE … RETURNING`.
+///
+/// Its turns go with it (ON DELETE CASCADE). The batch items, scenarios and generation
+/// logs that name it stay, with `conversation_id` cleared (ON DELETE SET NULL): an item
+/// that produced it stays `completed` and its batch's counters do not move.
+///
+/// # Errors
+/// [`ForgeError::NotFound`] when it does not exist or is not `actor`'s.
+#[tracing::instrument(skip_all, fields(entity = "conversation", op = "delete", id = %id))]
+pub async fn delete<C>(db: &C, actor: Actor, id: ConversationId) -> Result<()>
+where
+    C: Connection,
+{
+    use conversations::Column as Col;
+    use sea_orm::QueryTrait;
+    let mut delete = conversations::Entity::delete_many()
+        .filter(Col::Id.eq(id))
+        .filter(owned_by(actor));
+    QueryTrait::query(&mut delete).returning_col(Col::Id);
+    let stmt = delete.build(db.get_database_backend());
+    let deleted = scoped::rows(db, actor, Access::Write, stmt).await?;
+    if deleted.is_empty() {
+        return Err(ForgeError::not_found("conversation", id));
+    }
+    Ok(())
+}

@@ -300,14 +300,17 @@ fn database_rule(message: &str, constraint: Option<&str>) -> Option<ForgeError> 
                 entity: first_name,
                 id: second.unwrap_or("").to_owned(),
             },
-            // A rule that depends on another row's state ("the project is archived; …").
-            "invalid" if detail.contains(":the project is ") => {
+            // A rule that depends on another row's state: "the project is archived; sessions
+            // start only on active projects" (SQLite's trigger cannot name the state).
+            "invalid" if detail.ends_with("sessions start only on active projects") => {
                 let state = detail
                     .split_once(":the project is ")
-                    .map_or("", |(_, rest)| rest.split(';').next().unwrap_or(""));
+                    .map_or("not active", |(_, rest)| {
+                        rest.split(';').next().unwrap_or("").trim()
+                    });
                 ForgeError::InvalidTransition {
                     entity: "project",
-                    from: state.trim().to_owned(),
+                    from: state.to_owned(),
                     to: "a new session".to_owned(),
                 }
             }

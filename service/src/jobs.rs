@@ -176,20 +176,54 @@ impl RetryPolicy {
 
     /// The wait before the retry that follows `retry_count` earlier retries, with jitter.
     pub fn backoff(&self, retry_count: i32) -> Duration {
+        self.jittered(self.plain(retry_count), random_unit())
+    }
+
+    /// The wait after `retry_count` earlier retries, before jitter: `base * 2^retry_count`,
+    /// at most `max`. It stops growing once it reaches `max`, or at `retry_count` 31.
+    fn plain(&self, retry_count: i32) -> Duration {
         let exponent = u32::try_from(retry_count.clamp(0, 31)).unwrap_or(31);
-        let plain = self
-            .base
+        self.base
             .checked_mul(1u32 << exponent)
-            .map_or(self.max, |d| d.min(self.max));
-        // A uniform factor in [0.75, 1.25) from random bits: no dependency for a dice roll.
-        let bits = u64::from_le_bytes(
-            uuid::Uuid::new_v4().as_bytes()[..8]
-                .try_into()
-                .unwrap_or([0; 8]),
-        );
-        let unit = (bits >> 11) as f64 / (1u64 << 53) as f64;
+            .map_or(self.max, |d| d.min(self.max))
+    }
+
+    /// `plain` scaled by the jitter factor `0.75 + unit / 2` (`unit` in `[0, 1)`), at most
+    /// `max`.
+    fn jittered(&self, plain: Duration, unit: f64) -> Duration {
         plain.mul_f64(0.75 + unit / 2.0).min(self.max)
     }
+
+    /// The `run_after` of a job failed at `now`, as an expression over the row: `now` plus
+    /// the back-off of the row's `retry_count` while it has attempts left, its own
+    /// `run_after` otherwise. One jitter draw serves every arm (only one applies).
+    fn run_after(&self, now: DateTime<Utc>) -> Expr {
+        let retry_count = || Expr::col(coding_jobs::Column::RetryCount);
+        let unit = random_unit();
+        let mut case = Expr::case(
+            retry_count().gte(Expr::col(coding_jobs::Column::MaxRetries)),
+            Expr::col(coding_jobs::Column::RunAfter),
+        );
+        let mut count = 0;
+        while count < 31 && self.plain(count) < self.max {
+            let at = now + self.jittered(self.plain(count), unit);
+            case = case.case(retry_count().eq(count), Expr::value(at));
+            count += 1;
+        }
+        // From here on the wait no longer grows.
+        let at = now + self.jittered(self.plain(count), unit);
+        case.finally(Expr::value(at)).into()
+    }
+}
+
+/// A uniform number in `[0, 1)` from random bits: no dependency for a dice roll.
+fn random_unit() -> f64 {
+    let bits = u64::from_le_bytes(
+        uuid::Uuid::new_v4().as_bytes()[..8]
+            .try_into()
+            .unwrap_or([0; 8]),
+    );
+    (bits >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// Jobs visible to `actor`: those of their own sessions, or all for the service.
@@ -415,30 +449,56 @@ where
     .await
 }
 
-/// A service write that is one statement returning job rows.
-#[derive(Clone)]
-enum Write {
-    Update(Box<UpdateMany<coding_jobs::Entity>>),
-    Raw(Statement),
+/// How a one-statement service write reaches PostgreSQL. (On SQLite both are one
+/// `BEGIN IMMEDIATE` transaction, which [`run_as`] retries while the database stays
+/// locked; inside a caller's transaction both are a savepoint.)
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Route {
+    /// [`scoped::rows`]: `SET LOCAL ROLE …; SET LOCAL …; <statement>` as one message of the
+    /// simple query protocol — one round trip, but the values are written into the text,
+    /// so the statement is parsed and planned on every call.
+    OneMessage,
+    /// [`run_as`]: `BEGIN`, `set_config(…)`, the statement prepared (its plan cached per
+    /// connection), `COMMIT` — four round trips.
+    Transaction,
 }
 
-impl Write {
-    async fn run<C: ConnectionTrait>(self, c: &C) -> Result<Vec<coding_jobs::Model>> {
-        Ok(match self {
-            Self::Update(update) => update.exec_with_returning(c).await?,
-            Self::Raw(stmt) => coding_jobs::Model::find_by_statement(stmt).all(c).await?,
-        })
+fn route_for(kind: &str) -> Route {
+    match std::env::var(format!("FORGE_ROUTE_{kind}")).as_deref() {
+        Ok("txn") => Route::Transaction,
+        _ => Route::OneMessage,
     }
 }
 
-/// Runs one statement for the service, in the service's context (`service_role` on
-/// PostgreSQL; a `BEGIN IMMEDIATE` transaction on SQLite, which `run_as` retries while
-/// the database stays locked).
-async fn service_write<C: Connection>(db: &C, write: Write) -> Result<Vec<coding_jobs::Model>> {
-    run_as(db, Actor::Service, Access::Write, move |txn| {
-        Box::pin(async move { write.run(txn).await })
-    })
-    .await
+/// Runs `stmt`, one statement returning job rows, for the service (`service_role` on
+/// PostgreSQL) by `route`.
+async fn service_write<C: Connection>(
+    db: &C,
+    route: Route,
+    stmt: Statement,
+) -> Result<Vec<coding_jobs::Model>> {
+    match route {
+        Route::OneMessage => scoped::rows(db, Actor::Service, Access::Write, stmt)
+            .await?
+            .iter()
+            .map(|row| Ok(coding_jobs::Model::from_query_result(row, "")?))
+            .collect(),
+        Route::Transaction => {
+            run_as(db, Actor::Service, Access::Write, move |txn| {
+                Box::pin(async move {
+                    Ok(coding_jobs::Model::find_by_statement(stmt).all(txn).await?)
+                })
+            })
+            .await
+        }
+    }
+}
+
+/// `update` as one statement for `backend` returning the rows it changed.
+fn returning_jobs(update: UpdateMany<coding_jobs::Entity>, backend: DbBackend) -> Statement {
+    let mut query = update.into_query();
+    query.returning_all();
+    backend.build(&query)
 }
 
 /// The claim statement for `backend`, claiming at most `limit` jobs.
@@ -500,7 +560,7 @@ UPDATE coding_jobs SET
     locked_by = CASE WHEN status = 'processing' AND retry_count >= max_retries
                      THEN locked_by ELSE $2 END,
     locked_until = CASE WHEN status = 'processing' AND retry_count >= max_retries
-                        THEN NULL ELSE $3 END,
+                        THEN CAST(NULL AS timestamptz) ELSE $3 END,
     error_message = CASE WHEN status = 'processing' AND retry_count >= max_retries
                          THEN $4 ELSE error_message END,
     completed_at = CASE WHEN status = 'processing' AND retry_count >= max_retries
@@ -566,7 +626,8 @@ where
             (now + lease).into(),
             LEASE_EXHAUSTED.into(),
         ];
-        let rows = service_write(db, Write::Raw(claim_statement(backend, want, values))).await?;
+        let stmt = claim_statement(backend, want, values);
+        let rows = service_write(db, route_for("CLAIM"), stmt).await?;
         let picked = rows.len() as u64;
         claimed.extend(
             rows.into_iter()
@@ -612,9 +673,12 @@ async fn update_held<C: Connection>(
     worker: String,
     update: UpdateMany<coding_jobs::Entity>,
 ) -> Result<coding_jobs::Model> {
-    let update = update.filter(held_by(id, &worker));
+    let stmt = returning_jobs(
+        update.filter(held_by(id, &worker)),
+        db.get_database_backend(),
+    );
     held_or_lost(
-        service_write(db, Write::Update(Box::new(update))).await?,
+        service_write(db, route_for("GUARDED"), stmt).await?,
         id,
         worker,
     )
@@ -720,34 +784,46 @@ where
     let worker = worker_name(worker)?;
     let error = validate::text("error", error, MAX_TEXT)?;
     let policy = policy.checked()?;
-    run_as(db, actor, Access::Write, move |txn| {
-        Box::pin(async move {
-            let held = coding_jobs::Entity::find()
-                .filter(held_by(id, &worker))
-                .one(txn)
-                .await?
-                .ok_or_else(|| ForgeError::LeaseLost {
-                    entity: "job",
-                    id: id.to_string(),
-                    worker: worker.clone(),
-                })?;
-            let now = crate::now();
-            let update = stamped(now)
-                .col_expr(coding_jobs::Column::ErrorMessage, Expr::value(Some(error)))
-                // Guarded by the attempt that was read, so the back-off matches it.
-                .filter(coding_jobs::Column::RetryCount.eq(held.retry_count));
-            let update = if held.retry_count < held.max_retries {
-                retried(update, now + policy.backoff(held.retry_count))
-            } else {
-                finished(update, JobStatus::Failed, now)
-            };
-            let rows = Write::Update(Box::new(update.filter(held_by(id, &worker))))
-                .run(txn)
-                .await?;
-            held_or_lost(rows, id, worker)
-        })
-    })
-    .await
+    let now = crate::now();
+    let retry_count = Expr::col(coding_jobs::Column::RetryCount);
+    let attempts_left = || retry_count.clone().lt(Expr::col(coding_jobs::Column::MaxRetries));
+    // One statement whatever the attempt: each `CASE` reads the row as the update finds
+    // it, so the back-off and the outcome always match the attempt being failed.
+    let update = stamped(now)
+        .col_expr(coding_jobs::Column::ErrorMessage, Expr::value(Some(error)))
+        .col_expr(
+            coding_jobs::Column::Status,
+            Expr::case(attempts_left(), Expr::value(JobStatus::Pending))
+                .finally(Expr::value(JobStatus::Failed))
+                .into(),
+        )
+        .col_expr(
+            coding_jobs::Column::RetryCount,
+            Expr::case(attempts_left(), retry_count.clone().add(1))
+                .finally(retry_count.clone())
+                .into(),
+        )
+        .col_expr(
+            coding_jobs::Column::RunAfter,
+            policy.run_after(now),
+        )
+        .col_expr(
+            coding_jobs::Column::LockedBy,
+            Expr::case(attempts_left(), Expr::value(Option::<String>::None))
+                .finally(Expr::col(coding_jobs::Column::LockedBy))
+                .into(),
+        )
+        .col_expr(
+            coding_jobs::Column::LockedUntil,
+            Expr::value(Option::<DateTime<Utc>>::None),
+        )
+        .col_expr(
+            coding_jobs::Column::CompletedAt,
+            Expr::case(attempts_left(), Expr::col(coding_jobs::Column::CompletedAt))
+                .finally(Expr::value(Some(now)))
+                .into(),
+        );
+    update_held(db, id, worker, update).await
 }
 
 /// Hands job `id`, which `worker` holds, back to the queue without spending an attempt
@@ -800,54 +876,25 @@ where
     C: Connection,
 {
     actor.require_service("cancelling a job")?;
-    run_as(db, actor, Access::Write, move |txn| {
-        Box::pin(async move {
-            let now = crate::now();
-            let update = finished(stamped(now), JobStatus::Failed, now)
-                .col_expr(
-                    coding_jobs::Column::ErrorMessage,
-                    Expr::value(Some(CANCELLED.to_owned())),
-                )
-                .filter(coding_jobs::Column::Id.eq(id))
-                .filter(coding_jobs::Column::Status.eq(JobStatus::Pending));
-            let rows = Write::Update(Box::new(update)).run(txn).await?;
-            if let Some(job) = rows.into_iter().next() {
-                return Ok(job);
-            }
-            let job = coding_jobs::Entity::find_by_id(id)
-                .one(txn)
-                .await?
-                .ok_or_else(|| ForgeError::not_found("job", id))?;
-            Err(ForgeError::InvalidTransition {
-                entity: "job",
-                from: job.status.to_string(),
-                to: JobStatus::Failed.to_string(),
-            })
-        })
+    let now = crate::now();
+    let update = finished(stamped(now), JobStatus::Failed, now)
+        .col_expr(
+            coding_jobs::Column::ErrorMessage,
+            Expr::value(Some(CANCELLED.to_owned())),
+        )
+        .filter(coding_jobs::Column::Id.eq(id))
+        .filter(coding_jobs::Column::Status.eq(JobStatus::Pending));
+    let stmt = returning_jobs(update, db.get_database_backend());
+    if let Some(job) = service_write(db, route_for("GUARDED"), stmt).await?.pop() {
+        return Ok(job);
+    }
+    // Refused: a second statement, only to say why.
+    let job = get(db, Actor::Service, id).await?;
+    Err(ForgeError::InvalidTransition {
+        entity: "job",
+        from: job.status.to_string(),
+        to: JobStatus::Failed.to_string(),
     })
-    .await
-}
-
-/// `update` sending a job back to the queue, claimable from `run_after`.
-fn retried(
-    update: UpdateMany<coding_jobs::Entity>,
-    run_after: DateTime<Utc>,
-) -> UpdateMany<coding_jobs::Entity> {
-    update
-        .col_expr(coding_jobs::Column::Status, Expr::value(JobStatus::Pending))
-        .col_expr(
-            coding_jobs::Column::RetryCount,
-            Expr::col(coding_jobs::Column::RetryCount).add(1),
-        )
-        .col_expr(coding_jobs::Column::RunAfter, Expr::value(run_after))
-        .col_expr(
-            coding_jobs::Column::LockedBy,
-            Expr::value(Option::<String>::None),
-        )
-        .col_expr(
-            coding_jobs::Column::LockedUntil,
-            Expr::value(Option::<DateTime<Utc>>::None),
-        )
 }
 
 /// Deletes completed and failed jobs that finished more than `older_than` ago, at most

@@ -34,8 +34,8 @@
 //! - [`status`] (the seeds' `get-pipeline-status`) reads in a fixed number of queries,
 //!   however many events the run has: the run, one aggregate query over its events (the
 //!   count and the latest event per bot, with window functions: the same SQL on both
-//!   backends), and its artifacts — 3 statements (on PostgreSQL plus the 3 of entering
-//!   and leaving the actor's context).
+//!   backends), and its artifacts — 3 statements (on PostgreSQL plus the one that enters
+//!   the actor's context).
 
 use chrono::{DateTime, TimeDelta, Utc};
 use forge_entity::artifacts;
@@ -824,7 +824,7 @@ async fn latest_per_bot(
 ///
 /// Three statements in one read transaction (consistent with each other), however many
 /// events the run has: the run, one aggregate query over its events, its artifacts. On
-/// PostgreSQL entering and leaving the actor's context adds 3 more (6 in all).
+/// PostgreSQL entering the actor's context adds 1 more (4 in all; `COMMIT` drops it).
 ///
 /// # Errors
 /// [`ForgeError::NotFound`] when the run does not exist or is not `actor`'s;

@@ -234,3 +234,252 @@ where
     })
     .await
 }
+
+// ---------------------------------------------------------------------------------------
+// Billing and erasure
+// ---------------------------------------------------------------------------------------
+
+/// Longest accepted Stripe customer id.
+const MAX_STRIPE_CUSTOMER_ID: usize = 255;
+
+/// A Stripe customer id, trimmed: 1 to 255 ASCII letters, digits and underscores.
+fn checked_stripe_customer_id(id: &str) -> Result<String> {
+    let id = validate::text("stripe_customer_id", id, MAX_STRIPE_CUSTOMER_ID)?;
+    if !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return Err(ForgeError::invalid(
+            "stripe_customer_id",
+            "only ASCII letters, digits and `_` (Stripe's look like `cus_NffrFeUfNV2Hib`)",
+        ));
+    }
+    Ok(id)
+}
+
+/// Sets the Stripe customer id of profile `id`, or clears it with `None` (service only),
+/// with one `UPDATE … RETURNING`. The id is trimmed and must be 1 to 255 ASCII letters,
+/// digits and underscores; no two profiles share one.
+///
+/// # Errors
+/// [`ForgeError::Forbidden`] for a user; [`ForgeError::Validation`]
+/// (`stripe_customer_id`) for a blank, over-long or malformed id; [`ForgeError::NotFound`]
+/// for an unknown profile; [`ForgeError::Conflict`] when another profile has this id.
+#[tracing::instrument(skip_all, fields(entity = "profile", op = "set_stripe_customer_id", id = %id))]
+pub async fn set_stripe_customer_id<C>(
+    db: &C,
+    actor: Actor,
+    id: ProfileId,
+    customer: Option<&str>,
+) -> Result<profiles::Model>
+where
+    C: Connection,
+{
+    use sea_orm::{FromQueryResult, QueryTrait};
+    actor.require_service("setting a profile's Stripe customer id")?;
+    let customer = customer.map(checked_stripe_customer_id).transpose()?;
+    let row = profiles::ActiveModel {
+        stripe_customer_id: Set(customer),
+        updated_at: Set(crate::now()),
+        ..Default::default()
+    };
+    let mut update = profiles::Entity::update_many()
+        .set(row)
+        .filter(profiles::Column::Id.eq(id));
+    QueryTrait::query(&mut update).returning_all();
+    let stmt = update.build(db.get_database_backend());
+    let rows = scoped::rows(db, actor, Access::Write, stmt).await?;
+    match rows.first() {
+        Some(row) => Ok(profiles::Model::from_query_result(row, "")?),
+        None => Err(ForgeError::not_found("profile", id)),
+    }
+}
+
+/// What [`erase`] deleted, per table (named after its table), and which other users'
+/// rows it detached.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ErasureReport {
+    /// The profile itself: 1.
+    pub profiles: u64,
+    /// The user's projects.
+    pub projects: u64,
+    /// The user's coding sessions.
+    pub coding_sessions: u64,
+    /// The coding jobs of those sessions.
+    pub coding_jobs: u64,
+    /// The events of those sessions.
+    pub session_events: u64,
+    /// The user's conversations.
+    pub conversations: u64,
+    /// The turns of those conversations.
+    pub conversation_turns: u64,
+    /// The user's batches.
+    pub batch_jobs: u64,
+    /// The items of those batches.
+    pub batch_items: u64,
+    /// The user's pipeline runs (table `jobs`).
+    pub jobs: u64,
+    /// The events of those runs (table `job_events`).
+    pub job_events: u64,
+    /// The artifacts of those runs.
+    pub artifacts: u64,
+    /// The user's templates.
+    pub templates: u64,
+    /// The user's scenarios.
+    pub scenarios: u64,
+    /// The user's edge cases.
+    pub edge_cases: u64,
+    /// The user's generation logs.
+    pub generation_logs: u64,
+    /// The user's export logs.
+    pub export_logs: u64,
+    /// Other users' rows that stay, with a reference to the user or to one of the deleted
+    /// rows set to NULL.
+    pub detached: DetachedRows,
+}
+
+/// Other users' rows an [`erase`] kept but detached (per table): their foreign key to the
+/// erased user, or to one of the user's deleted rows, is set to NULL by its ON DELETE SET
+/// NULL.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DetachedRows {
+    /// Conversations the user approved (`approved_by`) or that were made from one of the
+    /// user's templates (`template_id`).
+    pub conversations: u64,
+    /// Templates the user changed last (`last_modified_by`).
+    pub templates: u64,
+    /// Scenarios whose generated conversation was one of the user's (`conversation_id`).
+    pub scenarios: u64,
+    /// Generation logs naming one of the user's conversations or templates
+    /// (`conversation_id`, `template_id`).
+    pub generation_logs: u64,
+}
+
+impl ErasureReport {
+    /// The rows deleted, as `(table, count)`, parents before children: every table Forge
+    /// owns but `prompts` (which belong to no user), in `forge_migration::TABLES` order.
+    pub fn deleted(&self) -> [(&'static str, u64); 17] {
+        [
+            ("profiles", self.profiles),
+            ("projects", self.projects),
+            ("coding_sessions", self.coding_sessions),
+            ("coding_jobs", self.coding_jobs),
+            ("session_events", self.session_events),
+            ("conversations", self.conversations),
+            ("conversation_turns", self.conversation_turns),
+            ("batch_jobs", self.batch_jobs),
+            ("batch_items", self.batch_items),
+            ("jobs", self.jobs),
+            ("job_events", self.job_events),
+            ("artifacts", self.artifacts),
+            ("templates", self.templates),
+            ("scenarios", self.scenarios),
+            ("edge_cases", self.edge_cases),
+            ("generation_logs", self.generation_logs),
+            ("export_logs", self.export_logs),
+        ]
+    }
+
+    /// Every row deleted, in all tables.
+    pub fn total_deleted(&self) -> u64 {
+        self.deleted().iter().map(|(_, n)| n).sum()
+    }
+
+    /// The report from the row of `profiles_erase_counts.sql`.
+    fn from_counts(row: &sea_orm::QueryResult) -> Result<Self> {
+        let n = |column: &str| -> Result<u64> {
+            let count: i64 = row.try_get("", column)?;
+            Ok(u64::try_from(count).unwrap_or_default())
+        };
+        Ok(Self {
+            profiles: 1,
+            projects: n("projects")?,
+            coding_sessions: n("coding_sessions")?,
+            coding_jobs: n("coding_jobs")?,
+            session_events: n("session_events")?,
+            conversations: n("conversations")?,
+            conversation_turns: n("conversation_turns")?,
+            batch_jobs: n("batch_jobs")?,
+            batch_items: n("batch_items")?,
+            jobs: n("jobs")?,
+            job_events: n("job_events")?,
+            artifacts: n("artifacts")?,
+            templates: n("templates")?,
+            scenarios: n("scenarios")?,
+            edge_cases: n("edge_cases")?,
+            generation_logs: n("generation_logs")?,
+            export_logs: n("export_logs")?,
+            detached: DetachedRows {
+                conversations: n("detached_conversations")?,
+                templates: n("detached_templates")?,
+                scenarios: n("detached_scenarios")?,
+                generation_logs: n("detached_generation_logs")?,
+            },
+        })
+    }
+}
+
+/// Locks the rows under which others hang (PostgreSQL; see the file's comment).
+const ERASE_LOCK_SQL: &str = include_str!("profiles_erase_lock.sql");
+/// What an erasure deletes and detaches, in one row (both backends).
+const ERASE_COUNTS_SQL: &str = include_str!("profiles_erase_counts.sql");
+
+/// Erases user `id` (service only): deletes their profile and every row they own, in every
+/// table, in one transaction, and reports what went ([`ErasureReport`]).
+///
+/// Deleting the profile does it all through the foreign keys: every table's owner column
+/// is ON DELETE CASCADE (projects and their sessions, the sessions' jobs and events,
+/// conversations and their turns, batches and their items, pipeline runs and their events
+/// and artifacts, templates, scenarios and their edge cases, generation and export logs),
+/// which is also the only way the append-only logs and events may be deleted. Other
+/// users' rows are never deleted: those that only name the user or one of the deleted
+/// rows keep their place with that reference set to NULL (a conversation the user
+/// approved keeps its status, `approved_by` NULL; see [`DetachedRows`]); and should any
+/// other user's row hang under one of the user's rows (only raw SQL can write one), the
+/// call is refused and deletes nothing.
+///
+/// Statements: the profile is locked first (`SELECT … FOR UPDATE`), so no new row can
+/// name it; on PostgreSQL the user's sessions, conversations, batches, runs, templates,
+/// scenarios and projects are locked next, so nothing new is added under them; then one
+/// statement counts, and one `DELETE` of the profile deletes. Four statements in the
+/// transaction on PostgreSQL, three on SQLite; the counts are exact.
+///
+/// A Supabase `auth.users` row is not Forge's: delete it through Supabase's admin API.
+///
+/// # Errors
+/// [`ForgeError::Forbidden`] for a user (even for themselves); [`ForgeError::NotFound`]
+/// for an unknown profile; [`ForgeError::Conflict`] when another user's row hangs under
+/// one of the user's (nothing is deleted).
+#[tracing::instrument(skip_all, fields(entity = "profile", op = "erase", id = %id))]
+pub async fn erase<C>(db: &C, actor: Actor, id: ProfileId) -> Result<ErasureReport>
+where
+    C: Connection,
+{
+    use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement};
+    actor.require_service("erasing a user")?;
+    run_as(db, actor, Access::Write, move |txn| {
+        Box::pin(async move {
+            scoped::lock::<profiles::Entity, _>(txn, actor, id).await?;
+            let backend = txn.get_database_backend();
+            let statement = |sql: &str| Statement::from_sql_and_values(backend, sql, [id.into()]);
+            if backend == DbBackend::Postgres {
+                txn.query_one_raw(statement(ERASE_LOCK_SQL)).await?;
+            }
+            let counts = txn
+                .query_one_raw(statement(ERASE_COUNTS_SQL))
+                .await?
+                .ok_or_else(|| DbErr::Custom("the erasure counts returned no row".into()))?;
+            let others: i64 = counts.try_get("", "others_below")?;
+            if others > 0 {
+                return Err(ForgeError::Conflict {
+                    what: format!(
+                        "{others} rows of other users hang under the projects, templates or \
+                         scenarios of profile {id} and would be deleted with it; move or \
+                         delete them first"
+                    ),
+                });
+            }
+            let report = ErasureReport::from_counts(&counts)?;
+            profiles::Entity::delete_by_id(id).exec(txn).await?;
+            Ok(report)
+        })
+    })
+    .await
+}

@@ -22,13 +22,13 @@
 //!   module (the `authenticated` role has no DELETE on them). Expiring overdue sessions is
 //!   the service's.
 
-use chrono::{TimeDelta, Utc};
+use chrono::TimeDelta;
 use forge_entity::coding_sessions::{self, SessionStatus};
 use forge_entity::ids::{ProfileId, ProjectId, SessionId};
-use forge_entity::profiles;
+use forge_entity::{profiles, projects};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, DatabaseTransaction, EntityTrait, QueryFilter,
+    ActiveModelTrait, ColumnTrait, Condition, DatabaseTransaction, EntityTrait, FromQueryResult, QueryFilter,
     QueryTrait, Select, Set,
 };
 use serde_json::Value as Json;
@@ -127,7 +127,7 @@ fn new_row(actor: Actor, new: NewSession) -> Result<coding_sessions::ActiveModel
     }
     let prompt = validate::text("initial_prompt", &new.initial_prompt, MAX_PROMPT)?;
     // The expiry `now + ttl` must lie in the future, i.e. the ttl must be positive.
-    let expires_at = Utc::now()
+    let expires_at = crate::now()
         .checked_add_signed(new.ttl)
         .ok_or_else(|| ForgeError::invalid("ttl", "is too long"))?;
     let expires_at = validate::future("ttl", expires_at)?;
@@ -145,7 +145,11 @@ fn new_row(actor: Actor, new: NewSession) -> Result<coding_sessions::ActiveModel
         ));
     }
     let metadata = validate::json_object("metadata", new.metadata.unwrap_or(Json::Null))?;
+    let now = crate::now();
     Ok(coding_sessions::ActiveModel {
+        id: Set(SessionId::new()),
+        created_at: Set(now),
+        updated_at: Set(now),
         user_id: Set(new.owner),
         project_id: Set(new.project_id),
         initial_prompt: Set(prompt),
@@ -158,8 +162,8 @@ fn new_row(actor: Actor, new: NewSession) -> Result<coding_sessions::ActiveModel
 
 /// The `sessions_limit` of `owner`, to name it in a [`ForgeError::LimitReached`] whose
 /// database message did not carry it (SQLite's triggers raise fixed messages).
-async fn live_limit(txn: &DatabaseTransaction, owner: ProfileId) -> Result<i64> {
-    let profile = profiles::Entity::find_by_id(owner).one(txn).await?;
+async fn live_limit<C: Connection>(db: &C, owner: ProfileId) -> Result<i64> {
+    let profile = scoped::find::<profiles::Entity, C>(db, Actor::Service, owner).await?;
     Ok(profile.map_or(-1, |p| i64::from(p.sessions_limit)))
 }
 
@@ -181,29 +185,44 @@ where
 {
     let (owner, project_id) = (new.owner, new.project_id);
     let row = new_row(actor, new)?;
-    run_as(db, actor, Access::Write, move |txn| {
-        Box::pin(async move {
-            // The database holds the rules (forge-migration's database wall, on both
-            // backends): the owner's own active project, and at most `sessions_limit`
-            // live sessions — it locks the owner's profile row, so racing starts queue.
-            match row.insert(txn).await.map_err(ForgeError::from) {
-                Err(ForgeError::NotFound {
-                    entity: "project", ..
-                }) => Err(ForgeError::not_found("project", project_id)),
-                Err(ForgeError::NotFound {
-                    entity: "profile", ..
-                }) => Err(ForgeError::not_found("profile", owner)),
-                Err(ForgeError::LimitReached { what, limit: -1 }) => {
-                    Err(ForgeError::LimitReached {
-                        what,
-                        limit: live_limit(txn, owner).await?,
-                    })
-                }
-                inserted => inserted,
-            }
-        })
-    })
-    .await
+    // One statement: the database holds the rules (forge-migration's database wall, on
+    // both backends): the owner's own active project, and at most `sessions_limit` live
+    // sessions — it locks the owner's profile row, so racing starts queue.
+    let backend = db.get_database_backend();
+    let mut insert = coding_sessions::Entity::insert(row).into_query();
+    insert.returning_all();
+    let inserted = scoped::rows(db, actor, Access::Write, backend.build(&insert)).await;
+    match inserted {
+        Ok(rows) => match rows.first() {
+            Some(row) => Ok(coding_sessions::Model::from_query_result(row, "")?),
+            None => Err(ForgeError::Db(sea_orm::DbErr::RecordNotInserted)),
+        },
+        Err(ForgeError::NotFound {
+            entity: "project", ..
+        }) => Err(ForgeError::not_found("project", project_id)),
+        Err(ForgeError::NotFound {
+            entity: "profile", ..
+        }) => Err(ForgeError::not_found("profile", owner)),
+        // SQLite's trigger cannot name the project's state or the limit: read them (off the
+        // hot path).
+        Err(ForgeError::InvalidTransition {
+            entity: "project",
+            from,
+            to,
+        }) if from == "not active" => {
+            let project = scoped::find::<projects::Entity, C>(db, Actor::Service, project_id).await?;
+            Err(ForgeError::InvalidTransition {
+                entity: "project",
+                from: project.map_or(from, |p| p.status.to_string()),
+                to,
+            })
+        }
+        Err(ForgeError::LimitReached { what, limit: -1 }) => Err(ForgeError::LimitReached {
+            what,
+            limit: live_limit(db, owner).await?,
+        }),
+        Err(err) => Err(err),
+    }
 }
 
 /// The session `id`, if `actor` may see it.
@@ -300,7 +319,7 @@ where
             }
             let changed = coding_sessions::Entity::update_many()
                 .col_expr(coding_sessions::Column::Status, Expr::value(to))
-                .col_expr(coding_sessions::Column::UpdatedAt, Expr::value(Utc::now()))
+                .col_expr(coding_sessions::Column::UpdatedAt, Expr::value(crate::now()))
                 .filter(owned_by(actor))
                 .filter(coding_sessions::Column::Id.eq(id))
                 .filter(coding_sessions::Column::Status.eq(from))
@@ -370,7 +389,7 @@ where
     actor.require_service("expiring overdue sessions")?;
     run_as(db, actor, Access::Write, move |txn| {
         Box::pin(async move {
-            let now = Utc::now();
+            let now = crate::now();
             let done = coding_sessions::Entity::update_many()
                 .col_expr(
                     coding_sessions::Column::Status,

@@ -45,7 +45,7 @@ pub(crate) fn optional_text(
 
 /// Refuses an instant that is not in the future.
 pub(crate) fn future(field: &'static str, at: DateTime<Utc>) -> Result<DateTime<Utc>> {
-    if at <= Utc::now() {
+    if at <= crate::now() {
         return Err(ForgeError::invalid(field, "must be in the future"));
     }
     Ok(at)
