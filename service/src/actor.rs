@@ -26,11 +26,11 @@
 use std::future::Future;
 use std::pin::Pin;
 
+use forge_entity::ids::ProfileId;
 use sea_orm::{
     ConnectionTrait, DatabaseTransaction, DbBackend, SqliteTransactionMode, Statement,
     TransactionOptions, TransactionTrait, Value,
 };
-use forge_entity::ids::ProfileId;
 
 use crate::error::{ForgeError, Result};
 
@@ -281,7 +281,11 @@ pub(crate) fn context_literals(actor: Actor) -> (&'static str, String, String) {
             format!(r#"{{"sub":"{uid}","role":"{USER_ROLE}"}}"#),
             uid.to_string(),
         ),
-        Actor::Service => (SERVICE_ROLE, format!(r#"{{"role":"{SERVICE_ROLE}"}}"#), String::new()),
+        Actor::Service => (
+            SERVICE_ROLE,
+            format!(r#"{{"role":"{SERVICE_ROLE}"}}"#),
+            String::new(),
+        ),
     }
 }
 

@@ -27,10 +27,10 @@ use sea_orm::{
 };
 use serde_json::Value as Json;
 
-use crate::scoped;
 use crate::actor::{Access, Actor, Connection, run_as};
 use crate::error::{ForgeError, Result};
 use crate::pagination::MAX_PAGE_SIZE;
+use crate::scoped;
 use crate::validate;
 
 /// Most events [`append_many`] takes in one call.

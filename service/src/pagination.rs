@@ -214,7 +214,11 @@ where
     K: Into<Uuid> + 'static,
 {
     let (select, size) = keyset(select, columns.0, columns.1, direction, request)?;
-    Ok(page(crate::scoped::all(db, actor, select).await?, size, key))
+    Ok(page(
+        crate::scoped::all(db, actor, select).await?,
+        size,
+        key,
+    ))
 }
 
 #[cfg(test)]

@@ -23,8 +23,8 @@
 use std::fmt::Display;
 
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, FromQueryResult,
-    QueryFilter, QueryResult, QuerySelect, QueryTrait, Select, Statement, Value,
+    ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait,
+    FromQueryResult, QueryFilter, QueryResult, QuerySelect, QueryTrait, Select, Statement, Value,
 };
 
 use crate::actor::{Access, Actor, Connection, context_literals, run_as};
@@ -181,7 +181,9 @@ pub(crate) async fn rows<C: Connection>(
         match db.get_database_backend() {
             #[cfg(feature = "postgres")]
             DbBackend::Postgres => return postgres_one_message(pool, actor, &stmt).await,
-            DbBackend::Sqlite if access == Access::Read => return Ok(pool.query_all_raw(stmt).await?),
+            DbBackend::Sqlite if access == Access::Read => {
+                return Ok(pool.query_all_raw(stmt).await?);
+            }
             _ => {}
         }
     }
@@ -205,7 +207,10 @@ async fn postgres_one_message(
 ) -> Result<Vec<QueryResult>> {
     use sea_orm::sqlx;
     use sea_orm::{DatabaseConnectionType, DbErr, RuntimeErr};
-    if !matches!(db.inner, DatabaseConnectionType::SqlxPostgresPoolConnection(_)) {
+    if !matches!(
+        db.inner,
+        DatabaseConnectionType::SqlxPostgresPoolConnection(_)
+    ) {
         return Err(ForgeError::Db(DbErr::Custom(
             "a PostgreSQL connection that is not a sqlx pool".into(),
         )));

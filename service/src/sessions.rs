@@ -28,15 +28,15 @@ use forge_entity::ids::{ProfileId, ProjectId, SessionId};
 use forge_entity::{profiles, projects};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, DatabaseTransaction, EntityTrait, FromQueryResult, QueryFilter,
-    QueryTrait, Select, Set,
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbBackend,
+    EntityTrait, FromQueryResult, QueryFilter, QueryTrait, Select, Set,
 };
 use serde_json::Value as Json;
 
-use crate::scoped::{self, Scoped};
 use crate::actor::{Access, Actor, Connection, run_as};
 use crate::error::{ForgeError, Result};
 use crate::pagination::{self, Direction, Page, PageRequest};
+use crate::scoped::{self, Scoped};
 use crate::validate;
 
 /// Longest accepted initial prompt, in characters.
@@ -210,7 +210,8 @@ where
             from,
             to,
         }) if from == "not active" => {
-            let project = scoped::find::<projects::Entity, C>(db, Actor::Service, project_id).await?;
+            let project =
+                scoped::find::<projects::Entity, C>(db, Actor::Service, project_id).await?;
             Err(ForgeError::InvalidTransition {
                 entity: "project",
                 from: project.map_or(from, |p| p.status.to_string()),
@@ -234,7 +235,8 @@ pub async fn find<C>(db: &C, actor: Actor, id: SessionId) -> Result<Option<codin
 where
     C: Connection,
 {
-    scoped::find::<coding_sessions::Entity, C>(db, actor, id).await}
+    scoped::find::<coding_sessions::Entity, C>(db, actor, id).await
+}
 
 /// The session `id`.
 ///
@@ -244,7 +246,8 @@ pub async fn get<C>(db: &C, actor: Actor, id: SessionId) -> Result<coding_sessio
 where
     C: Connection,
 {
-    scoped::get::<coding_sessions::Entity, C, _>(db, actor, id).await}
+    scoped::get::<coding_sessions::Entity, C, _>(db, actor, id).await
+}
 
 /// `actor`'s sessions (all for the service), newest first, one page at a time.
 ///
@@ -292,15 +295,16 @@ fn invalid_transition(from: SessionStatus, to: SessionStatus) -> ForgeError {
 
 /// Moves session `id` to `to`, if SCHEMA.md allows the change from its current state.
 ///
-/// The change is a conditional update on the state that was read, so when two callers
-/// race from the same state only one wins.
+/// One conditional statement, `UPDATE … WHERE status IN (the states that may go to `to`)
+/// RETURNING *`: when two callers race, the database decides on the state it holds, so
+/// exactly one of two identical moves wins and the other is refused (on SQLite, inside the
+/// write transaction that also fails an ended session's unfinished jobs; on PostgreSQL a
+/// trigger does that in the same statement).
 ///
 /// # Errors
 /// [`ForgeError::NotFound`] when the session is not `actor`'s;
 /// [`ForgeError::InvalidTransition`] (naming the current and the requested state) when
-/// the state machine does not allow the change; [`ForgeError::Conflict`] when another
-/// caller changed the state between the read and the update to one from which `to` is
-/// still allowed (retry if the change still makes sense).
+/// the state machine does not allow the change from the state the session is in.
 #[tracing::instrument(skip_all, fields(entity = "session", op = "transition", id = %id, to = %to))]
 pub async fn transition<C>(
     db: &C,
@@ -311,39 +315,44 @@ pub async fn transition<C>(
 where
     C: Connection,
 {
-    run_as(db, actor, Access::Write, move |txn| {
-        Box::pin(async move {
-            let from = fetch(txn, actor, id).await?.status;
-            if !from.can_transition_to(to) {
-                return Err(invalid_transition(from, to));
-            }
-            let changed = coding_sessions::Entity::update_many()
-                .col_expr(coding_sessions::Column::Status, Expr::value(to))
-                .col_expr(coding_sessions::Column::UpdatedAt, Expr::value(crate::now()))
-                .filter(owned_by(actor))
-                .filter(coding_sessions::Column::Id.eq(id))
-                .filter(coding_sessions::Column::Status.eq(from))
-                .exec(txn)
-                .await?
-                .rows_affected;
-            if changed > 0 {
-                // An ended session leaves no claimable job behind.
-                crate::jobs::fail_jobs_of_ended_sessions(txn, Some(id), to).await?;
-            }
-            let now = fetch(txn, actor, id).await?;
-            match changed {
-                0 if now.status.can_transition_to(to) => Err(ForgeError::Conflict {
-                    what: format!(
-                        "session {id} changed from {from} to {} meanwhile",
-                        now.status
-                    ),
-                }),
-                0 => Err(invalid_transition(now.status, to)),
-                _ => Ok(now),
-            }
+    let from: Vec<SessionStatus> = SessionStatus::ALL
+        .iter()
+        .copied()
+        .filter(|s| s.can_transition_to(to))
+        .collect();
+    let mut update = coding_sessions::Entity::update_many()
+        .col_expr(coding_sessions::Column::Status, Expr::value(to))
+        .col_expr(
+            coding_sessions::Column::UpdatedAt,
+            Expr::value(crate::now()),
+        )
+        .filter(owned_by(actor))
+        .filter(coding_sessions::Column::Id.eq(id))
+        .filter(coding_sessions::Column::Status.is_in(from))
+        .into_query();
+    update.returning_all();
+    let backend = db.get_database_backend();
+    let stmt = backend.build(&update);
+    let rows = if backend == DbBackend::Postgres {
+        scoped::rows(db, actor, Access::Write, stmt).await?
+    } else {
+        run_as(db, actor, Access::Write, move |txn| {
+            Box::pin(async move {
+                let rows = txn.query_all_raw(stmt).await?;
+                if !rows.is_empty() {
+                    // An ended session leaves no claimable job behind.
+                    crate::jobs::fail_jobs_of_ended_sessions(txn, Some(id), to).await?;
+                }
+                Ok(rows)
+            })
         })
-    })
-    .await
+        .await?
+    };
+    match rows.first() {
+        Some(row) => Ok(coding_sessions::Model::from_query_result(row, "")?),
+        // Nothing moved: say why (off the hot path).
+        None => Err(invalid_transition(get(db, actor, id).await?.status, to)),
+    }
 }
 
 /// Sets the preview URLs of session `id` to exactly the given values (`None` clears one).
