@@ -18,15 +18,16 @@
 use forge_entity::ids::{ProfileId, ProjectId};
 use forge_entity::projects::{self, ProjectStatus};
 use sea_orm::prelude::Json;
+use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DatabaseTransaction, QueryFilter,
+    ActiveModelTrait, ColumnTrait, Condition, DatabaseTransaction, EntityTrait, QueryFilter,
     Select, Set,
 };
 
-use crate::scoped::{self, Scoped};
 use crate::actor::{Access, Actor, Connection, run_as};
 use crate::error::{ForgeError, Result};
 use crate::pagination::{self, Direction, Page, PageRequest};
+use crate::scoped::{self, Scoped};
 use crate::{profiles, validate};
 
 /// Longest accepted name (the schema's CHECK), description, and template/sandbox id.
@@ -189,7 +190,8 @@ pub async fn find<C>(db: &C, actor: Actor, id: ProjectId) -> Result<Option<proje
 where
     C: Connection,
 {
-    scoped::find::<projects::Entity, C>(db, actor, id).await}
+    scoped::find::<projects::Entity, C>(db, actor, id).await
+}
 
 /// The project `id` (in any status, deleted included).
 ///
@@ -199,7 +201,8 @@ pub async fn get<C>(db: &C, actor: Actor, id: ProjectId) -> Result<projects::Mod
 where
     C: Connection,
 {
-    scoped::get::<projects::Entity, C, _>(db, actor, id).await}
+    scoped::get::<projects::Entity, C, _>(db, actor, id).await
+}
 
 /// One page of the projects `actor` may see, newest first, filtered by `filter`.
 ///
@@ -358,18 +361,21 @@ async fn set_status<C>(
 where
     C: Connection,
 {
-    run_as(db, actor, Access::Write, move |txn| {
-        Box::pin(async move {
-            let current = lock_visible(txn, actor, id).await?;
-            if !allowed(current.status, to) {
-                return Err(refused(current.status, to.as_str()));
-            }
-            let mut row: projects::ActiveModel = current.into();
-            row.status = Set(to);
-            Ok(row.update(txn).await?)
-        })
-    })
-    .await
+    let from: Vec<ProjectStatus> = ProjectStatus::ALL
+        .iter()
+        .copied()
+        .filter(|s| allowed(*s, to))
+        .collect();
+    let update = projects::Entity::update_many()
+        .col_expr(projects::Column::Status, Expr::value(to))
+        .col_expr(projects::Column::UpdatedAt, Expr::value(crate::now()));
+    let only_if = Condition::all().add(projects::Column::Status.is_in(from));
+    match scoped::update_returning::<projects::Entity, C, _>(db, actor, id, update, only_if).await?
+    {
+        Some(changed) => Ok(changed),
+        // Nothing changed: say why (off the hot path).
+        None => Err(refused(get(db, actor, id).await?.status, to.as_str())),
+    }
 }
 
 /// Project `id` if `actor` may see it, locked for the rest of the transaction

@@ -24,7 +24,8 @@ use std::fmt::Display;
 
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait,
-    FromQueryResult, QueryFilter, QueryResult, QuerySelect, QueryTrait, Select, Statement, Value,
+    FromQueryResult, QueryFilter, QueryResult, QuerySelect, QueryTrait, Select, Statement,
+    UpdateMany, Value,
 };
 
 use crate::actor::{Access, Actor, Connection, context_literals, run_as};
@@ -128,6 +129,47 @@ where
         .one(txn)
         .await?
         .ok_or_else(|| ForgeError::not_found(E::NAME, shown))
+}
+
+/// Applies `update` to the row with key `id` if `actor` may see it and `only_if` holds,
+/// returning the changed row: one conditional `UPDATE … RETURNING *` (on PostgreSQL one
+/// message, see the module docs). `None` when nothing matched — the caller says why, off
+/// the hot path. Racing callers are decided by the database on the row it holds.
+///
+/// # Errors
+/// The database's refusal, mapped by [`ForgeError::from`].
+pub(crate) async fn update_returning<E, C, I>(
+    db: &C,
+    actor: Actor,
+    id: I,
+    update: UpdateMany<E>,
+    only_if: Condition,
+) -> Result<Option<E::Model>>
+where
+    E: Scoped,
+    E::Model: Send + Sync,
+    C: Connection,
+    I: Into<Value> + Clone,
+{
+    let update = update.filter(E::key().eq(id.clone())).filter(only_if);
+    let update = match actor {
+        Actor::Service => update,
+        Actor::User(_) => {
+            let visible = E::visible_to(actor)
+                .select_only()
+                .column(E::key())
+                .filter(E::key().eq(id))
+                .into_query();
+            update.filter(E::key().in_subquery(visible))
+        }
+    };
+    let mut update = update.into_query();
+    update.returning_all();
+    let stmt = db.get_database_backend().build(&update);
+    match rows(db, actor, Access::Write, stmt).await?.first() {
+        Some(row) => Ok(Some(E::Model::from_query_result(row, "")?)),
+        None => Ok(None),
+    }
 }
 
 /// The first row `select` returns for `actor`, in one statement.
