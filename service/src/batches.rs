@@ -19,6 +19,10 @@
 //! its still-queued items become `failed` (error `"batch cancelled"`) by the database
 //! too, in the same statement; items already being processed are left to their worker.
 //!
+//! A batch is deleted with its items ([`delete`]) in any state but `processing` (pause or
+//! cancel it first). Its `estimated_time_remaining` is the workers' (service only,
+//! [`set_estimated_time_remaining`]).
+//!
 //! A user sees and changes only their own batches and, through them, their items;
 //! another user's batch is [`ForgeError::NotFound`].
 

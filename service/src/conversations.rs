@@ -10,13 +10,17 @@
 //! - the review states move only along `draft|generated|needs_revision → pending_review`
 //!   (submit) and `pending_review → approved|rejected|needs_revision` (review), each by
 //!   one conditional `UPDATE`, so two racing reviewers cannot both apply; every step
-//!   appends a [`ReviewAction`] (who, what, when, why) to `review_history`.
+//!   appends a [`ReviewAction`] (who, what, when, why) to `review_history`;
+//! - `failed` is the generator's verdict, from `draft`, `generated` or `needs_revision`
+//!   ([`mark_failed`]); nothing leaves it.
 //!
 //! Who may do what: the owner (or the service for them) creates, reads, appends turns and
 //! submits for review. Deciding a review (approve, reject, request a revision) is the
 //! service's, acting for a reviewer profile it names: an owner never reviews their own
-//! work. A user sees only their own conversations and turns; another user's conversation
-//! is [`ForgeError::NotFound`].
+//! work. The owner edits the fields SCHEMA.md grants them ([`update`]) while the
+//! conversation is `draft` or `needs_revision`, and deletes it ([`delete`]) in any state;
+//! marking it failed and scoring it ([`score`]) are the service's. A user sees only their
+//! own conversations and turns; another user's conversation is [`ForgeError::NotFound`].
 
 use chrono::{DateTime, Utc};
 use forge_entity::conversation_turns::{self, TurnRole};

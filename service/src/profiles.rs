@@ -3,7 +3,9 @@
 //! Invariants: the email is stored trimmed and lower-cased and is unique (a second
 //! profile with the same email is a [`ForgeError::Conflict`]); the display name defaults
 //! to the email's local part. Users read and edit only their own profile; creating one
-//! (signup) and changing tier or `sessions_limit` are the service's.
+//! (signup), changing tier or `sessions_limit`, the Stripe customer id
+//! ([`set_stripe_customer_id`]) and erasing a user with everything they own ([`erase`])
+//! are the service's.
 
 use forge_entity::ids::ProfileId;
 use forge_entity::profiles::{self, Tier};
