@@ -1913,6 +1913,13 @@ async fn batches(s: &mut Suite) {
         Expect::Refusal,
     )
     .await;
+    s.attack(
+        "batch_jobs: delete an own batch while it is processing",
+        ADA_JWT,
+        format!("DELETE FROM public.batch_jobs WHERE id = '{B_ADA_PROCESSING}'"),
+        Expect::Refusal,
+    )
+    .await;
 
     let status_of = |id: &str| format!("SELECT status FROM public.batch_jobs WHERE id = '{id}'");
     s.allowed(

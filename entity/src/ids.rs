@@ -7,8 +7,8 @@
 //! project(SessionId::new()); // a session id is not a project id
 //! ```
 //!
-//! Each uuid id is stored as a `uuid` (PostgreSQL) / its text (SQLite) exactly like the
-//! bare [`Uuid`] it wraps, serializes as the plain uuid string (`#[serde(transparent)]`),
+//! Each uuid id is stored exactly like the bare [`Uuid`] it wraps (a `uuid` on
+//! PostgreSQL, 16 bytes in a `BLOB` on SQLite, so raw SQL there compares with `X'…'`), serializes as the plain uuid string (`#[serde(transparent)]`),
 //! and has [`Display`](std::fmt::Display) / [`FromStr`](std::str::FromStr) in the
 //! hyphenated form, `new()` (a fresh random v4 id) and lossless conversions to and from
 //! [`Uuid`] for the boundaries where an id arrives untyped (a URL path, a JWT `sub`).

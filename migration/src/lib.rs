@@ -33,6 +33,7 @@ mod m20251130_000007_batch_item_leases;
 mod m20251130_000008_pipeline_runs;
 mod m20251130_000009_generation_sources;
 mod m20261130_000010_keyset_indexes;
+mod m20261201_000011_batch_delete_rule;
 mod migrate;
 mod schema;
 pub mod schema_doc;
@@ -111,6 +112,7 @@ pub(crate) fn sources() -> Vec<verify::checksum::Source> {
             "sql/generation_sqlite_up.sql"
         ),
         source!(m20261130_000010_keyset_indexes),
+        source!(m20261201_000011_batch_delete_rule),
     ]
 }
 

@@ -327,7 +327,8 @@ is at most 64 KiB (a `CHECK` per JSON column).
   `batch_items_guard`: counters follow the items (a batch starts at zero; nothing else
   writes them); `completed_at` is set when a batch ends; cancelling fails the queued
   items; an item's conversation is one of the batch owner's; users only pause, resume and
-  cancel.
+  cancel, and `batch_jobs_delete_guard` keeps them from deleting a batch while it is
+  processing.
 - `jobs_guard`: the run transitions, `started_at` / `completed_at` set on entering
   running / an end state, `error_message` only on a failed run, an owner that never
   changes (a run inserted without one belongs to `auth.uid()`); users create pending runs

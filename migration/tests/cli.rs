@@ -330,7 +330,7 @@ async fn without_yes_destructive_commands_refuse_a_database_with_data(t: &Scratc
         &["fresh"][..],
         &["refresh"],
         &["reset"],
-        &["down", "-n", "5"],
+        &["down", "-n", "6"],
     ] {
         let out = t.run(args).await;
         let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
@@ -351,7 +351,7 @@ async fn without_yes_destructive_commands_refuse_a_database_with_data(t: &Scratc
         assert!(refusal.contains("nothing was changed"), "{refusal}");
         assert!(refusal.contains("--yes"), "{refusal}");
         // What it would have rolled back and dropped.
-        let planned = if args[0] == "down" { 5 } else { total() };
+        let planned = if args[0] == "down" { 6 } else { total() };
         assert_eq!(
             stdout.matches("  roll back   m20").count(),
             planned,
