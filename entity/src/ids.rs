@@ -240,6 +240,30 @@ uuid_id!(
     /// An export's id, `export_logs.id`.
     ExportId
 );
+uuid_id!(
+    /// A credit account's id, `credit_accounts.id`.
+    CreditAccountId
+);
+uuid_id!(
+    /// A ledger row's id, `credit_transactions.id`.
+    CreditTransactionId
+);
+uuid_id!(
+    /// An API key's id, `api_keys.id`.
+    ApiKeyId
+);
+uuid_id!(
+    /// A notification's id, `notifications.id`.
+    NotificationId
+);
+uuid_id!(
+    /// A usage row's id, `usage_metrics.id`.
+    UsageMetricId
+);
+uuid_id!(
+    /// An activity log row's id, `activity_logs.id`.
+    ActivityId
+);
 text_id!(
     /// A pipeline run's key, `jobs.run_id` (chosen by the bot that starts it).
     RunId

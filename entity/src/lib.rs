@@ -16,10 +16,12 @@
 //! - on insert, `updated_at` becomes now unless the caller set it; on every update it
 //!   becomes now, whatever the caller set (the PostgreSQL `BEFORE UPDATE` trigger does
 //!   the same). `session_events`, `conversation_turns`, `job_events`, `artifacts`,
-//!   `generation_logs` and `export_logs` have no `updated_at`.
+//!   `generation_logs`, `export_logs`, `credit_transactions`, `notifications` and
+//!   `activity_logs` have no `updated_at`.
 //!
 //! `jobs` ([`pipeline_runs`]) and [`prompts`] are keyed by text the caller chooses
-//! (`run_id`, `id`): their hooks fill in only the timestamps.
+//! (`run_id`, `id`), and [`notification_preferences`] by its profile's id: their hooks
+//! fill in only the timestamps.
 //!
 //! The hooks only run through `ActiveModel::insert`, `update` and `save`; bulk
 //! statements such as `Entity::insert_many` or `Entity::update_many` bypass them.
@@ -199,6 +201,8 @@ macro_rules! keyed_active_model_behavior {
 /// PostgreSQL, a trigger on SQLite), and the repositories refuse it before writing.
 pub const JSON_MAX_BYTES: usize = 65_536;
 
+pub mod activity_logs;
+pub mod api_keys;
 pub mod artifacts;
 pub mod batch_items;
 pub mod batch_jobs;
@@ -206,11 +210,15 @@ pub mod coding_jobs;
 pub mod coding_sessions;
 pub mod conversation_turns;
 pub mod conversations;
+pub mod credit_accounts;
+pub mod credit_transactions;
 pub mod edge_cases;
 pub mod ids;
 
 pub mod export_logs;
 pub mod generation_logs;
+pub mod notification_preferences;
+pub mod notifications;
 pub mod pipeline_events;
 pub mod pipeline_runs;
 pub mod prelude;
@@ -220,6 +228,7 @@ pub mod prompts;
 pub mod scenarios;
 pub mod session_events;
 pub mod templates;
+pub mod usage_metrics;
 
 /// The `updated_at` rule shared by every entity that has the column.
 fn touch(
