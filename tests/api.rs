@@ -345,7 +345,186 @@ async fn exports_download_the_users_conversations(t: &TestDb) {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
 
+/// Sends one request with `headers` to a fresh router; returns the status, the
+/// `WWW-Authenticate` header and the JSON body.
+async fn send(
+    db: &DatabaseConnection,
+    method: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: Option<Value>,
+) -> (StatusCode, Option<String>, Value) {
+    let mut request = Request::builder().method(method).uri(uri);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let body = match body {
+        Some(body) => {
+            request = request.header("content-type", "application/json");
+            Body::from(body.to_string())
+        }
+        None => Body::empty(),
+    };
+    let response = app::router(db.clone())
+        .oneshot(request.body(body).expect("request"))
+        .await
+        .expect("the router never fails");
+    let status = response.status();
+    let challenge = response
+        .headers()
+        .get("www-authenticate")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .expect("body");
+    let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (status, challenge, json)
+}
+
+async fn api_keys_authenticate_requests(t: &TestDb) {
+    use forge_db::entity::api_keys;
+    use forge_db::sea_orm::sea_query::Expr;
+    use forge_db::sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    use forge_db::service::api_keys::{self as keys, NewApiKey, Scope};
+    let db = &t.db;
+    let (a, b) = (signup(db, "ada").await, signup(db, "bob").await);
+    let make = |name: &'static str, scopes: &'static [Scope]| async move {
+        keys::create(
+            db,
+            Actor::User(a),
+            NewApiKey::new(name, scopes.iter().copied()),
+        )
+        .await
+        .expect("create a key")
+    };
+    let full = make("full", &[Scope::Read, Scope::Write]).await;
+    let reader = make("reader", &[Scope::Read]).await;
+    let writer = make("writer", &[Scope::Write]).await;
+    let revoked = make("revoked", &[Scope::Read, Scope::Write]).await;
+    let expired = make("expired", &[Scope::Read, Scope::Write]).await;
+    keys::revoke(db, Actor::User(a), revoked.key.id)
+        .await
+        .expect("revoke");
+    api_keys::Entity::update_many()
+        .col_expr(
+            api_keys::Column::ExpiresAt,
+            Expr::value(chrono::Utc::now() - chrono::TimeDelta::seconds(1)),
+        )
+        .filter(api_keys::Column::Id.eq(expired.key.id))
+        .exec(&t.owner)
+        .await
+        .expect("expire a key");
+    let bearer = |key: &str| format!("Bearer {key}");
+
+    // A valid key acts as its user.
+    let auth = bearer(&full.secret);
+    let body = Some(json!({"name": "Keyed app"}));
+    let (status, _, project) =
+        send(db, "POST", "/projects", &[("authorization", &auth)], body).await;
+    assert_eq!(status, StatusCode::CREATED, "{project}");
+    assert_eq!(project["user_id"], json!(a.to_string()));
+    let (status, _, page) = send(db, "GET", "/projects", &[("authorization", &auth)], None).await;
+    assert_eq!((status, names(&page)), (StatusCode::OK, vec!["Keyed app"]));
+    // The key wins over the stand-in header, whoever that names.
+    let b_id = b.to_string();
+    let both = [
+        ("authorization", auth.as_str()),
+        (app::USER_HEADER, b_id.as_str()),
+    ];
+    let (status, _, page) = send(db, "GET", "/projects", &both, None).await;
+    assert_eq!((status, names(&page)), (StatusCode::OK, vec!["Keyed app"]));
+    // The scheme is case-insensitive.
+    let lower = format!("bearer {}", full.secret);
+    let (status, _, _) = send(db, "GET", "/projects", &[("authorization", &lower)], None).await;
+    assert_eq!(status, StatusCode::OK);
+
+    // Scopes: GET needs read, anything else write.
+    let read_only = bearer(&reader.secret);
+    let (status, _, _) = send(
+        db,
+        "GET",
+        "/projects",
+        &[("authorization", &read_only)],
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let body = Some(json!({"name": "Nope"}));
+    let (status, _, error) = send(
+        db,
+        "POST",
+        "/projects",
+        &[("authorization", &read_only)],
+        body.clone(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{error}");
+    assert_eq!(error["error"]["code"], "forbidden");
+    let write_only = bearer(&writer.secret);
+    let (status, _, _) = send(
+        db,
+        "POST",
+        "/projects",
+        &[("authorization", &write_only)],
+        body,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, _, error) = send(
+        db,
+        "GET",
+        "/projects",
+        &[("authorization", &write_only)],
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, &error["error"]["code"]),
+        (StatusCode::FORBIDDEN, &json!("forbidden"))
+    );
+
+    // Revoked, expired, unknown and tampered keys: one and the same 401.
+    let mut tampered = full.secret.clone().into_bytes();
+    let last = tampered.len() - 1;
+    tampered[last] = if tampered[last] == b'0' { b'1' } else { b'0' };
+    let tampered = String::from_utf8(tampered).expect("ASCII");
+    let unknown = format!("forge_0123456789ab_{}", "c".repeat(64));
+    let mut answers = Vec::new();
+    for (what, key) in [
+        ("revoked", revoked.secret.as_str()),
+        ("expired", expired.secret.as_str()),
+        ("unknown", unknown.as_str()),
+        ("tampered", tampered.as_str()),
+    ] {
+        let auth = bearer(key);
+        let (status, challenge, error) =
+            send(db, "GET", "/projects", &[("authorization", &auth)], None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{what}: {error}");
+        assert_eq!(challenge.as_deref(), Some("Bearer"), "{what}");
+        assert_eq!(error["error"]["code"], "unauthenticated", "{what}");
+        answers.push(error);
+    }
+    assert!(answers.windows(2).all(|w| w[0] == w[1]), "{answers:?}");
+    // A bad key is not rescued by the stand-in header.
+    let auth = bearer(&revoked.secret);
+    let a_id = a.to_string();
+    let both = [
+        ("authorization", auth.as_str()),
+        (app::USER_HEADER, a_id.as_str()),
+    ];
+    let (status, _, _) = send(db, "GET", "/projects", &both, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let basic = [("authorization", "Basic YWRhOnNlY3JldA==")];
+    let (status, _, error) = send(db, "GET", "/projects", &basic, None).await;
+    assert_eq!(
+        (status, &error["error"]["code"]),
+        (StatusCode::UNAUTHORIZED, &json!("unauthenticated"))
+    );
+}
+
 on_both_backends! {
+    api_keys => api_keys_authenticate_requests;
     exports => exports_download_the_users_conversations;
     isolation => users_see_only_their_own_projects;
     sessions => sessions_and_events_belong_to_their_user;

@@ -26,6 +26,12 @@
 //!   the database maintains (totals, counters, the jobs of an ended session) must follow:
 //!   a database that refuses everything fails too.
 //! - Catalog lints (the Supabase advisors' checks, written as queries) complete the run.
+//!
+//! The account tables (SCHEMA.md "Accounts (seed 004)") are in the battery too: end users
+//! read their own rows of all seven (keys without their hash), rename and revoke their keys
+//! (once), mark read and delete their notifications and change their preferences, and
+//! nothing else; the ledger, the balances, the usage counters and the activity log hold
+//! even against `service_role`.
 
 mod common;
 
@@ -115,6 +121,17 @@ const GL_ADA: &str = "aaaaaaaa-000e-4000-8000-000000000001";
 const GL_BOB: &str = "bbbbbbbb-000e-4000-8000-000000000001";
 const EX_ADA: &str = "aaaaaaaa-000f-4000-8000-000000000001";
 const EX_BOB: &str = "bbbbbbbb-000f-4000-8000-000000000001";
+
+// Accounts (seed 004): Ada's spend, her key in use and her revoked one, Bob's key; a
+// notification each. Carol holds 10 unrevoked keys (the limit); Dave has neither a credit
+// account nor preferences (the service's inserts need a profile without them).
+const TX_ADA: &str = "aaaaaaaa-0010-4000-8000-000000000001";
+const TX_BOB: &str = "bbbbbbbb-0010-4000-8000-000000000001";
+const K_ADA: &str = "aaaaaaaa-0011-4000-8000-000000000001";
+const K_ADA_REVOKED: &str = "aaaaaaaa-0011-4000-8000-000000000002";
+const K_BOB: &str = "bbbbbbbb-0011-4000-8000-000000000001";
+const N_ADA: &str = "aaaaaaaa-0012-4000-8000-000000000001";
+const N_BOB: &str = "bbbbbbbb-0012-4000-8000-000000000001";
 
 const CONFIG: &str = r#"'{"tier":"template","shared_parameters":{},"concurrent_processing":3,"error_handling":"continue"}'::jsonb"#;
 /// 100 KiB of hex (hardly compressible) in a JSON object, and in a JSON array.
@@ -337,6 +354,28 @@ INSERT INTO public.generation_logs (id, user_id, template_id, cost_usd, input_to
 INSERT INTO public.export_logs (id, export_id, user_id, format) VALUES
   ('{EX_ADA}', 'export-ada', '{ADA}', 'jsonl'),
   ('{EX_BOB}', 'export-bob', '{BOB}', 'csv');
+
+-- Signup gave everyone an account with 100 credits and preferences. Ada spends 30, Bob 5;
+-- Dave's account and preferences go (the service creates them again in its inserts).
+INSERT INTO public.credit_transactions (id, account_id, user_id, amount, kind, idempotency_key)
+  SELECT '{TX_ADA}', id, user_id, -30, 'spend', 'fixture-spend' FROM public.credit_accounts
+  WHERE user_id = '{ADA}';
+INSERT INTO public.credit_transactions (id, account_id, user_id, amount, kind, idempotency_key)
+  SELECT '{TX_BOB}', id, user_id, -5, 'spend', 'fixture-spend' FROM public.credit_accounts
+  WHERE user_id = '{BOB}';
+DELETE FROM public.credit_accounts WHERE user_id = '{DAVE}';
+DELETE FROM public.notification_preferences WHERE user_id = '{DAVE}';
+INSERT INTO public.api_keys (id, user_id, name, key_prefix, key_hash, scopes) VALUES
+  ('{K_ADA}', '{ADA}', 'Laptop', 'fk_ada_1', 'hash-ada-1', '["sessions:write"]'),
+  ('{K_ADA_REVOKED}', '{ADA}', 'Old laptop', 'fk_ada_2', 'hash-ada-2', '[]'),
+  ('{K_BOB}', '{BOB}', 'Bob key', 'fk_bob_1', 'hash-bob-1', '[]');
+UPDATE public.api_keys SET revoked_at = now() WHERE id = '{K_ADA_REVOKED}';
+INSERT INTO public.api_keys (user_id, name, key_prefix, key_hash)
+  SELECT '{CAROL}', 'carol ' || g, 'fk_carol_' || g, 'hash-carol-' || g
+  FROM generate_series(1, 10) AS g;
+INSERT INTO public.notifications (id, user_id, type, title, body) VALUES
+  ('{N_ADA}', '{ADA}', 'session_ready', 'Ready', 'Your session is ready'),
+  ('{N_BOB}', '{BOB}', 'system', 'Hello', 'Welcome to Forge');
 "#
     )
 }
@@ -538,6 +577,37 @@ fn export_log_row(user: &str, export_id: &str) -> Row {
     ])
 }
 
+/// A ledger row of `user`'s account.
+fn ledger_row(user: &str, kind: &str, amount: i64) -> Row {
+    row([
+        (
+            "account_id",
+            format!("(SELECT a.id FROM public.credit_accounts a WHERE a.user_id = '{user}')"),
+        ),
+        ("user_id", lit(user)),
+        ("amount", amount.to_string()),
+        ("kind", lit(kind)),
+    ])
+}
+
+fn key_row(user: &str, prefix: &str) -> Row {
+    row([
+        ("user_id", lit(user)),
+        ("name", lit("Mallory key")),
+        ("key_prefix", lit(prefix)),
+        ("key_hash", lit(&format!("hash-{prefix}"))),
+    ])
+}
+
+fn notification_row(user: &str) -> Row {
+    row([
+        ("user_id", lit(user)),
+        ("type", lit("system")),
+        ("title", lit("You won")),
+        ("body", lit("Click here")),
+    ])
+}
+
 /// One row per Forge table that the superuser (and the service) may insert into the
 /// fixtures: the anon INSERT attacks, the service's allowed inserts and the JSON caps
 /// start from these.
@@ -561,6 +631,23 @@ fn valid_rows() -> Vec<(&'static str, Row)> {
         ("edge_cases", edge_case_row(ADA, SC_ADA)),
         ("generation_logs", generation_log_row(ADA)),
         ("export_logs", export_log_row(ADA, "export-mallory")),
+        ("credit_accounts", row([("user_id", lit(DAVE))])),
+        ("credit_transactions", ledger_row(ADA, "grant", 5)),
+        ("api_keys", key_row(ADA, "fk_mallory")),
+        ("notifications", notification_row(ADA)),
+        ("notification_preferences", row([("user_id", lit(DAVE))])),
+        (
+            "usage_metrics",
+            row([
+                ("user_id", lit(ADA)),
+                ("day", "(now() AT TIME ZONE 'UTC')::date - 7".to_owned()),
+                ("tokens", "5".to_owned()),
+            ]),
+        ),
+        (
+            "activity_logs",
+            row([("user_id", lit(ADA)), ("action", lit("mallory.was.here"))]),
+        ),
     ]
 }
 
@@ -994,6 +1081,8 @@ async fn battery(db: DatabaseConnection, setup: &'static str) {
     pipeline_service(&mut s).await;
     generation_sources(&mut s).await;
     generation_service(&mut s).await;
+    accounts(&mut s).await;
+    accounts_service(&mut s).await;
     reads(&mut s).await;
     every_table(&mut s).await;
     anon(&mut s).await;
@@ -1010,6 +1099,24 @@ async fn check_fixtures(db: &DatabaseConnection, setup: &str) {
         assert!(
             n.as_deref().is_some_and(|n| n != "0"),
             "[{setup}] fixture: {table} has rows"
+        );
+    }
+    // Signup opened the accounts (on the Supabase-like setup through `auth.users`): the
+    // bonus, less the fixtures' spends, is what the ledger says.
+    for (user, balance) in [(ADA, "70"), (BOB, "95"), (CAROL, "100")] {
+        let n = query_text(
+            db,
+            &format!(
+                "SELECT a.balance || '/' || (SELECT sum(t.amount) FROM public.credit_transactions t
+                                             WHERE t.account_id = a.id)
+                 FROM public.credit_accounts a WHERE a.user_id = '{user}'"
+            ),
+        )
+        .await;
+        assert_eq!(
+            n,
+            Some(format!("{balance}/{balance}")),
+            "[{setup}] fixture: the credit account of {user}"
         );
     }
     for (user, live) in [(ADA, "2"), (BOB, "1"), (CAROL, "3"), (DAVE, "10")] {
@@ -3465,6 +3572,8 @@ async fn json_caps(s: &mut Suite) {
             "applicable_personas",
             "applicable_emotions",
             "applicable_topics",
+            "scopes",
+            "muted_types",
         ]
         .contains(&column)
         {

@@ -13,13 +13,17 @@ use forge_db::entity::conversation_turns::TurnRole;
 use forge_db::entity::conversations::{ConversationStatus, ConversationTier};
 use forge_db::entity::export_logs::ExportFormat;
 use forge_db::entity::ids::{ConversationId, ProfileId, TemplateId};
+use forge_db::entity::notifications::NotificationType;
 use forge_db::migration::TABLES;
 use forge_db::sea_orm::{ConnectionTrait, DbBackend, Statement, TransactionTrait};
+use forge_db::service::api_keys::{self, NewApiKey, Scope};
 use forge_db::service::conversations::{self, NewConversation, NewTurn};
+use forge_db::service::credits::{self, CreditChange};
 use forge_db::service::exports::{self, ExportRequest};
 use forge_db::service::generation::{
     self, GenerationOutcome, GenerationSource, NewGeneration, RecordedGeneration,
 };
+use forge_db::service::notifications::{self, NewNotification};
 use forge_db::service::pipeline::{self, NewArtifact, NewRun, NewRunEvent};
 use forge_db::service::profiles::{self as repo, DetachedRows, ErasureReport};
 use forge_db::service::prompts::{self, NewPrompt};
@@ -289,6 +293,19 @@ async fn populate(t: &TestDb, user: ProfileId, tag: &str) -> Data {
     exports::write(db, ua, ExportRequest::new(ExportFormat::Jsonl), Vec::new())
         .await
         .unwrap();
+    // Accounts (seed 004): signup opened the credit account with its bonus and the
+    // preferences, the database counted the session and conversations (usage) and logged
+    // the project and session (activity); a spend, an API key and a notification more.
+    credits::spend(db, Actor::Service, CreditChange::new(user, 5))
+        .await
+        .unwrap();
+    api_keys::create(db, ua, NewApiKey::new(format!("{tag} key"), [Scope::Read]))
+        .await
+        .unwrap();
+    let hello = NewNotification::new(user, NotificationType::System, "Hello", tag);
+    notifications::create(db, Actor::Service, hello)
+        .await
+        .unwrap();
     Data {
         template: template.id,
         generated,
@@ -327,6 +344,11 @@ fn owned_sql(backend: DbBackend, table: &str, user: ProfileId) -> Option<String>
         "jobs" => own("owner_id", "run_id"),
         "job_events" | "artifacts" => through("jobs", "run_id", "run_id", "owner_id"),
         "generation_logs" | "export_logs" => own("user_id", "id"),
+        "credit_accounts" | "api_keys" | "notifications" | "usage_metrics" | "activity_logs" => {
+            own("user_id", "id")
+        }
+        "credit_transactions" => through("credit_accounts", "account_id", "id", "user_id"),
+        "notification_preferences" => own("user_id", "user_id"),
         "prompts" => return None,
         other => panic!("a table this test does not know: {other}"),
     })
@@ -371,7 +393,11 @@ async fn keys(t: &TestDb, sql: &str) -> BTreeSet<String> {
 async fn all_rows(t: &TestDb) -> BTreeMap<&'static str, BTreeSet<String>> {
     let mut rows = BTreeMap::new();
     for &table in TABLES {
-        let key = if table == "jobs" { "run_id" } else { "id" };
+        let key = match table {
+            "jobs" => "run_id",
+            "notification_preferences" => "user_id",
+            _ => "id",
+        };
         let sql = format!("SELECT {} FROM {table}", text_of(t.backend(), key));
         rows.insert(table, keys(t, &sql).await);
     }
@@ -568,13 +594,17 @@ async fn erase_takes_one_users_rows_and_nothing_else(t: &TestDb) {
         "{err:?}"
     );
 
-    // A user with nothing but a profile.
+    // A user with nothing but what signup gives: the profile, the credit account with
+    // its bonus, the notification preferences.
     let c = profile(db, "c@example.com").await;
     let bare = repo::erase(db, service, c).await.unwrap();
     assert_eq!(
         bare,
         ErasureReport {
             profiles: 1,
+            credit_accounts: 1,
+            credit_transactions: 1,
+            notification_preferences: 1,
             ..Default::default()
         }
     );

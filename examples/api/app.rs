@@ -18,19 +18,26 @@
 //!
 //! Errors are JSON, `{"error": {"code": "not_found", "message": "…"}}`, with the status
 //! [`status_of`] gives each [`ForgeError`]; a request without a user is 401.
+//!
+//! A request names its user in one of two ways (see [`AuthUser`]): `Authorization: Bearer
+//! <API key>` — a key from `forge_service::api_keys`, checked against the database, whose
+//! scopes limit it (`GET` needs `read`, anything else `write`; 403 otherwise) — or the
+//! [`USER_HEADER`] stand-in. An unknown, revoked, expired or tampered key is 401
+//! `unauthenticated`, the same for each.
 
 use std::str::FromStr;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::extract::{FromRef, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use forge_db::entity::ids::{ProfileId, ProjectId, SessionId};
 use forge_db::entity::{coding_sessions, projects, session_events};
 use forge_db::sea_orm::DatabaseConnection;
+use forge_db::service::api_keys::{self, Scope};
 use forge_db::service::exports::{self, ExportRequest};
 use forge_db::service::projects::{ListProjects, NewProject};
 use forge_db::service::sessions::NewSession;
@@ -44,7 +51,9 @@ use serde_json::json;
 /// **A STAND-IN FOR AUTHENTICATION — NEVER DO THIS IN PRODUCTION.** Anyone can send any
 /// id in a header. A real service verifies a signed token (e.g. the `Authorization:
 /// Bearer` JWT from your identity provider: signature, issuer, audience, expiry) and takes
-/// the user id from its verified `sub` claim; only [`AuthUser`] has to change.
+/// the user id from its verified `sub` claim; only [`AuthUser`] has to change (API keys,
+/// which it already accepts as `Bearer` tokens, start with `forge_`, so a JWT is told
+/// apart by its form).
 pub const USER_HEADER: &str = "x-user-id";
 
 /// The router, with every route, over the database `db` (already migrated).
@@ -60,15 +69,54 @@ pub fn router(db: DatabaseConnection) -> Router {
 
 /// The authenticated user of a request, as the [`Actor`] every repository call takes.
 ///
-/// Here it is read from [`USER_HEADER`] — see the warning there: in production this
-/// extractor verifies a JWT and maps its `sub` claim to `Actor::User`.
+/// With an `Authorization` header, it must be `Bearer <API key>`: the key is checked by
+/// [`api_keys::authenticate`] (one read; `last_used_at` written at most once a minute) and
+/// its owner becomes the actor, provided the key has the scope the method needs — `read`
+/// for `GET` and `HEAD`, `write` for anything else (403 `forbidden` otherwise). A key that
+/// is malformed, unknown, tampered with, revoked or expired is 401 `unauthenticated`, the
+/// same answer for each; the stand-in header is then not looked at.
+///
+/// Without an `Authorization` header the user is read from [`USER_HEADER`] — see the
+/// warning there: in production that branch verifies a JWT and maps its `sub` claim to
+/// `Actor::User`.
 #[derive(Clone, Copy, Debug)]
 pub struct AuthUser(pub Actor);
 
-impl<S: Send + Sync> FromRequestParts<S> for AuthUser {
+/// The scope a request's method needs from an API key.
+pub fn scope_for(method: &Method) -> Scope {
+    if method == Method::GET || method == Method::HEAD {
+        Scope::Read
+    } else {
+        Scope::Write
+    }
+}
+
+impl<S> FromRequestParts<S> for AuthUser
+where
+    DatabaseConnection: FromRef<S>,
+    S: Send + Sync,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        if let Some(authorization) = parts.headers.get(header::AUTHORIZATION) {
+            let key = authorization
+                .to_str()
+                .ok()
+                .and_then(|value| value.split_once(' '))
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                .map(|(_, key)| key.trim())
+                .ok_or(ApiError::Unauthenticated(
+                    "authorization is not `Bearer <API key>`",
+                ))?;
+            let db = DatabaseConnection::from_ref(state);
+            let key = api_keys::authenticate(&db, key).await?;
+            let needed = scope_for(&parts.method);
+            if !key.allows(needed) {
+                return Err(ApiError::MissingScope(needed));
+            }
+            return Ok(Self(key.actor));
+        }
         let header = parts
             .headers
             .get(USER_HEADER)
@@ -87,6 +135,8 @@ impl<S: Send + Sync> FromRequestParts<S> for AuthUser {
 pub enum ApiError {
     /// No (valid) user on the request: 401.
     Unauthenticated(&'static str),
+    /// The request's API key lacks the scope its method needs: 403.
+    MissingScope(Scope),
     /// A repository refused or failed: see [`status_of`].
     Forge(ForgeError),
 }
@@ -107,6 +157,10 @@ pub fn status_of(err: &ForgeError) -> (StatusCode, &'static str) {
         "conflict" | "invalid_state" | "lease_lost" => StatusCode::CONFLICT,
         "limit_reached" => StatusCode::TOO_MANY_REQUESTS,
         "forbidden" => StatusCode::FORBIDDEN,
+        // An unknown, revoked, expired or tampered API key.
+        "unauthenticated" => StatusCode::UNAUTHORIZED,
+        // A spend the balance cannot cover: the client must buy or be granted credits.
+        "insufficient_credits" => StatusCode::PAYMENT_REQUIRED,
         // The database restarted, a connection broke, a conflict was resolved by aborting:
         // the client may simply try again.
         "unavailable" | "transaction_lost" => StatusCode::SERVICE_UNAVAILABLE,
@@ -119,6 +173,11 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, message) = match self {
             Self::Unauthenticated(why) => (StatusCode::UNAUTHORIZED, "unauthenticated", why.into()),
+            Self::MissingScope(scope) => (
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("the API key lacks the `{scope}` scope"),
+            ),
             // Database details stay in the server's log, not in the response.
             Self::Forge(ForgeError::Db(err)) => {
                 eprintln!("api: database error: {err}");
@@ -131,7 +190,14 @@ impl IntoResponse for ApiError {
             }
         };
         let body = json!({ "error": { "code": code, "message": message } });
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            // RFC 6750: say which scheme the server accepts.
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
     }
 }
 

@@ -11,9 +11,11 @@
 //!
 //! **The user comes from an `x-user-id` header: a stand-in for authentication, unsafe
 //! outside a demo.** A production service verifies a JWT and takes the user from its `sub`
-//! claim (see `app::AuthUser`). At start-up the example signs up a demo user (profiles
-//! are created by the service, as at signup) and prints `curl` lines to try. Ctrl-C stops
-//! it gracefully. Errors print as one line on stderr, with exit code 1.
+//! claim (see `app::AuthUser`). **`Authorization: Bearer <API key>` is real**: a key made
+//! by `forge_service::api_keys::create`, checked against the database, with `read`/`write`
+//! scopes. At start-up the example signs up a demo user (profiles are created by the
+//! service, as at signup), creates an API key for it and prints `curl` lines to try.
+//! Ctrl-C stops it gracefully. Errors print as one line on stderr, with exit code 1.
 
 mod app;
 
@@ -21,6 +23,7 @@ use std::process::ExitCode;
 
 use forge_db::migration::{Backend, redact_url};
 use forge_db::service::Actor;
+use forge_db::service::api_keys::{self, NewApiKey, Scope};
 use forge_db::service::profiles::{self, NewProfile};
 use uuid::Uuid;
 
@@ -46,13 +49,18 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let short = Uuid::new_v4().simple().to_string()[..8].to_owned();
     let email = format!("api-demo+{short}@example.com");
     let user = profiles::create(&db, Actor::Service, NewProfile::new(email)).await?;
+    let demo_key = NewApiKey::new("api example", [Scope::Read, Scope::Write]);
+    let key = api_keys::create(&db, Actor::User(user.id), demo_key).await?;
 
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     let base = format!("http://{}", listener.local_addr()?);
     let header = format!("{}: {}", app::USER_HEADER, user.id);
     println!("listening {base} (Ctrl-C stops)");
     println!("demo user {} ({})", user.id, user.email);
-    println!("try       curl -H '{header}' {base}/projects");
+    let bearer = format!("authorization: Bearer {}", key.secret);
+    println!("api key   {} (shown once; read, write)", key.secret);
+    println!("try       curl -H '{bearer}' {base}/projects");
+    println!("          curl -H '{header}' {base}/projects");
     println!(
         "          curl -H '{header}' -H 'content-type: application/json' \
          -d '{{\"name\":\"Weather app\"}}' {base}/projects"

@@ -34,6 +34,7 @@ mod m20251130_000008_pipeline_runs;
 mod m20251130_000009_generation_sources;
 mod m20261130_000010_keyset_indexes;
 mod m20261201_000011_batch_delete_rule;
+mod m20261201_000012_accounts;
 mod migrate;
 mod schema;
 pub mod schema_doc;
@@ -46,6 +47,9 @@ pub use connect::{
     url_from_env,
 };
 pub use m20251130_000006_database_wall::JSON_MAX_BYTES;
+pub use m20261201_000012_accounts::{
+    CREDITS_LOW_THRESHOLD, MAX_UNREVOKED_API_KEYS, SIGNUP_BONUS_CREDITS,
+};
 pub use migrate::{MIGRATION_LOCK_KEY, MigrateError, MigrationLock, migrate};
 pub use sea_orm_migration::{MigratorTrait, sea_orm};
 pub use seed::{SeedError, SeedReport, seed};
@@ -113,6 +117,12 @@ pub(crate) fn sources() -> Vec<verify::checksum::Source> {
         ),
         source!(m20261130_000010_keyset_indexes),
         source!(m20261201_000011_batch_delete_rule),
+        source!(
+            m20261201_000012_accounts,
+            "sql/accounts_up.sql",
+            "sql/accounts_down.sql",
+            "sql/accounts_sqlite_up.sql"
+        ),
     ]
 }
 
@@ -136,6 +146,13 @@ pub const TABLES: &[&str] = &[
     "edge_cases",
     "generation_logs",
     "export_logs",
+    "credit_accounts",
+    "credit_transactions",
+    "api_keys",
+    "notifications",
+    "notification_preferences",
+    "usage_metrics",
+    "activity_logs",
 ];
 
 /// Runs a script of PostgreSQL statements, and nothing on other backends.

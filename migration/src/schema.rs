@@ -50,6 +50,19 @@ impl TableDef {
         def
     }
 
+    /// Starts a table whose primary key is the `uuid` column `key`, with no default: a key
+    /// that is also a foreign key (`notification_preferences.user_id`, one row per profile).
+    pub(crate) fn with_uuid_key(backend: DbBackend, name: &'static str, key: &str) -> Self {
+        let mut def = Self::empty(backend, name);
+        def.stmt.col(
+            ColumnDef::new(Alias::new(key))
+                .uuid()
+                .not_null()
+                .primary_key(),
+        );
+        def
+    }
+
     fn empty(backend: DbBackend, name: &'static str) -> Self {
         let mut stmt = Table::create();
         stmt.table(Alias::new(name)).if_not_exists();
@@ -222,6 +235,11 @@ impl TableDef {
     /// `name jsonb NULL`.
     pub(crate) fn jsonb_null(&mut self, name: &str) -> &mut Self {
         self.column(ColumnDef::new(Alias::new(name)).json_binary().null().take())
+    }
+
+    /// `name date NOT NULL` (SQLite: what SeaORM maps a `Date` to, `YYYY-MM-DD` text).
+    pub(crate) fn date(&mut self, name: &str) -> &mut Self {
+        self.column(ColumnDef::new(Alias::new(name)).date().not_null().take())
     }
 
     /// `name timestamptz NOT NULL DEFAULT now()`.

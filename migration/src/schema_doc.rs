@@ -9,9 +9,11 @@
 use std::fmt::Write as _;
 
 use forge_entity::{
-    artifacts, batch_items, batch_jobs, coding_jobs, coding_sessions, conversation_turns,
-    conversations, edge_cases, export_logs, generation_logs, pipeline_events, pipeline_runs,
-    profiles, projects, prompts, scenarios, session_events, templates,
+    activity_logs, api_keys, artifacts, batch_items, batch_jobs, coding_jobs, coding_sessions,
+    conversation_turns, conversations, credit_accounts, credit_transactions, edge_cases,
+    export_logs, generation_logs, notification_preferences, notifications, pipeline_events,
+    pipeline_runs, profiles, projects, prompts, scenarios, session_events, templates,
+    usage_metrics,
 };
 use sea_orm_migration::sea_orm::sea_query::ForeignKeyAction;
 use sea_orm_migration::sea_orm::{
@@ -138,6 +140,13 @@ fn tables() -> Vec<Table> {
         table::<edge_cases::Entity>(),
         table::<generation_logs::Entity>(),
         table::<export_logs::Entity>(),
+        table::<credit_accounts::Entity>(),
+        table::<credit_transactions::Entity>(),
+        table::<api_keys::Entity>(),
+        table::<notifications::Entity>(),
+        table::<notification_preferences::Entity>(),
+        table::<usage_metrics::Entity>(),
+        table::<activity_logs::Entity>(),
     ]
 }
 
@@ -150,6 +159,7 @@ fn type_name(ty: &ColumnType) -> &'static str {
         ColumnType::Double => "double_precision",
         ColumnType::Decimal(_) => "numeric",
         ColumnType::Boolean => "boolean",
+        ColumnType::Date => "date",
         ColumnType::Json | ColumnType::JsonBinary => "jsonb",
         ColumnType::TimestampWithTimeZone | ColumnType::Timestamp | ColumnType::DateTime => {
             "timestamptz"
@@ -269,7 +279,7 @@ const HEADER: &str = "# Forge's database schema
 forge-entity and the notes in migration/src/schema_doc.rs. Do not edit by hand: a test
 (migration/tests/seed_and_docs.rs) fails when this file is stale. -->
 
-Forge keeps its aggregates in eighteen tables. A **profile** owns **projects**, and a
+Forge keeps its aggregates in twenty-five tables. A **profile** owns **projects**, and a
 project's **coding sessions** carry a queue of **coding jobs** and an append-only stream of
 **session events** (seed 002). A profile also owns generated **conversations** with their
 **turns**, and **batch jobs** whose **items** each produce one conversation (seed 003).
@@ -278,11 +288,16 @@ logging **job events**; **prompts** hold the bots' and the app's prompts and cop
 000 and 001, with the seeds' own table names). Conversations are generated from
 **templates**, their **scenarios** and the scenarios' **edge cases**; every model call is
 logged in **generation logs** and every dataset export in **export logs** (seed 003).
+Each profile has a **credit account** whose balance moves only through its append-only
+ledger of **credit transactions**, **API keys**, **notifications** and its **notification
+preferences**; the database counts its **usage metrics** per day and writes its
+**activity log** (seed 004).
 Every table has a `uuid` primary key `id` (the application sets it; PostgreSQL also
-defaults it to `gen_random_uuid()`), except `jobs` (keyed by the text `run_id`) and
-`prompts` (keyed by a text `id`), and `created_at`; every table but `session_events`,
-`conversation_turns`, `job_events`, `artifacts`, `generation_logs` and `export_logs` has
-`updated_at`, kept current by the
+defaults it to `gen_random_uuid()`), except `jobs` (keyed by the text `run_id`),
+`prompts` (keyed by a text `id`) and `notification_preferences` (keyed by `user_id`), and
+`created_at`; every table but `session_events`, `conversation_turns`, `job_events`,
+`artifacts`, `generation_logs`, `export_logs`, `credit_transactions`, `notifications` and
+`activity_logs` has `updated_at`, kept current by the
 entities' `ActiveModelBehavior` and, on PostgreSQL, by a `BEFORE UPDATE` trigger. Enum-like columns
 are `text` with a `CHECK (col IN (...))`; JSON columns are `jsonb` on PostgreSQL and JSON
 text on SQLite. The same migrations build the schema on SQLite and PostgreSQL;
@@ -336,13 +351,30 @@ is at most 64 KiB (a `CHECK` per JSON column).
   (`forge_pipeline_owner_of_run`): an event's and an artifact's `owner_id` is the run's
   owner, filled in when left out. `job_events_append_only`: events never change and are
   deleted only with their run.
+- `profiles_open_account` (`forge_profiles_open_account`): a new profile gets its credit
+  account, the 100-credit `signup_bonus` (through the ledger) and its notification
+  preferences, in the same transaction.
+- `credit_transactions_apply`: a ledger row moves its account's balance (never below zero:
+  `forge:limit:credits:<balance>`; the account row is locked, so concurrent spends queue),
+  records `balance_after`, refuses a retried id or idempotency key with the unique
+  violation before anything moves, counts `credits_spent`, and notifies `credits_low` when
+  a spend crosses 10 credits. `credit_accounts_guard`: an account starts at zero, keeps its
+  user, and its balance moves only through the ledger. `credit_transactions_append_only`,
+  `activity_logs_append_only`: rows never change and are deleted only with their account
+  or user.
+- `api_keys_guard`: a key is revoked once; at most 10 unrevoked keys per user.
+- `projects_activity`, `coding_sessions_activity`, `coding_jobs_usage`,
+  `conversations_usage`, `conversation_turns_usage`, `batch_jobs_activity`,
+  `api_keys_activity`: the daily usage counters and the activity log, written in the
+  transaction of the action.
 - Every function has `search_path = ''`; none is executable by `anon`, `authenticated`
   or `service_role` (triggers need no `EXECUTE`).
 
 On SQLite the same invariants (transitions, `sessions_limit`, own active project, totals,
 counters, an item's conversation, cancelling, JSON size, the run transitions and
-timestamps, a run's `error_message` and owner, the owner of events and artifacts) are
-triggers raising the same `forge:<kind>:…` messages.
+timestamps, a run's `error_message` and owner, the owner of events and artifacts, the
+signup, the ledger and its balance, API key revocation and limit, usage counters and
+activity) are triggers raising the same `forge:<kind>:…` messages.
 - `on_auth_user_created` on `auth.users`, where that table exists (Supabase): creates the
   profile on signup.
 
@@ -352,8 +384,12 @@ triggers raising the same `forge:<kind>:…` messages.
 step 9 (a profile `dev{n}@forge.local`, the project \"Test Todo App\", a live session, its
 jobs and events) plus seven conversations, one in every review status, with their turns,
 a batch of six items, and five pipeline runs, one in every status, with their events and
-artifacts; the prompts are loaded once. Ids are fixed, so running it again inserts nothing
-new. It refuses to run on a database with pending migrations.
+artifacts; two templates with their scenarios, edge cases, a generation log and an
+export; on top of the account signup gives (100 credits), two spends that cross the
+low-credit threshold (so the database notifies `credits_low`) and a refund, two API keys
+(one revoked) and two notifications (one read). The usage counters and the activity log
+follow from the triggers. The prompts are loaded once. Ids are fixed, so running it again
+inserts nothing new. It refuses to run on a database with pending migrations.
 
 ## Testing
 
@@ -741,6 +777,141 @@ pub const NOTES: &[TableNotes] = &[
                 is the service's.",
         ],
         indexes: &["`idx_export_logs_user_id_keyset` on `(user_id, created_at DESC, id DESC)`"],
+    },
+    TableNotes {
+        table: "credit_accounts",
+        purpose: "A user's credits (seed 004): one account per profile, opened with the profile \
+                  (signup) and credited the 100-credit `signup_bonus` through the ledger.",
+        invariants: &[
+            "`user_id` is unique and never changes; a new account starts at zero.",
+            "`balance` always equals the sum of the account's ledger and `lifetime_granted − \
+             lifetime_spent` (a CHECK), and is never negative, even under concurrent spends \
+             (the ledger's trigger locks the account row).",
+            "`balance`, `lifetime_granted` and `lifetime_spent` move only through the ledger: \
+             a direct write is refused for every role (`forge:invariant:…`).",
+        ],
+        rls: &[
+            "`credit_accounts_select_own`: SELECT where `user_id = auth.uid()`; every write \
+             is the service's (and balances the ledger's).",
+        ],
+        indexes: &["`user_id` (unique)"],
+    },
+    TableNotes {
+        table: "credit_transactions",
+        purpose: "The append-only credit ledger: every credit in or out of an account, with \
+                  the balance after it. Inserting a row is how a balance moves.",
+        invariants: &[
+            "`amount` ≠ 0: `spend` negative; `signup_bonus`, `purchase`, `grant`, `refund` \
+             positive; `adjustment` either. `user_id` is the account's user.",
+            "The database moves the account's balance in the same statement and records \
+             `balance_after`; a row that would take it below zero is refused \
+             (`forge:limit:credits:<balance>`).",
+            "`(account_id, idempotency_key)` is unique: a retry with the same key is refused \
+             with the unique violation and moves nothing.",
+            "A `spend` that takes the balance from 10 or more to less notifies `credits_low` \
+             (unless the user's preferences turn it off).",
+            "Rows never change and are deleted only with their account.",
+        ],
+        rls: &[
+            "`credit_transactions_select_own`: SELECT where `user_id = auth.uid()`; every \
+             write is the service's.",
+        ],
+        indexes: &[
+            "`(account_id, idempotency_key)` unique",
+            "`idx_credit_transactions_account_id_keyset` on `(account_id, created_at DESC, id \
+             DESC)`",
+            "`idx_credit_transactions_user_id` on `user_id`",
+        ],
+    },
+    TableNotes {
+        table: "api_keys",
+        purpose: "Keys for programmatic access. The full key is shown once, at creation; the \
+                  table keeps its prefix (shown in lists) and a hash of the secret.",
+        invariants: &[
+            "`name` is not blank and at most 100 characters; `key_prefix` and `key_hash` are \
+             unique; `scopes` is a JSON array of strings.",
+            "`revoked_at` goes from NULL to a value once and never changes again.",
+            "At most 10 unrevoked keys per user (`forge:limit:api keys:10`), even under \
+             concurrent creations.",
+        ],
+        rls: &[
+            "`api_keys_select_own`: SELECT of every column but `key_hash` (column \
+             privileges) where `user_id = auth.uid()`.",
+            "`api_keys_update_own`: UPDATE of `name` and `revoked_at` (revoke once). \
+             Creating keys, `key_hash`, `last_used_at` and DELETE are the service's.",
+        ],
+        indexes: &[
+            "`key_prefix` (unique)",
+            "`key_hash` (unique)",
+            "`idx_api_keys_user_id` on `user_id`",
+        ],
+    },
+    TableNotes {
+        table: "notifications",
+        purpose: "Messages to a user: a session ready or failed, a batch finished, credits \
+                  running low, the platform's news.",
+        invariants: &[
+            "`type` is session_ready, session_failed, batch_completed, batch_failed, \
+             credits_low or system; `title` at most 200 characters, `body` at most 2000; \
+             `data` a JSON object.",
+        ],
+        rls: &[
+            "`notifications_select_own`, `notifications_delete_own`: one's own.",
+            "`notifications_update_own`: UPDATE of `read_at` only. INSERT is the service's \
+             (and the database's: `credits_low`).",
+        ],
+        indexes: &[
+            "`idx_notifications_user_id_keyset` on `(user_id, created_at DESC, id DESC)`",
+            "`idx_notifications_unread` on `user_id WHERE read_at IS NULL`",
+        ],
+    },
+    TableNotes {
+        table: "notification_preferences",
+        purpose: "What notifications a user wants: one row per profile, keyed by the \
+                  profile's id and created with it.",
+        invariants: &[
+            "`muted_types` is a JSON array of notification types.",
+            "With `in_app_enabled = false` or `credits_low` muted, the database inserts no \
+             `credits_low` notification.",
+        ],
+        rls: &[
+            "`notification_preferences_select_own`: one's own row.",
+            "`notification_preferences_update_own`: UPDATE of `email_enabled`, \
+             `in_app_enabled`, `muted_types`. INSERT and DELETE are the service's.",
+        ],
+        indexes: &["none besides the primary key (`user_id`)"],
+    },
+    TableNotes {
+        table: "usage_metrics",
+        purpose: "What a user did per UTC day, counted by the database in the transaction of \
+                  the action: sessions started, jobs completed, conversations created, \
+                  tokens of the turns written, credits spent.",
+        invariants: &[
+            "One row per user and day (`(user_id, day)` unique); every counter ≥ 0.",
+            "Kept exactly, under concurrency, by upserting triggers on `coding_sessions`, \
+             `coding_jobs` (a job becoming completed), `conversations`, \
+             `conversation_turns` and `credit_transactions` (spends).",
+        ],
+        rls: &[
+            "`usage_metrics_select_own`: SELECT where `user_id = auth.uid()`; every write is \
+             the service's (and the database's).",
+        ],
+        indexes: &["`(user_id, day)` unique"],
+    },
+    TableNotes {
+        table: "activity_logs",
+        purpose: "The user-visible actions, written by the database in the transaction of the \
+                  action: `project.created` / `.archived` / `.deleted`, `session.started` / \
+                  `.ended`, `api_key.created` / `.revoked`, `batch.created` / `.cancelled`.",
+        invariants: &[
+            "`action` is not blank and at most 100 characters; `metadata` is a JSON object.",
+            "Rows never change and are deleted only with their user.",
+        ],
+        rls: &[
+            "`activity_logs_select_own`: SELECT where `user_id = auth.uid()`; every write is \
+             the service's (and the database's).",
+        ],
+        indexes: &["`idx_activity_logs_user_id_keyset` on `(user_id, created_at DESC, id DESC)`"],
     },
 ];
 

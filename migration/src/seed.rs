@@ -8,13 +8,22 @@
 //! events and artifacts. The prompts (`prompts`) are shared by every user and loaded once.
 //! From seed 003's generation sources, each user also gets two templates (one is seed 003's
 //! sample "Financial Planning Triumph"), a scenario under each, two edge cases of the
-//! first scenario, a generation log and a completed export.
+//! first scenario, a generation log and a completed export. From seed 004's accounts: the
+//! credit account, its 100-credit signup bonus and the notification preferences come
+//! with the profile (the database's signup trigger); the seed adds two spends that take the
+//! balance from 100 to 5 (crossing the low-credit threshold, so the database notifies
+//! `credits_low`) and a refund of 20, two API keys (one revoked) and two notifications
+//! (one read). The usage counters and the activity log follow from the database's
+//! triggers as the rows go in.
 //!
 //! Loading is idempotent: every row has a fixed id derived from the user number and the
 //! row's place in the set (`5eed0000-0000-4000-8000-UUUUUUUUKKNN`), emails are
 //! `dev{n}@forge.local`, run ids `seed-{n}-{status}`, and every insert is `ON CONFLICT
-//! DO NOTHING` on the primary key. Running it twice leaves the same rows; running it with a
-//! larger `N` adds the missing users.
+//! DO NOTHING` on the primary key — but the ledger, whose rows move balances: its rows that
+//! are not there yet are inserted with a plain `INSERT` (the database refuses a retried
+//! ledger row even under `ON CONFLICT DO NOTHING`). Running it twice leaves the same rows;
+//! running it with a larger `N` adds the missing users. The report counts, per table, the
+//! rows the run added, by the seed's inserts or by the database's triggers.
 //!
 //! The set holds to the schema's invariants: a conversation's `total_turns` and
 //! `total_tokens` are the count and token sum of its turns, its `review_history` matches
@@ -37,21 +46,25 @@ use forge_entity::conversations::{
     self, Categories, ConversationStatus, ConversationTier, QualityMetrics, ReviewAction,
     ReviewActionKind, ReviewHistory,
 };
+use forge_entity::credit_transactions::{self, CreditKind};
 use forge_entity::edge_cases::{self, EdgeComplexity, TestStatus};
 use forge_entity::export_logs::{self, ExportFormat, ExportStatus};
-use forge_entity::ids::{ConversationId, ProfileId, PromptId, RunId};
+use forge_entity::ids::{ConversationId, CreditAccountId, ProfileId, PromptId, RunId};
+use forge_entity::notifications::{self, NotificationType};
 use forge_entity::pipeline_runs::{self, RunStatus};
 use forge_entity::profiles::{self, Tier};
 use forge_entity::projects::{self, ProjectStatus};
 use forge_entity::scenarios::{self, GenerationStatus, ScenarioStatus};
 use forge_entity::session_events::{self, EventType};
 use forge_entity::templates::{self, StringList};
-use forge_entity::{artifacts, generation_logs, pipeline_events, prompts};
+use forge_entity::{
+    api_keys, artifacts, credit_accounts, generation_logs, pipeline_events, prompts,
+};
 use sea_orm_migration::MigratorTrait;
 use sea_orm_migration::sea_orm::prelude::Decimal;
 use sea_orm_migration::sea_orm::{
-    ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, IntoActiveModel, PaginatorTrait,
-    TransactionTrait, TryInsertResult,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, IntoActiveModel,
+    QueryFilter, Statement, TransactionTrait,
 };
 use serde_json::json;
 use uuid::Uuid;
@@ -75,7 +88,8 @@ pub struct SeedReport {
 pub struct TableCount {
     /// The table's name.
     pub table: &'static str,
-    /// Rows this run inserted (0 for rows that were already there).
+    /// Rows this run added to the table: by its inserts, or by the database's triggers
+    /// (accounts, usage, activity); 0 for rows that were already there.
     pub inserted: u64,
     /// Rows in the table afterwards (seeded or not).
     pub total: u64,
@@ -152,12 +166,21 @@ pub async fn seed(db: &DatabaseConnection, users: u32) -> Result<SeedReport, See
     ensure_migrated(db).await?;
     let now = Utc::now();
     let txn = db.begin().await?;
-    let mut inserted = [0_u64; TABLES.len()];
+    let before = row_counts(&txn).await?;
     for user in 1..=users {
-        load(&txn, &UserSet::new(user, now), &mut inserted).await?;
+        load(&txn, &UserSet::new(user, now)).await?;
     }
-    inserted[12] += insert_new::<prompts::Entity, _>(&txn, prompts(now)).await?;
-    let tables = totals(&txn, &inserted).await?;
+    insert_new::<prompts::Entity, _>(&txn, prompts(now)).await?;
+    let after = row_counts(&txn).await?;
+    let tables = TABLES
+        .iter()
+        .zip(before.iter().zip(after))
+        .map(|(table, (before, total))| TableCount {
+            table,
+            inserted: total.saturating_sub(*before),
+            total,
+        })
+        .collect();
     txn.commit().await?;
     Ok(SeedReport { users, tables })
 }
@@ -203,6 +226,11 @@ struct UserSet {
     edge_cases: Vec<edge_cases::Model>,
     generation_logs: Vec<generation_logs::Model>,
     export_logs: Vec<export_logs::Model>,
+    /// The ledger rows after the signup bonus, with the account to be filled in (the
+    /// database opens the account with the profile).
+    ledger: Vec<credit_transactions::Model>,
+    api_keys: Vec<api_keys::Model>,
+    notifications: Vec<notifications::Model>,
 }
 
 /// When each row was made, counted back from a run's `now`.
@@ -236,6 +264,9 @@ impl UserSet {
             edge_cases: edge_cases(user, &scenarios, clock),
             generation_logs: generation_logs(user, &templates, &conversations, clock),
             export_logs: export_logs(user, clock),
+            ledger: ledger(user, clock),
+            api_keys: keys(user, clock),
+            notifications: notifications(user, clock),
             templates,
             scenarios,
             profile: profile(user, clock),
@@ -880,6 +911,95 @@ fn export_logs(user: u32, clock: Clock) -> Vec<export_logs::Model> {
     }]
 }
 
+/// After the 100-credit signup bonus: a session's spend (100 → 60), a batch's (60 → 5: the
+/// database notifies `credits_low`) and a refund of part of it (→ 25).
+fn ledger(user: u32, clock: Clock) -> Vec<credit_transactions::Model> {
+    let owner: ProfileId = id(user, 0, 0);
+    let session: Uuid = id(user, 2, 0);
+    let batch: Uuid = id(user, 7, 0);
+    let row = |n: u8, kind, amount, balance_after, reference: String, what: &str| {
+        credit_transactions::Model {
+            id: id(user, 16, n),
+            account_id: CreditAccountId::from(Uuid::nil()),
+            user_id: owner,
+            amount,
+            kind,
+            balance_after,
+            reference: Some(reference),
+            idempotency_key: Some(format!("seed-{n}")),
+            metadata: json!({"what": what}),
+            created_at: clock.at(150 + i64::from(n)),
+        }
+    };
+    vec![
+        row(
+            0,
+            CreditKind::Spend,
+            -40,
+            60,
+            session.to_string(),
+            "coding session",
+        ),
+        row(1, CreditKind::Spend, -55, 5, batch.to_string(), "batch"),
+        row(
+            2,
+            CreditKind::Refund,
+            20,
+            25,
+            batch.to_string(),
+            "failed batch items",
+        ),
+    ]
+}
+
+/// A key in use and a revoked one.
+fn keys(user: u32, clock: Clock) -> Vec<api_keys::Model> {
+    let key = |n: u8, name: &str, revoked: bool| api_keys::Model {
+        id: id(user, 17, n),
+        user_id: id(user, 0, 0),
+        name: name.to_owned(),
+        key_prefix: format!("fk_seed{user}_{n}"),
+        key_hash: format!("seed-hash-{user}-{n}"),
+        scopes: json!(["sessions:write", "conversations:read"]),
+        last_used_at: (!revoked).then(|| clock.at(170)),
+        expires_at: None,
+        revoked_at: revoked.then(|| clock.at(165)),
+        created_at: clock.at(160 + i64::from(n)),
+        updated_at: clock.at(if revoked { 165 } else { 170 }),
+    };
+    vec![key(0, "CLI", false), key(1, "Old laptop", true)]
+}
+
+/// A read notification of the session, an unread one of the batch.
+fn notifications(user: u32, clock: Clock) -> Vec<notifications::Model> {
+    let note = |n: u8, kind, title: &str, body: &str, read: bool| notifications::Model {
+        id: id(user, 18, n),
+        user_id: id(user, 0, 0),
+        kind,
+        title: title.to_owned(),
+        body: body.to_owned(),
+        data: json!({"seed": true}),
+        read_at: read.then(|| clock.at(181)),
+        created_at: clock.at(180 + i64::from(n)),
+    };
+    vec![
+        note(
+            0,
+            NotificationType::SessionReady,
+            "Your session is ready",
+            "Test Todo App: the preview is ready.",
+            true,
+        ),
+        note(
+            1,
+            NotificationType::BatchCompleted,
+            "Batch finished",
+            "Support conversations (seed): 3 of 6 items completed.",
+            false,
+        ),
+    ]
+}
+
 /// The prompts and copy of seeds 000/001's app, shared by every user.
 fn prompts(now: DateTime<Utc>) -> Vec<prompts::Model> {
     [
@@ -920,98 +1040,103 @@ fn prompts(now: DateTime<Utc>) -> Vec<prompts::Model> {
     .collect()
 }
 
-/// Inserts one user's set, parents first, adding what each table took to `inserted`.
-async fn load<C: ConnectionTrait>(
-    db: &C,
-    set: &UserSet,
-    inserted: &mut [u64; TABLES.len()],
-) -> Result<(), DbErr> {
-    inserted[0] += insert_new::<profiles::Entity, _>(db, vec![set.profile.clone()]).await?;
-    inserted[1] += insert_new::<projects::Entity, _>(db, vec![set.project.clone()]).await?;
-    inserted[2] += insert_new::<coding_sessions::Entity, _>(db, vec![set.session.clone()]).await?;
-    inserted[3] += insert_new::<coding_jobs::Entity, _>(db, set.jobs.clone()).await?;
-    inserted[4] += insert_new::<session_events::Entity, _>(db, set.events.clone()).await?;
+/// Inserts one user's set, parents first.
+async fn load<C: ConnectionTrait>(db: &C, set: &UserSet) -> Result<(), DbErr> {
+    insert_new::<profiles::Entity, _>(db, vec![set.profile.clone()]).await?;
+    insert_new::<projects::Entity, _>(db, vec![set.project.clone()]).await?;
+    insert_new::<coding_sessions::Entity, _>(db, vec![set.session.clone()]).await?;
+    insert_new::<coding_jobs::Entity, _>(db, set.jobs.clone()).await?;
+    insert_new::<session_events::Entity, _>(db, set.events.clone()).await?;
     // Totals and counters are the database's (its triggers move them as the turns and
     // items go in), so the parents go in with zeros and end up equal to the set's values.
     let conversations = set.conversations.iter().cloned().map(|mut c| {
         (c.total_turns, c.total_tokens) = (0, 0);
         c
     });
-    inserted[5] += insert_new::<conversations::Entity, _>(db, conversations.collect()).await?;
-    inserted[6] += insert_new::<conversation_turns::Entity, _>(db, set.turns.clone()).await?;
+    insert_new::<conversations::Entity, _>(db, conversations.collect()).await?;
+    insert_new::<conversation_turns::Entity, _>(db, set.turns.clone()).await?;
     let mut batch = set.batch.clone();
     batch.total_items = 0;
     batch.completed_items = 0;
     batch.successful_items = 0;
     batch.failed_items = 0;
-    inserted[7] += insert_new::<batch_jobs::Entity, _>(db, vec![batch]).await?;
-    inserted[8] += insert_new::<batch_items::Entity, _>(db, set.items.clone()).await?;
-    inserted[9] += insert_new::<pipeline_runs::Entity, _>(db, set.runs.clone()).await?;
-    inserted[10] += insert_new::<pipeline_events::Entity, _>(db, set.run_events.clone()).await?;
-    inserted[11] += insert_new::<artifacts::Entity, _>(db, set.artifacts.clone()).await?;
-    // (inserted[12] is the shared prompts.)
-    inserted[13] += insert_new::<templates::Entity, _>(db, set.templates.clone()).await?;
-    inserted[14] += insert_new::<scenarios::Entity, _>(db, set.scenarios.clone()).await?;
-    inserted[15] += insert_new::<edge_cases::Entity, _>(db, set.edge_cases.clone()).await?;
-    inserted[16] +=
-        insert_new::<generation_logs::Entity, _>(db, set.generation_logs.clone()).await?;
-    inserted[17] += insert_new::<export_logs::Entity, _>(db, set.export_logs.clone()).await?;
+    insert_new::<batch_jobs::Entity, _>(db, vec![batch]).await?;
+    insert_new::<batch_items::Entity, _>(db, set.items.clone()).await?;
+    insert_new::<pipeline_runs::Entity, _>(db, set.runs.clone()).await?;
+    insert_new::<pipeline_events::Entity, _>(db, set.run_events.clone()).await?;
+    insert_new::<artifacts::Entity, _>(db, set.artifacts.clone()).await?;
+    insert_new::<templates::Entity, _>(db, set.templates.clone()).await?;
+    insert_new::<scenarios::Entity, _>(db, set.scenarios.clone()).await?;
+    insert_new::<edge_cases::Entity, _>(db, set.edge_cases.clone()).await?;
+    insert_new::<generation_logs::Entity, _>(db, set.generation_logs.clone()).await?;
+    insert_new::<export_logs::Entity, _>(db, set.export_logs.clone()).await?;
+    insert_ledger(db, set).await?;
+    insert_new::<api_keys::Entity, _>(db, set.api_keys.clone()).await?;
+    insert_new::<notifications::Entity, _>(db, set.notifications.clone()).await?;
     Ok(())
 }
 
-/// `INSERT … ON CONFLICT (id) DO NOTHING`; the number of rows actually inserted.
-async fn insert_new<E, C>(db: &C, rows: Vec<E::Model>) -> Result<u64, DbErr>
+/// The set's ledger rows that are not there yet, into the account the database opened with
+/// the profile, with a plain `INSERT` (a retried ledger row is refused, not skipped).
+async fn insert_ledger<C: ConnectionTrait>(db: &C, set: &UserSet) -> Result<(), DbErr> {
+    let account = credit_accounts::Entity::find()
+        .filter(credit_accounts::Column::UserId.eq(set.profile.id))
+        .one(db)
+        .await?
+        .ok_or_else(|| {
+            DbErr::RecordNotFound(format!("the credit account of {}", set.profile.email))
+        })?;
+    let existing = credit_transactions::Entity::find()
+        .filter(credit_transactions::Column::AccountId.eq(account.id))
+        .all(db)
+        .await?;
+    let missing: Vec<_> = set
+        .ledger
+        .iter()
+        .filter(|row| !existing.iter().any(|e| e.id == row.id))
+        .cloned()
+        .map(|mut row| {
+            row.account_id = account.id;
+            row.into_active_model()
+        })
+        .collect();
+    if !missing.is_empty() {
+        credit_transactions::Entity::insert_many(missing)
+            .exec_without_returning(db)
+            .await?;
+    }
+    Ok(())
+}
+
+/// `INSERT … ON CONFLICT (id) DO NOTHING`.
+async fn insert_new<E, C>(db: &C, rows: Vec<E::Model>) -> Result<(), DbErr>
 where
     E: EntityTrait,
     E::Model: IntoActiveModel<E::ActiveModel>,
     C: ConnectionTrait,
 {
     let models = rows.into_iter().map(IntoActiveModel::into_active_model);
-    match E::insert_many(models)
+    E::insert_many(models)
         .on_conflict_do_nothing()
         .exec_without_returning(db)
-        .await?
-    {
-        TryInsertResult::Inserted(n) => Ok(n),
-        TryInsertResult::Empty | TryInsertResult::Conflicted => Ok(0),
-    }
+        .await?;
+    Ok(())
 }
 
-/// Each table's row count next to what this run inserted.
-async fn totals<C: ConnectionTrait>(
-    db: &C,
-    inserted: &[u64; TABLES.len()],
-) -> Result<Vec<TableCount>, DbErr> {
-    let totals = [
-        profiles::Entity::find().count(db).await?,
-        projects::Entity::find().count(db).await?,
-        coding_sessions::Entity::find().count(db).await?,
-        coding_jobs::Entity::find().count(db).await?,
-        session_events::Entity::find().count(db).await?,
-        conversations::Entity::find().count(db).await?,
-        conversation_turns::Entity::find().count(db).await?,
-        batch_jobs::Entity::find().count(db).await?,
-        batch_items::Entity::find().count(db).await?,
-        pipeline_runs::Entity::find().count(db).await?,
-        pipeline_events::Entity::find().count(db).await?,
-        artifacts::Entity::find().count(db).await?,
-        prompts::Entity::find().count(db).await?,
-        templates::Entity::find().count(db).await?,
-        scenarios::Entity::find().count(db).await?,
-        edge_cases::Entity::find().count(db).await?,
-        generation_logs::Entity::find().count(db).await?,
-        export_logs::Entity::find().count(db).await?,
-    ];
-    Ok(TABLES
-        .iter()
-        .zip(inserted)
-        .zip(totals)
-        .map(|((table, inserted), total)| TableCount {
-            table,
-            inserted: *inserted,
-            total,
-        })
-        .collect())
+/// Every Forge table's row count, in [`TABLES`] order.
+async fn row_counts<C: ConnectionTrait>(db: &C) -> Result<Vec<u64>, DbErr> {
+    let mut counts = Vec::with_capacity(TABLES.len());
+    for table in TABLES {
+        let row = db
+            .query_one_raw(Statement::from_string(
+                db.get_database_backend(),
+                format!("SELECT COUNT(*) FROM {table}"),
+            ))
+            .await?
+            .ok_or_else(|| DbErr::RecordNotFound(format!("the row count of {table}")))?;
+        counts.push(u64::try_from(row.try_get_by_index::<i64>(0)?).unwrap_or(0));
+    }
+    Ok(counts)
 }
 
 #[cfg(test)]
@@ -1086,5 +1211,30 @@ mod tests {
             );
         }
         assert_eq!((set.run_events.len(), set.artifacts.len()), (8, 3));
+
+        // After the signup bonus, each row's balance_after is the running sum, never
+        // below zero, and one spend crosses the low-credit threshold.
+        let mut balance = crate::SIGNUP_BONUS_CREDITS;
+        let mut crossings = 0;
+        for row in &set.ledger {
+            let before = balance;
+            balance += row.amount;
+            assert_eq!(row.balance_after, balance, "{row:?}");
+            assert!(balance >= 0);
+            if row.kind == CreditKind::Spend
+                && before >= crate::CREDITS_LOW_THRESHOLD
+                && balance < crate::CREDITS_LOW_THRESHOLD
+            {
+                crossings += 1;
+            }
+        }
+        assert_eq!((balance, crossings), (25, 1));
+        assert_eq!(
+            set.api_keys
+                .iter()
+                .filter(|k| k.revoked_at.is_none())
+                .count(),
+            1
+        );
     }
 }

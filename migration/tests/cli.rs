@@ -326,11 +326,14 @@ async fn migrated_with_data(t: &Scratch) -> Vec<(&'static str, i64)> {
 on_both_backends!(without_yes_destructive_commands_refuse_a_database_with_data);
 async fn without_yes_destructive_commands_refuse_a_database_with_data(t: &Scratch) {
     let counts = migrated_with_data(t).await;
+    // Down to and through the database wall.
+    let wall = depth_of("m20251130_000006_database_wall");
+    let through_wall = wall.to_string();
     for args in [
         &["fresh"][..],
         &["refresh"],
         &["reset"],
-        &["down", "-n", "6"],
+        &["down", "-n", &through_wall],
     ] {
         let out = t.run(args).await;
         let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
@@ -351,7 +354,7 @@ async fn without_yes_destructive_commands_refuse_a_database_with_data(t: &Scratc
         assert!(refusal.contains("nothing was changed"), "{refusal}");
         assert!(refusal.contains("--yes"), "{refusal}");
         // What it would have rolled back and dropped.
-        let planned = if args[0] == "down" { 6 } else { total() };
+        let planned = if args[0] == "down" { wall } else { total() };
         assert_eq!(
             stdout.matches("  roll back   m20").count(),
             planned,
@@ -503,7 +506,8 @@ async fn on_postgres_an_owner_under_forced_row_level_security_still_counts_every
 
     let out = t.run_at(&as_owner, &["up"]).await;
     assert_eq!(out.status.code(), Some(0), "{}", shown(&out));
-    // A row the owner's policies do not show it (written by the superuser).
+    // Rows the owner's policies do not show it (written by the superuser): a profile, and
+    // what signup gives it (a credit account, its bonus, its preferences).
     t.exec(
         "INSERT INTO profiles (id, email, display_name) \
          VALUES (gen_random_uuid(), 'hidden@example.com', 'hidden')",
@@ -517,7 +521,12 @@ async fn on_postgres_an_owner_under_forced_row_level_security_still_counts_every
         shown(&out)
     );
     assert!(
-        text(&out.stderr).contains("Forge's tables hold 1 row;"),
+        text(&out.stdout).contains(&rows_line("credit_transactions", 1)),
+        "{}",
+        shown(&out)
+    );
+    assert!(
+        text(&out.stderr).contains("Forge's tables hold 4 rows;"),
         "{}",
         shown(&out)
     );

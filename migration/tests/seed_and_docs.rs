@@ -176,7 +176,7 @@ on_both_backends!(
 );
 
 /// One user's set: the counts the seed promises, table by table.
-const ONE_USER: [(&str, i64); 18] = [
+const ONE_USER: [(&str, i64); 25] = [
     ("profiles", 1),
     ("projects", 1),
     ("coding_sessions", 1),
@@ -196,6 +196,17 @@ const ONE_USER: [(&str, i64); 18] = [
     ("edge_cases", 2),
     ("generation_logs", 1),
     ("export_logs", 1),
+    // Signup's account, its bonus and the seed's two spends and refund.
+    ("credit_accounts", 1),
+    ("credit_transactions", 4),
+    ("api_keys", 2),
+    // Two seeded, and the database's credits_low when the second spend crosses 10.
+    ("notifications", 3),
+    ("notification_preferences", 1),
+    // One day's counters.
+    ("usage_metrics", 1),
+    // project.created, session.started, batch.created, api_key.created twice.
+    ("activity_logs", 5),
 ];
 
 async fn seeding_twice_leaves_the_same_rows(t: &Scratch) {
@@ -273,6 +284,27 @@ async fn the_seeded_data_keeps_the_schema_invariants(t: &Scratch) {
         .await;
     assert_eq!(unapproved, 0);
     assert_eq!(t.scalar("SELECT MAX(seq) FROM session_events").await, 4);
+    // Each account's balance is its ledger's sum (25 after the bonus, two spends and a
+    // refund), and the usage counters are what the seed did.
+    let wrong_balances = t
+        .scalar(
+            "SELECT COUNT(*) FROM credit_accounts a WHERE balance <> 25 OR balance <> \
+             (SELECT SUM(amount) FROM credit_transactions t WHERE t.account_id = a.id)",
+        )
+        .await;
+    assert_eq!(wrong_balances, 0);
+    let usage = t
+        .scalar(
+            "SELECT COUNT(*) FROM usage_metrics WHERE sessions_started = 1 \
+             AND jobs_completed = 1 AND conversations_created = 7 AND credits_spent = 95 \
+             AND tokens = (SELECT SUM(token_count) FROM conversation_turns) / 2",
+        )
+        .await;
+    assert_eq!(usage, 2);
+    let low = t
+        .scalar("SELECT COUNT(*) FROM notifications WHERE type = 'credits_low'")
+        .await;
+    assert_eq!(low, 2);
 }
 
 async fn seeding_an_unmigrated_database_fails_and_says_what_to_run(t: &Scratch) {

@@ -310,7 +310,7 @@ async fn a_fresh_database_is_clean(t: &TestDb) {
     let n = Migrator::migrations().len();
     assert!(
         last.starts_with(&format!(
-            "ok: {backend} database matches ({n} migrations, 18 tables"
+            "ok: {backend} database matches ({n} migrations, 25 tables"
         )),
         "{run}"
     );

@@ -78,12 +78,27 @@ pub enum ForgeError {
         /// The worker that acted.
         worker: String,
     },
+    /// A spend would take a credit balance below zero (the database's ledger rule,
+    /// `forge:limit:credits:<balance>`): the account holds `balance` credits and the spend
+    /// wanted `wanted`. Nothing was charged.
+    #[error("insufficient credits: the balance is {balance}, {wanted} wanted")]
+    InsufficientCredits {
+        /// The account's balance when the spend was refused.
+        balance: i64,
+        /// The credits the spend asked for (-1 when the refused ledger row was not written
+        /// through `credits`, whose calls always name it).
+        wanted: i64,
+    },
     /// The transaction passed to a Forge call is no longer open on the server: an earlier
     /// call on it was dropped while it opened its savepoint, and the driver rolled the
     /// whole transaction back (see the crate docs on cancellation). Roll it back and start
     /// again.
     #[error("the caller's transaction is no longer open; roll it back and retry")]
     TransactionLost,
+    /// A request's credentials were refused: an API key that is malformed, unknown,
+    /// tampered with, revoked or expired (all alike, so a caller cannot probe which).
+    #[error("unauthenticated: the API key is not valid")]
+    Unauthenticated,
     /// Any other database error.
     #[error("database error: {0}")]
     Db(#[source] DbErr),
@@ -120,6 +135,8 @@ impl ForgeError {
     /// | `limit_reached` | [`LimitReached`](Self::LimitReached) | 429 |
     /// | `forbidden` | [`Forbidden`](Self::Forbidden) | 403 |
     /// | `lease_lost` | [`LeaseLost`](Self::LeaseLost) | 409 |
+    /// | `insufficient_credits` | [`InsufficientCredits`](Self::InsufficientCredits) | 402 |
+    /// | `unauthenticated` | [`Unauthenticated`](Self::Unauthenticated) | 401 |
     /// | `transaction_lost` | [`TransactionLost`](Self::TransactionLost) | 503 |
     /// | `unavailable` | [`Db`](Self::Db) that [is retryable](Self::is_retryable) | 503 |
     /// | `database` | any other [`Db`](Self::Db) | 500 |
@@ -132,6 +149,8 @@ impl ForgeError {
             Self::LimitReached { .. } => "limit_reached",
             Self::Forbidden { .. } => "forbidden",
             Self::LeaseLost { .. } => "lease_lost",
+            Self::InsufficientCredits { .. } => "insufficient_credits",
+            Self::Unauthenticated => "unauthenticated",
             Self::TransactionLost => "transaction_lost",
             Self::Db(err) if db_error_is_transient(err) => "unavailable",
             Self::Db(_) => "database",
@@ -218,6 +237,14 @@ const RULE_NAMES: &[&str] = &[
     "last_test_result",
     "cost_usd",
     "usage_count",
+    // api_keys: "forge:transition:api key:…", "forge:limit:api keys:10", its scopes' size.
+    "api key",
+    "api keys",
+    "scopes",
+    // credits and notifications: "forge:not_found:credit account:…", the size and (SQLite)
+    // element checks of `notification_preferences.muted_types`.
+    "credit account",
+    "muted_types",
 ];
 
 fn rule_name(name: &str) -> &'static str {
@@ -292,6 +319,12 @@ fn database_rule(message: &str, constraint: Option<&str>) -> Option<ForgeError> 
                 from: second.unwrap_or("").to_owned(),
                 to: third.unwrap_or("").to_owned(),
             },
+            // A ledger row the balance cannot cover: `forge:limit:credits:<balance>`. The
+            // message cannot name the amount; `credits` fills in `wanted`.
+            "limit" if first == Some("credits") => ForgeError::InsufficientCredits {
+                balance: second.and_then(|n| n.trim().parse().ok()).unwrap_or(-1),
+                wanted: -1,
+            },
             "limit" => ForgeError::LimitReached {
                 what: first_name,
                 limit: second.and_then(|n| n.trim().parse().ok()).unwrap_or(-1),
@@ -349,6 +382,14 @@ mod tests {
             Some(ForgeError::LimitReached {
                 what: "live sessions",
                 limit: 3
+            })
+        ));
+        let credits = database_rule("forge:limit:credits:7", None);
+        assert!(matches!(
+            credits,
+            Some(ForgeError::InsufficientCredits {
+                balance: 7,
+                wanted: -1
             })
         ));
         let sqlite = database_rule("forge:transition:session", None);

@@ -1,7 +1,7 @@
 //! Typed repositories over Forge's schema.
 //!
 //! One module per aggregate (profiles, projects, sessions, events, jobs, conversations,
-//! batches, batch items, pipeline runs, prompts), so no application writes a query by hand. Every call runs for an [`Actor`]: a user sees
+//! batches, batch items, pipeline runs, prompts, credits, notifications, usage, activity), so no application writes a query by hand. Every call runs for an [`Actor`]: a user sees
 //! and changes only their own rows (on PostgreSQL twice over: the repository filters by
 //! owner, and the call runs under the user's row-level security context), the service sees
 //! everything. Something another user owns looks exactly like something that does not
@@ -56,13 +56,17 @@ mod error;
 mod pagination;
 mod validate;
 
+pub mod activity;
+pub mod api_keys;
 pub mod batch_items;
 pub mod batches;
 pub mod conversations;
+pub mod credits;
 pub mod events;
 pub mod exports;
 pub mod generation;
 pub mod jobs;
+pub mod notifications;
 pub mod pipeline;
 pub mod profiles;
 pub mod projects;
@@ -70,6 +74,7 @@ pub mod prompts;
 pub mod scenarios;
 pub mod sessions;
 pub mod templates;
+pub mod usage;
 #[cfg(feature = "testing")]
 pub mod testing;
 

@@ -332,6 +332,20 @@ pub struct ErasureReport {
     pub generation_logs: u64,
     /// The user's export logs.
     pub export_logs: u64,
+    /// The user's credit account (1).
+    pub credit_accounts: u64,
+    /// The ledger of that account.
+    pub credit_transactions: u64,
+    /// The user's API keys.
+    pub api_keys: u64,
+    /// The user's notifications.
+    pub notifications: u64,
+    /// The user's notification preferences (1).
+    pub notification_preferences: u64,
+    /// The user's daily usage rows.
+    pub usage_metrics: u64,
+    /// The user's activity log entries.
+    pub activity_logs: u64,
     /// Other users' rows that stay, with a reference to the user or to one of the deleted
     /// rows set to NULL.
     pub detached: DetachedRows,
@@ -357,7 +371,7 @@ pub struct DetachedRows {
 impl ErasureReport {
     /// The rows deleted, as `(table, count)`, parents before children: every table Forge
     /// owns but `prompts` (which belong to no user), in `forge_migration::TABLES` order.
-    pub fn deleted(&self) -> [(&'static str, u64); 17] {
+    pub fn deleted(&self) -> [(&'static str, u64); 24] {
         [
             ("profiles", self.profiles),
             ("projects", self.projects),
@@ -376,6 +390,13 @@ impl ErasureReport {
             ("edge_cases", self.edge_cases),
             ("generation_logs", self.generation_logs),
             ("export_logs", self.export_logs),
+            ("credit_accounts", self.credit_accounts),
+            ("credit_transactions", self.credit_transactions),
+            ("api_keys", self.api_keys),
+            ("notifications", self.notifications),
+            ("notification_preferences", self.notification_preferences),
+            ("usage_metrics", self.usage_metrics),
+            ("activity_logs", self.activity_logs),
         ]
     }
 
@@ -408,6 +429,13 @@ impl ErasureReport {
             edge_cases: n("edge_cases")?,
             generation_logs: n("generation_logs")?,
             export_logs: n("export_logs")?,
+            credit_accounts: n("credit_accounts")?,
+            credit_transactions: n("credit_transactions")?,
+            api_keys: n("api_keys")?,
+            notifications: n("notifications")?,
+            notification_preferences: n("notification_preferences")?,
+            usage_metrics: n("usage_metrics")?,
+            activity_logs: n("activity_logs")?,
             detached: DetachedRows {
                 conversations: n("detached_conversations")?,
                 templates: n("detached_templates")?,
@@ -429,19 +457,21 @@ const ERASE_COUNTS_SQL: &str = include_str!("profiles_erase_counts.sql");
 /// Deleting the profile does it all through the foreign keys: every table's owner column
 /// is ON DELETE CASCADE (projects and their sessions, the sessions' jobs and events,
 /// conversations and their turns, batches and their items, pipeline runs and their events
-/// and artifacts, templates, scenarios and their edge cases, generation and export logs),
-/// which is also the only way the append-only logs and events may be deleted. Other
-/// users' rows are never deleted: those that only name the user or one of the deleted
-/// rows keep their place with that reference set to NULL (a conversation the user
-/// approved keeps its status, `approved_by` NULL; see [`DetachedRows`]); and should any
-/// other user's row hang under one of the user's rows (only raw SQL can write one), the
-/// call is refused and deletes nothing.
+/// and artifacts, templates, scenarios and their edge cases, generation and export logs,
+/// the credit account and its ledger, API keys, notifications and their preferences, usage
+/// and activity), which is also the only way the append-only logs, events and ledger may
+/// be deleted (deleting writes no usage or activity). Other users' rows are never
+/// deleted: those that only name the user or one of the deleted rows keep their place with
+/// that reference set to NULL (a conversation the user approved keeps its status,
+/// `approved_by` NULL; see [`DetachedRows`]); and should any other user's row hang under
+/// one of the user's rows (only raw SQL can write one), the call is refused and deletes
+/// nothing.
 ///
 /// Statements: the profile is locked first (`SELECT … FOR UPDATE`), so no new row can
 /// name it; on PostgreSQL the user's sessions, conversations, batches, runs, templates,
-/// scenarios and projects are locked next, so nothing new is added under them; then one
-/// statement counts, and one `DELETE` of the profile deletes. Four statements in the
-/// transaction on PostgreSQL, three on SQLite; the counts are exact.
+/// scenarios, projects and credit account are locked next, so nothing new is added under
+/// them; then one statement counts, and one `DELETE` of the profile deletes. Four
+/// statements in the transaction on PostgreSQL, three on SQLite; the counts are exact.
 ///
 /// A Supabase `auth.users` row is not Forge's: delete it through Supabase's admin API.
 ///

@@ -32,6 +32,16 @@ SELECT
   (SELECT count(*) FROM edge_cases WHERE created_by = $1) AS edge_cases,
   (SELECT count(*) FROM generation_logs WHERE user_id = $1) AS generation_logs,
   (SELECT count(*) FROM export_logs WHERE user_id = $1) AS export_logs,
+  (SELECT count(*) FROM credit_accounts WHERE user_id = $1) AS credit_accounts,
+  (SELECT count(*) FROM credit_transactions
+    WHERE account_id IN (SELECT id FROM credit_accounts WHERE user_id = $1))
+    AS credit_transactions,
+  (SELECT count(*) FROM api_keys WHERE user_id = $1) AS api_keys,
+  (SELECT count(*) FROM notifications WHERE user_id = $1) AS notifications,
+  (SELECT count(*) FROM notification_preferences WHERE user_id = $1)
+    AS notification_preferences,
+  (SELECT count(*) FROM usage_metrics WHERE user_id = $1) AS usage_metrics,
+  (SELECT count(*) FROM activity_logs WHERE user_id = $1) AS activity_logs,
   (SELECT count(*) FROM conversations
     WHERE created_by <> $1
       AND (approved_by = $1

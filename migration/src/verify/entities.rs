@@ -69,6 +69,13 @@ pub(crate) fn forge() -> Vec<EntityColumns> {
         of::<edge_cases::Entity>(),
         of::<generation_logs::Entity>(),
         of::<export_logs::Entity>(),
+        of::<credit_accounts::Entity>(),
+        of::<credit_transactions::Entity>(),
+        of::<api_keys::Entity>(),
+        of::<notifications::Entity>(),
+        of::<notification_preferences::Entity>(),
+        of::<usage_metrics::Entity>(),
+        of::<activity_logs::Entity>(),
     ]
 }
 
