@@ -151,6 +151,16 @@ async fn ledger_sql(t: &TestDb, user: Uuid, kind: &str, amount: i64, key: Option
     )
 }
 
+/// The refusal of a ledger row the balance cannot cover: PostgreSQL names the balance;
+/// SQLite's `RAISE` takes only a literal.
+fn credits_limit(t: &TestDb, balance: i64) -> String {
+    if pg(t) {
+        format!("forge:limit:credits:{balance}")
+    } else {
+        "forge:limit:credits".to_owned()
+    }
+}
+
 async fn spend(t: &TestDb, user: Uuid, amount: i64) -> Result<u64, DbErr> {
     exec(t, &ledger_sql(t, user, "spend", -amount, None).await).await
 }
@@ -340,12 +350,12 @@ async fn signup(t: &TestDb) {
     );
 }
 
-/// A spend that would take the balance below zero is refused (`forge:limit:credits:<the
-/// balance>`) and changes nothing; one that takes it to exactly zero goes through.
+/// A spend that would take the balance below zero is refused (`forge:limit:credits[:<the
+/// balance>]`) and changes nothing; one that takes it to exactly zero goes through.
 async fn overdraw(t: &TestDb) {
     let ada = user(t, "ada").await;
     let e = spend(t, ada, 101).await.expect_err("an overdraft");
-    assert!(e.to_string().contains("forge:limit:credits:100"), "{e}");
+    assert!(e.to_string().contains(&credits_limit(t, 100)), "{e}");
     assert_eq!(balance(t, ada).await, ("100/100/0".to_owned(), 100));
     assert_eq!(rows_of(t, "credit_transactions", "user_id", ada).await, 1);
     assert_eq!(rows_of(t, "usage_metrics", "user_id", ada).await, 0);
@@ -353,7 +363,7 @@ async fn overdraw(t: &TestDb) {
     refused(
         t,
         &ledger_sql(t, ada, "adjustment", -500, None).await,
-        "forge:limit:credits:100",
+        &credits_limit(t, 100),
     )
     .await;
 
@@ -371,7 +381,7 @@ async fn overdraw(t: &TestDb) {
         0
     );
     let e = spend(t, ada, 1).await.expect_err("nothing left");
-    assert!(e.to_string().contains("forge:limit:credits:0"), "{e}");
+    assert!(e.to_string().contains(&credits_limit(t, 0)), "{e}");
     assert_eq!(balance(t, ada).await, ("0/100/100".to_owned(), 0));
 
     // A row naming no account, or another user's account.

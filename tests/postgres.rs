@@ -163,6 +163,9 @@ async fn rls_is_enabled_with_the_policies_of_schema_md() {
     .unwrap_or_default();
     // Turns and items are written by their parent's owner only on insert (SCHEMA.md).
     let expected = [
+        "activity_logs:SELECT",
+        "api_keys:SELECT",
+        "api_keys:UPDATE",
         "artifacts:SELECT",
         "batch_items:INSERT",
         "batch_items:SELECT",
@@ -180,6 +183,8 @@ async fn rls_is_enabled_with_the_policies_of_schema_md() {
         "conversations:INSERT",
         "conversations:SELECT",
         "conversations:UPDATE",
+        "credit_accounts:SELECT",
+        "credit_transactions:SELECT",
         "edge_cases:DELETE",
         "edge_cases:INSERT",
         "edge_cases:SELECT",
@@ -190,6 +195,11 @@ async fn rls_is_enabled_with_the_policies_of_schema_md() {
         "jobs:INSERT",
         "jobs:SELECT",
         "jobs:UPDATE",
+        "notification_preferences:SELECT",
+        "notification_preferences:UPDATE",
+        "notifications:DELETE",
+        "notifications:SELECT",
+        "notifications:UPDATE",
         "profiles:SELECT",
         "profiles:UPDATE",
         "projects:DELETE",
@@ -205,6 +215,7 @@ async fn rls_is_enabled_with_the_policies_of_schema_md() {
         "templates:INSERT",
         "templates:SELECT",
         "templates:UPDATE",
+        "usage_metrics:SELECT",
     ]
     .join(",");
     assert_eq!(policies, expected);

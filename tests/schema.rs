@@ -822,10 +822,10 @@ async fn sqlite_down_is_complete_and_up_again_is_identical() {
 
     let t = TestDb::sqlite().await;
     let first = schema(&t.owner).await;
-    // The eighteen tables, seaql_migrations and forge_migration_checksums.
+    // The twenty-five tables, seaql_migrations and forge_migration_checksums.
     assert_eq!(
         first.iter().filter(|s| s.starts_with("table ")).count(),
-        20,
+        27,
         "{first:#?}"
     );
     Migrator::reset(&t.owner).await.unwrap();

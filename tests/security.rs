@@ -3334,6 +3334,686 @@ async fn generation_service(s: &mut Suite) {
     .await;
 }
 
+/// The account tables, as Ada (SCHEMA.md "Accounts (seed 004)"): she reads her own rows
+/// of all seven (her keys without their hash), renames and revokes her keys (once), marks
+/// her notifications read and deletes them, changes her preferences; every other write is
+/// the service's (or the database's), and `anon` gets nothing.
+async fn accounts(s: &mut Suite) {
+    let own_account = format!("WHERE user_id = '{ADA}'");
+    // credit_accounts: every write is the service's, the balance the ledger's.
+    for (name, sql) in [
+        (
+            "credit_accounts: raise own balance",
+            format!("UPDATE public.credit_accounts SET balance = 1000000 {own_account}"),
+        ),
+        (
+            "credit_accounts: raise own balance and lifetime_granted together",
+            format!(
+                "UPDATE public.credit_accounts SET balance = balance + 1000,
+                   lifetime_granted = lifetime_granted + 1000 {own_account}"
+            ),
+        ),
+        (
+            "credit_accounts: move own account to another user",
+            format!("UPDATE public.credit_accounts SET user_id = '{BOB}' {own_account}"),
+        ),
+        (
+            "credit_accounts: rewrite own account's id",
+            format!("UPDATE public.credit_accounts SET id = '{NEW_ID}' {own_account}"),
+        ),
+        (
+            "credit_accounts: delete own account",
+            format!("DELETE FROM public.credit_accounts {own_account}"),
+        ),
+        (
+            "credit_accounts: open an account for a user without one",
+            insert("credit_accounts", &row([("user_id", lit(DAVE))])),
+        ),
+        (
+            "credit_accounts: open an account with a balance",
+            insert(
+                "credit_accounts",
+                &row([("user_id", lit(DAVE)), ("balance", "1000000".to_owned())]),
+            ),
+        ),
+        (
+            "credit_accounts: raise another user's balance",
+            format!("UPDATE public.credit_accounts SET balance = 0 WHERE user_id = '{BOB}'"),
+        ),
+    ] {
+        s.attack(name, ADA_JWT, sql, Expect::Refusal).await;
+    }
+
+    // credit_transactions: the ledger is the service's, and append-only.
+    for (name, sql) in [
+        (
+            "credit_transactions: grant oneself credits",
+            insert("credit_transactions", &ledger_row(ADA, "grant", 1000)),
+        ),
+        (
+            "credit_transactions: a refund to oneself",
+            insert("credit_transactions", &ledger_row(ADA, "refund", 30)),
+        ),
+        (
+            "credit_transactions: spend another user's credits",
+            insert("credit_transactions", &ledger_row(BOB, "spend", -10)),
+        ),
+        (
+            "credit_transactions: rewrite an own spend's amount",
+            format!("UPDATE public.credit_transactions SET amount = -1 WHERE id = '{TX_ADA}'"),
+        ),
+        (
+            "credit_transactions: turn an own spend into a purchase",
+            format!(
+                "UPDATE public.credit_transactions SET kind = 'purchase', amount = 30 WHERE id = '{TX_ADA}'"
+            ),
+        ),
+        (
+            "credit_transactions: delete an own spend",
+            format!("DELETE FROM public.credit_transactions WHERE id = '{TX_ADA}'"),
+        ),
+        (
+            "credit_transactions: delete another user's row",
+            format!("DELETE FROM public.credit_transactions WHERE id = '{TX_BOB}'"),
+        ),
+    ] {
+        s.attack(name, ADA_JWT, sql, Expect::Refusal).await;
+    }
+
+    // api_keys: users rename and revoke their own keys; the rest is the service's.
+    let key = |set: &str, id: &str| format!("UPDATE public.api_keys SET {set} WHERE id = '{id}'");
+    s.attack(
+        "api_keys: create an own key",
+        ADA_JWT,
+        insert("api_keys", &key_row(ADA, "fk_self_made")),
+        Expect::Denied,
+    )
+    .await;
+    for (name, set) in [
+        ("api_keys: replace own key_hash", "key_hash = 'hash-known'"),
+        (
+            "api_keys: replace own key_prefix",
+            "key_prefix = 'fk_vanity'",
+        ),
+        (
+            "api_keys: widen own scopes",
+            r#"scopes = '["admin"]'::jsonb"#,
+        ),
+        ("api_keys: set own last_used_at", "last_used_at = now()"),
+        (
+            "api_keys: extend own expires_at",
+            "expires_at = now() + interval '100 years'",
+        ),
+        (
+            "api_keys: move own key to another user",
+            &format!("user_id = '{BOB}'"),
+        ),
+        (
+            "api_keys: rewrite own key's id",
+            &format!("id = '{NEW_ID}'"),
+        ),
+        (
+            "api_keys: backdate own created_at",
+            "created_at = now() - interval '1 year'",
+        ),
+    ] {
+        s.attack(name, ADA_JWT, key(set, K_ADA), Expect::Denied)
+            .await;
+    }
+    for (name, sql) in [
+        (
+            "api_keys: un-revoke an own revoked key",
+            key("revoked_at = NULL", K_ADA_REVOKED),
+        ),
+        (
+            "api_keys: change an own key's revoked_at once set",
+            key("revoked_at = now() + interval '1 year'", K_ADA_REVOKED),
+        ),
+        (
+            "api_keys: rename an own key to blank",
+            key("name = '   '", K_ADA),
+        ),
+        (
+            "api_keys: rename an own key to 101 characters",
+            key(&format!("name = '{}'", "k".repeat(101)), K_ADA),
+        ),
+        (
+            "api_keys: rename another user's key",
+            key("name = 'pwned'", K_BOB),
+        ),
+        (
+            "api_keys: revoke another user's key",
+            key("revoked_at = now()", K_BOB),
+        ),
+        (
+            "api_keys: delete an own key",
+            format!("DELETE FROM public.api_keys WHERE id = '{K_ADA}'"),
+        ),
+    ] {
+        s.attack(name, ADA_JWT, sql, Expect::Refusal).await;
+    }
+    for (name, sql) in [
+        (
+            "api_keys: SELECT own key_hash",
+            format!("SELECT count(key_hash) FROM public.api_keys WHERE id = '{K_ADA}'"),
+        ),
+        (
+            "api_keys: SELECT * of own keys (key_hash included)",
+            format!(
+                "SELECT count(*) FROM (SELECT * FROM public.api_keys WHERE user_id = '{ADA}') k"
+            ),
+        ),
+        (
+            "api_keys: find an own key by its hash",
+            format!(
+                "SELECT count(*) FROM public.api_keys WHERE user_id = '{ADA}' AND key_hash = 'hash-ada-1'"
+            ),
+        ),
+    ] {
+        s.invisible(name, ADA_JWT, sql).await;
+    }
+
+    // notifications: users mark read and delete their own; INSERT is the service's.
+    let note =
+        |set: &str, id: &str| format!("UPDATE public.notifications SET {set} WHERE id = '{id}'");
+    for (name, sql, expect) in [
+        (
+            "notifications: insert one for oneself",
+            insert("notifications", &notification_row(ADA)),
+            Expect::Denied,
+        ),
+        (
+            "notifications: rewrite an own notification's body",
+            note("body = 'forged'", N_ADA),
+            Expect::Denied,
+        ),
+        (
+            "notifications: change an own notification's type",
+            note("type = 'credits_low'", N_ADA),
+            Expect::Denied,
+        ),
+        (
+            "notifications: move an own notification to another user",
+            note(&format!("user_id = '{BOB}'"), N_ADA),
+            Expect::Denied,
+        ),
+        (
+            "notifications: mark another user's notification read",
+            note("read_at = now()", N_BOB),
+            Expect::Refusal,
+        ),
+        (
+            "notifications: delete another user's notification",
+            format!("DELETE FROM public.notifications WHERE id = '{N_BOB}'"),
+            Expect::Refusal,
+        ),
+    ] {
+        s.attack(name, ADA_JWT, sql, expect).await;
+    }
+
+    // notification_preferences: users change their own channels and muted types.
+    let prefs = |set: &str, user: &str| {
+        format!("UPDATE public.notification_preferences SET {set} WHERE user_id = '{user}'")
+    };
+    for (name, sql, expect) in [
+        (
+            "notification_preferences: insert a row for a user without one",
+            insert("notification_preferences", &row([("user_id", lit(DAVE))])),
+            Expect::Denied,
+        ),
+        (
+            "notification_preferences: delete own row",
+            format!("DELETE FROM public.notification_preferences WHERE user_id = '{ADA}'"),
+            Expect::Denied,
+        ),
+        (
+            "notification_preferences: move own row to another user",
+            prefs(&format!("user_id = '{DAVE}'"), ADA),
+            Expect::Denied,
+        ),
+        (
+            "notification_preferences: mute an unknown type",
+            prefs(r#"muted_types = '["promo"]'"#, ADA),
+            Expect::Check,
+        ),
+        (
+            "notification_preferences: change another user's",
+            prefs("email_enabled = false", BOB),
+            Expect::Refusal,
+        ),
+    ] {
+        s.attack(name, ADA_JWT, sql, expect).await;
+    }
+
+    // usage_metrics and activity_logs: the database's (and the service's), read-only for
+    // users.
+    for (name, sql) in [
+        (
+            "usage_metrics: insert own counters",
+            insert(
+                "usage_metrics",
+                &row([
+                    ("user_id", lit(ADA)),
+                    ("day", "current_date - 30".to_owned()),
+                    ("credits_spent", "0".to_owned()),
+                ]),
+            ),
+        ),
+        (
+            "usage_metrics: reset own credits_spent",
+            format!("UPDATE public.usage_metrics SET credits_spent = 0 WHERE user_id = '{ADA}'"),
+        ),
+        (
+            "usage_metrics: delete own counters",
+            format!("DELETE FROM public.usage_metrics WHERE user_id = '{ADA}'"),
+        ),
+        (
+            "activity_logs: forge an own entry",
+            insert(
+                "activity_logs",
+                &row([("user_id", lit(ADA)), ("action", lit("project.created"))]),
+            ),
+        ),
+        (
+            "activity_logs: rewrite an own entry",
+            format!("UPDATE public.activity_logs SET action = 'nothing' WHERE user_id = '{ADA}'"),
+        ),
+        (
+            "activity_logs: delete own entries",
+            format!("DELETE FROM public.activity_logs WHERE user_id = '{ADA}'"),
+        ),
+    ] {
+        s.attack(name, ADA_JWT, sql, Expect::Denied).await;
+    }
+
+    // anon: no write at all (SELECT, INSERT and TRUNCATE are in `anon`).
+    for (name, sql) in [
+        (
+            "api_keys: anon revokes a key",
+            key("revoked_at = now()", K_ADA),
+        ),
+        ("api_keys: anon renames a key", key("name = 'anon'", K_ADA)),
+        (
+            "notifications: anon marks a notification read",
+            note("read_at = now()", N_ADA),
+        ),
+        (
+            "notifications: anon deletes a notification",
+            format!("DELETE FROM public.notifications WHERE id = '{N_ADA}'"),
+        ),
+        (
+            "notification_preferences: anon mutes everything",
+            prefs(r#"muted_types = '["system"]'"#, ADA),
+        ),
+        (
+            "credit_accounts: anon raises a balance",
+            format!("UPDATE public.credit_accounts SET balance = 1000000 {own_account}"),
+        ),
+        (
+            "credit_transactions: anon deletes a ledger row",
+            format!("DELETE FROM public.credit_transactions WHERE id = '{TX_ADA}'"),
+        ),
+        (
+            "activity_logs: anon deletes the log",
+            "DELETE FROM public.activity_logs".to_owned(),
+        ),
+    ] {
+        s.attack(name, Who::Anon, sql, Expect::Refusal).await;
+    }
+
+    // Reads: exactly one's own rows (the superuser's count of them), none of Bob's.
+    for table in [
+        "credit_accounts",
+        "credit_transactions",
+        "api_keys",
+        "notifications",
+        "notification_preferences",
+        "usage_metrics",
+        "activity_logs",
+    ] {
+        let own = format!("SELECT count(*) FROM public.{table} WHERE user_id = '{ADA}'");
+        let expected = s
+            .count_as(Who::Superuser, &own)
+            .await
+            .unwrap_or_else(|e| panic!("[{}] count {table}: {e}", s.setup));
+        s.visible(
+            &format!("allowed: {table}: SELECT own rows"),
+            ADA_JWT,
+            format!("SELECT count(*) FROM public.{table}"),
+            expected,
+        )
+        .await;
+        s.invisible(
+            &format!("{table}: SELECT another user's rows"),
+            ADA_JWT,
+            format!("SELECT count(*) FROM public.{table} WHERE user_id = '{BOB}'"),
+        )
+        .await;
+    }
+    s.visible(
+        "allowed: api_keys: SELECT every column but key_hash",
+        ADA_JWT,
+        "SELECT count(*) FROM (SELECT id, user_id, name, key_prefix, scopes, last_used_at,
+           expires_at, revoked_at, created_at, updated_at FROM public.api_keys) k",
+        2,
+    )
+    .await;
+
+    // What Ada may write.
+    s.allowed(
+        "allowed: api_keys: rename an own key",
+        ADA_JWT,
+        &[(key("name = 'Work laptop'", K_ADA), 1)],
+        &[(
+            format!("SELECT name FROM public.api_keys WHERE id = '{K_ADA}'"),
+            "Work laptop",
+        )],
+    )
+    .await;
+    s.allowed(
+        "allowed: api_keys: revoke an own key (once; the log says so)",
+        ADA_JWT,
+        &[(key("revoked_at = now()", K_ADA), 1)],
+        &[
+            (
+                format!(
+                    "SELECT (revoked_at IS NOT NULL)::text FROM public.api_keys WHERE id = '{K_ADA}'"
+                ),
+                "true",
+            ),
+            (
+                format!(
+                    "SELECT count(*)::text FROM public.activity_logs
+                     WHERE action = 'api_key.revoked' AND entity_id = '{K_ADA}'"
+                ),
+                "1",
+            ),
+        ],
+    )
+    .await;
+    s.allowed(
+        "allowed: api_keys: rename an own revoked key",
+        ADA_JWT,
+        &[(key("name = 'Gone'", K_ADA_REVOKED), 1)],
+        &[],
+    )
+    .await;
+    s.allowed(
+        "allowed: notifications: mark an own notification read",
+        ADA_JWT,
+        &[(note("read_at = now()", N_ADA), 1)],
+        &[(
+            format!(
+                "SELECT (read_at IS NOT NULL)::text FROM public.notifications WHERE id = '{N_ADA}'"
+            ),
+            "true",
+        )],
+    )
+    .await;
+    s.allowed(
+        "allowed: notifications: delete an own notification",
+        ADA_JWT,
+        &[(
+            format!("DELETE FROM public.notifications WHERE id = '{N_ADA}'"),
+            1,
+        )],
+        &[(
+            format!("SELECT count(*)::text FROM public.notifications WHERE user_id = '{ADA}'"),
+            "0",
+        )],
+    )
+    .await;
+    s.allowed(
+        "allowed: notification_preferences: update own channels and muted types",
+        ADA_JWT,
+        &[(
+            prefs(
+                r#"email_enabled = false, in_app_enabled = false, muted_types = '["system", "credits_low"]'"#,
+                ADA,
+            ),
+            1,
+        )],
+        &[(
+            format!(
+                "SELECT email_enabled || '/' || in_app_enabled || '/' || muted_types::text
+                 FROM public.notification_preferences WHERE user_id = '{ADA}'"
+            ),
+            r#"false/false/["system", "credits_low"]"#,
+        )],
+    )
+    .await;
+    // What Ada's allowed actions make the database write for her.
+    s.allowed(
+        "allowed: coding_sessions: a session start counts in usage and the log",
+        ADA_JWT,
+        &[(insert("coding_sessions", &session_row(ADA, P_ADA)), 1)],
+        &[
+            (
+                format!(
+                    "SELECT sum(sessions_started)::text FROM public.usage_metrics WHERE user_id = '{ADA}'"
+                ),
+                "4",
+            ),
+            (
+                format!(
+                    "SELECT count(*)::text FROM public.activity_logs
+                     WHERE user_id = '{ADA}' AND action = 'session.started'"
+                ),
+                "4",
+            ),
+        ],
+    )
+    .await;
+}
+
+/// The service (`service_role`, no row-level security) writes what the contract gives it
+/// on the account tables; the ledger, the balances, the key rules and the logs hold for it
+/// too.
+async fn accounts_service(s: &mut Suite) {
+    let svc = Who::Service;
+    for (name, sql) in [
+        (
+            "service_role: set a balance directly",
+            format!("UPDATE public.credit_accounts SET balance = 1000000 WHERE user_id = '{ADA}'"),
+        ),
+        (
+            "service_role: set balance and lifetime_granted consistently",
+            format!(
+                "UPDATE public.credit_accounts SET balance = balance + 5,
+                   lifetime_granted = lifetime_granted + 5 WHERE user_id = '{ADA}'"
+            ),
+        ),
+        (
+            "service_role: move an account to another user",
+            format!("UPDATE public.credit_accounts SET user_id = '{DAVE}' WHERE user_id = '{ADA}'"),
+        ),
+        (
+            "service_role: open an account with a balance",
+            insert(
+                "credit_accounts",
+                &row([
+                    ("user_id", lit(DAVE)),
+                    ("balance", "50".to_owned()),
+                    ("lifetime_granted", "50".to_owned()),
+                ]),
+            ),
+        ),
+        (
+            "service_role: a spend past the balance",
+            insert("credit_transactions", &ledger_row(ADA, "spend", -71)),
+        ),
+        (
+            "service_role: a spend with a positive amount",
+            insert("credit_transactions", &ledger_row(ADA, "spend", 10)),
+        ),
+        (
+            "service_role: a ledger row for another user's account",
+            insert(
+                "credit_transactions",
+                &with(ledger_row(ADA, "grant", 10), "user_id", lit(BOB)),
+            ),
+        ),
+        (
+            "service_role: a retried spend (same idempotency key)",
+            insert(
+                "credit_transactions",
+                &with(
+                    ledger_row(ADA, "spend", -1),
+                    "idempotency_key",
+                    lit("fixture-spend"),
+                ),
+            ),
+        ),
+        (
+            "service_role: a retried spend under ON CONFLICT DO NOTHING",
+            format!(
+                "{} ON CONFLICT DO NOTHING",
+                insert(
+                    "credit_transactions",
+                    &with(
+                        ledger_row(ADA, "spend", -1),
+                        "idempotency_key",
+                        lit("fixture-spend")
+                    ),
+                )
+            ),
+        ),
+        (
+            "service_role: rewrite a ledger row",
+            format!("UPDATE public.credit_transactions SET amount = -1 WHERE id = '{TX_ADA}'"),
+        ),
+        (
+            "service_role: delete a ledger row",
+            format!("DELETE FROM public.credit_transactions WHERE id = '{TX_ADA}'"),
+        ),
+        (
+            "service_role: rewrite the activity log",
+            format!("UPDATE public.activity_logs SET action = 'x' WHERE user_id = '{ADA}'"),
+        ),
+        (
+            "service_role: delete the activity log",
+            format!("DELETE FROM public.activity_logs WHERE user_id = '{ADA}'"),
+        ),
+        (
+            "service_role: an 11th unrevoked key",
+            insert("api_keys", &key_row(CAROL, "fk_carol_11")),
+        ),
+        (
+            "service_role: un-revoke a key",
+            format!("UPDATE public.api_keys SET revoked_at = NULL WHERE id = '{K_ADA_REVOKED}'"),
+        ),
+        (
+            "service_role: a usage counter below zero",
+            format!("UPDATE public.usage_metrics SET tokens = -1 WHERE user_id = '{ADA}'"),
+        ),
+        (
+            "service_role: a notification of an unknown type",
+            insert(
+                "notifications",
+                &with(notification_row(ADA), "type", lit("promo")),
+            ),
+        ),
+    ] {
+        s.attack(name, svc, sql, Expect::Error).await;
+    }
+
+    let account = |user: &str| {
+        format!(
+            "SELECT balance || '/' || lifetime_granted || '/' || lifetime_spent
+             FROM public.credit_accounts WHERE user_id = '{user}'"
+        )
+    };
+    s.allowed(
+        "allowed: service_role: a spend moves the balance (credits_low when it crosses 10)",
+        svc,
+        &[(
+            insert(
+                "credit_transactions",
+                &with(ledger_row(ADA, "spend", -65), "idempotency_key", lit("run-1")),
+            ),
+            1,
+        )],
+        &[
+            (account(ADA), "5/100/95"),
+            (
+                "SELECT balance_after::text FROM public.credit_transactions WHERE idempotency_key = 'run-1'"
+                    .to_owned(),
+                "5",
+            ),
+            (
+                format!(
+                    "SELECT count(*)::text FROM public.notifications
+                     WHERE user_id = '{ADA}' AND type = 'credits_low'"
+                ),
+                "1",
+            ),
+            (
+                format!(
+                    "SELECT sum(credits_spent)::text FROM public.usage_metrics WHERE user_id = '{ADA}'"
+                ),
+                "95",
+            ),
+        ],
+    )
+    .await;
+    s.allowed(
+        "allowed: service_role: key_hash and last_used_at",
+        svc,
+        &[(
+            format!(
+                "UPDATE public.api_keys SET key_hash = 'hash-rotated', last_used_at = now()
+                 WHERE id = '{K_ADA}'"
+            ),
+            1,
+        )],
+        &[],
+    )
+    .await;
+    s.allowed(
+        "allowed: service_role: delete preferences",
+        svc,
+        &[(
+            format!("DELETE FROM public.notification_preferences WHERE user_id = '{ADA}'"),
+            1,
+        )],
+        &[],
+    )
+    .await;
+    s.allowed(
+        "allowed: service_role: delete an account (its ledger goes with it)",
+        svc,
+        &[(
+            format!("DELETE FROM public.credit_accounts WHERE user_id = '{BOB}'"),
+            1,
+        )],
+        &[(
+            format!(
+                "SELECT count(*)::text FROM public.credit_transactions WHERE user_id = '{BOB}'"
+            ),
+            "0",
+        )],
+    )
+    .await;
+    s.allowed(
+        "allowed: service_role: delete a profile (its account rows go with it)",
+        svc,
+        &[(format!("DELETE FROM public.profiles WHERE id = '{BOB}'"), 1)],
+        &[(
+            format!(
+                "SELECT ((SELECT count(*) FROM public.credit_accounts WHERE user_id = '{BOB}')
+                       + (SELECT count(*) FROM public.credit_transactions WHERE user_id = '{BOB}')
+                       + (SELECT count(*) FROM public.api_keys WHERE user_id = '{BOB}')
+                       + (SELECT count(*) FROM public.notifications WHERE user_id = '{BOB}')
+                       + (SELECT count(*) FROM public.notification_preferences WHERE user_id = '{BOB}')
+                       + (SELECT count(*) FROM public.usage_metrics WHERE user_id = '{BOB}')
+                       + (SELECT count(*) FROM public.activity_logs WHERE user_id = '{BOB}'))::text"
+            ),
+            "0",
+        )],
+    )
+    .await;
+}
+
 async fn reads(s: &mut Suite) {
     for (table, own, theirs, own_count) in [
         (

@@ -57,7 +57,7 @@
 //!
 //! | message | when |
 //! |---|---|
-//! | `forge:limit:credits:<balance>` | a ledger row would take the balance below zero (the number is the balance it had) |
+//! | `forge:limit:credits[:<balance>]` | a ledger row would take the balance below zero (PostgreSQL adds the balance it had; SQLite's `RAISE` takes only a literal) |
 //! | `forge:not_found:credit account[:<id>]` | a ledger row names no account (PostgreSQL adds the id) |
 //! | `forge:conflict:user_id … the credit account …` | a ledger row's `user_id` is not its account's user |
 //! | `forge:invariant:a credit balance moves only through the ledger (credit_transactions)` | `balance` / `lifetime_*` written directly |
@@ -137,9 +137,14 @@ const NOTIFICATION_TYPES: &[&str] = &[
     "system",
 ];
 
-/// SQLite: a new random (version 4) UUID as the 16 bytes SeaORM stores, evaluated per row.
-const SQLITE_NEW_UUID: &str = "unhex(hex(randomblob(6)) || '4' || substr(hex(randomblob(2)), 2) \
-     || substr('89ab', (random() & 3) + 1, 1) || substr(hex(randomblob(8)), 2))";
+/// SQLite: a new random (version 4, RFC 4122 variant) UUID as the 16-byte BLOB SeaORM
+/// stores, evaluated per row. Built from `randomblob` and `char` (byte 6 is `0x4_`, byte 8
+/// the second byte of the UTF-8 encoding of U+0080…U+00BF, `0x80`–`0xBF`) rather than
+/// `unhex`, which SQLite has only since 3.41: a database Forge migrated stays usable with
+/// the older `sqlite3` shells and tools that still ship.
+const SQLITE_NEW_UUID: &str = "CAST(randomblob(6) || CAST(char(64 + (random() & 15)) AS BLOB) \
+     || randomblob(1) || substr(CAST(char(128 + (random() & 63)) AS BLOB), 2, 1) \
+     || randomblob(7) AS BLOB)";
 
 /// Creates the account tables with their rules.
 #[derive(DeriveMigrationName)]
@@ -404,6 +409,40 @@ mod tests {
         }
         assert!(postgres_up().contains("'forge:limit:api keys:10'"));
         assert!(postgres_up().contains("before >= 10 AND after < 10"));
+    }
+
+    /// Every `RAISE` of SQLite's triggers takes a string literal: an expression there
+    /// (allowed since SQLite 3.47) makes the whole schema unreadable for older SQLite.
+    #[test]
+    fn sqlite_raises_only_literal_messages() {
+        let up = sqlite_up();
+        let mut raises = 0;
+        for (at, _) in up.match_indices("RAISE(ABORT, ") {
+            raises += 1;
+            let rest = &up[at + "RAISE(ABORT, ".len()..];
+            let snippet: String = rest.chars().take(60).collect();
+            assert!(rest.starts_with('\''), "{snippet}");
+            // The literal ends at a quote not followed by another (an escaped quote).
+            let body = &rest[1..];
+            let mut end = None;
+            let bytes = body.as_bytes();
+            let mut i = 0;
+            while i < bytes.len() {
+                if bytes[i] == b'\'' {
+                    if bytes.get(i + 1) == Some(&b'\'') {
+                        i += 2;
+                        continue;
+                    }
+                    end = Some(i);
+                    break;
+                }
+                i += 1;
+            }
+            let end = end.expect("a closed literal");
+            assert!(body[end + 1..].starts_with(')'), "not a literal: {snippet}");
+        }
+        assert!(raises > 15, "{raises}");
+        assert!(!up.contains("unhex("), "unhex needs SQLite 3.41");
     }
 
     #[test]

@@ -355,7 +355,8 @@ is at most 64 KiB (a `CHECK` per JSON column).
   account, the 100-credit `signup_bonus` (through the ledger) and its notification
   preferences, in the same transaction.
 - `credit_transactions_apply`: a ledger row moves its account's balance (never below zero:
-  `forge:limit:credits:<balance>`; the account row is locked, so concurrent spends queue),
+  `forge:limit:credits:<balance>`, on SQLite without the balance; the account row is
+  locked, so concurrent spends queue),
   records `balance_after`, refuses a retried id or idempotency key with the unique
   violation before anything moves, counts `credits_spent`, and notifies `credits_low` when
   a spend crosses 10 credits. `credit_accounts_guard`: an account starts at zero, keeps its

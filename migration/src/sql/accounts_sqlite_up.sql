@@ -57,7 +57,8 @@ END;
 
 -- credit_transactions: refused before the row goes in: an account that does not exist, a
 -- user_id that is not the account's, a row that would take the balance below zero
--- (forge:limit:credits:<the balance>). A row whose amount does not fit its kind is left to
+-- (forge:limit:credits; RAISE takes only a literal in the SQLite versions other tools
+-- still ship, so unlike PostgreSQL's the message cannot carry the balance). A row whose amount does not fit its kind is left to
 -- the CHECK, and a retry (its id or (account_id, idempotency_key) taken) to the unique
 -- index, which refuses it (or lets ON CONFLICT DO NOTHING skip it: then nothing moves,
 -- the AFTER trigger runs only for rows that went in).
@@ -74,7 +75,7 @@ BEGIN
                   WHERE t.id = NEW.id
                      OR (t.account_id = NEW.account_id AND t.idempotency_key = NEW.idempotency_key))
       THEN NULL
-    WHEN a.balance + NEW.amount < 0 THEN RAISE(ABORT, 'forge:limit:credits:' || a.balance)
+    WHEN a.balance + NEW.amount < 0 THEN RAISE(ABORT, 'forge:limit:credits')
   END
   FROM (SELECT 1) LEFT JOIN credit_accounts a ON a.id = NEW.account_id;
 END;
@@ -135,11 +136,17 @@ END;
 
 -- api_keys: a key is revoked once (revoked_at goes from NULL to a value and then never
 -- changes), at most {max_api_keys} unrevoked keys per user, and scopes are strings.
-CREATE TRIGGER api_keys_revoked_once BEFORE UPDATE OF revoked_at ON api_keys
-WHEN OLD.revoked_at IS NOT NULL AND NEW.revoked_at IS NOT OLD.revoked_at
+CREATE TRIGGER api_keys_never_unrevoked BEFORE UPDATE OF revoked_at ON api_keys
+WHEN OLD.revoked_at IS NOT NULL AND NEW.revoked_at IS NULL
 BEGIN
-  SELECT RAISE(ABORT, 'forge:transition:api key:revoked:'
-                      || CASE WHEN NEW.revoked_at IS NULL THEN 'active' ELSE 'revoked' END);
+  SELECT RAISE(ABORT, 'forge:transition:api key:revoked:active');
+END;
+
+CREATE TRIGGER api_keys_revoked_once BEFORE UPDATE OF revoked_at ON api_keys
+WHEN OLD.revoked_at IS NOT NULL AND NEW.revoked_at IS NOT NULL
+ AND NEW.revoked_at IS NOT OLD.revoked_at
+BEGIN
+  SELECT RAISE(ABORT, 'forge:transition:api key:revoked:revoked');
 END;
 
 CREATE TRIGGER api_keys_limit_insert BEFORE INSERT ON api_keys
