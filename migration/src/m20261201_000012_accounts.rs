@@ -85,7 +85,7 @@
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::sea_orm::DbBackend;
 
-use crate::schema::{SQLITE_NOW, TableDef, drop_tables};
+use crate::schema::{SQLITE_NOW_EXACT, TableDef, drop_tables};
 
 /// A `spend` that takes a balance from at least this many credits to fewer inserts a
 /// `credits_low` notification.
@@ -174,7 +174,7 @@ fn postgres_up() -> String {
 /// SQLite's triggers and upgrade, then the JSON caps.
 fn sqlite_up() -> String {
     let mut sql = fill(include_str!("sql/accounts_sqlite_up.sql"))
-        .replace("{now}", SQLITE_NOW)
+        .replace("{now}", SQLITE_NOW_EXACT)
         .replace("{today}", "date('now')")
         .replace("{uuid}", SQLITE_NEW_UUID)
         .replace("{notification_types}", &sql_list(NOTIFICATION_TYPES));
@@ -225,6 +225,7 @@ impl MigrationTrait for Migration {
         };
 
         TableDef::new(backend, "credit_accounts")
+            .exact_now()
             .uuid("user_id")
             .big_integer_default("balance", 0)
             .big_integer_default("lifetime_granted", 0)
@@ -243,6 +244,7 @@ impl MigrationTrait for Migration {
             .await?;
 
         TableDef::new(backend, "credit_transactions")
+            .exact_now()
             .uuid("account_id")
             .uuid("user_id")
             .big_integer("amount")
@@ -272,6 +274,7 @@ impl MigrationTrait for Migration {
             .await?;
 
         TableDef::new(backend, "api_keys")
+            .exact_now()
             .uuid("user_id")
             .text("name")
             .text("key_prefix")
@@ -294,6 +297,7 @@ impl MigrationTrait for Migration {
             .await?;
 
         TableDef::new(backend, "notifications")
+            .exact_now()
             .uuid("user_id")
             .text("type")
             .text("title")
@@ -312,6 +316,7 @@ impl MigrationTrait for Migration {
             .await?;
 
         TableDef::with_uuid_key(backend, "notification_preferences", "user_id")
+            .exact_now()
             .boolean_default("email_enabled", true)
             .boolean_default("in_app_enabled", true)
             .jsonb_default("muted_types", "[]")
@@ -322,6 +327,7 @@ impl MigrationTrait for Migration {
             .await?;
 
         let mut usage = TableDef::new(backend, "usage_metrics");
+        usage.exact_now();
         usage
             .uuid("user_id")
             .date("day")
@@ -345,6 +351,7 @@ impl MigrationTrait for Migration {
         usage.create(manager).await?;
 
         TableDef::new(backend, "activity_logs")
+            .exact_now()
             .uuid("user_id")
             .text("action")
             .text_null("entity_type")

@@ -24,7 +24,9 @@
 use forge_entity::credit_accounts;
 use forge_entity::credit_transactions::{self, CreditKind};
 use forge_entity::ids::{CreditTransactionId, ProfileId};
-use sea_orm::{ColumnTrait, DbBackend, FromQueryResult, QueryFilter, Select, Statement};
+use sea_orm::{
+    ColumnTrait, DbBackend, EntityTrait, FromQueryResult, QueryFilter, Select, Statement,
+};
 use serde_json::Value as Json;
 
 use crate::actor::{Access, Actor, Connection};
@@ -367,11 +369,26 @@ where
         }
     }
     match err {
-        // The database names the balance; the amount is this call's.
-        ForgeError::InsufficientCredits { balance, .. } => Err(ForgeError::InsufficientCredits {
-            balance,
-            wanted: entry.amount.abs(),
-        }),
+        // PostgreSQL's trigger names the balance; SQLite's cannot (its messages are fixed),
+        // so read it. The amount is this call's.
+        ForgeError::InsufficientCredits { balance, .. } => {
+            let balance = if balance < 0 {
+                scoped::one(
+                    db,
+                    Actor::Service,
+                    credit_accounts::Entity::find()
+                        .filter(credit_accounts::Column::UserId.eq(entry.user)),
+                )
+                .await?
+                .map_or(balance, |account| account.balance)
+            } else {
+                balance
+            };
+            Err(ForgeError::InsufficientCredits {
+                balance,
+                wanted: entry.amount.abs(),
+            })
+        }
         err => Err(err),
     }
 }
