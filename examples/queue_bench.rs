@@ -1,19 +1,28 @@
 //! How fast the coding-jobs queue drains on PostgreSQL: Forge's `jobs::claim` /
-//! `claim_many` + `jobs::complete` against a hand-written SQL baseline (the bare
-//! `FOR UPDATE SKIP LOCKED` CTE + `UPDATE`, and a bare guarded completing `UPDATE`, through
-//! sqlx on the same pool), for 1, 4 and 16 workers, in the same run.
+//! `claim_many` + `jobs::complete` (or `jobs::complete_many`) against a hand-written SQL
+//! baseline (the bare `FOR UPDATE SKIP LOCKED` CTE + `UPDATE`, and a bare guarded
+//! completing `UPDATE`, through sqlx on the same pool), for 1, 4 and 16 workers, in the
+//! same run.
 //!
 //! ```sh
 //! scripts/with-postgres.sh cargo run --release --example queue_bench
 //! DATABASE_URL=postgres://user:pass@host/db cargo run --release --example queue_bench
-//! QUEUE_BENCH_JOBS=20000 QUEUE_BENCH_WORKERS=1,4,16 scripts/with-postgres.sh cargo run --release --example queue_bench
+//! QUEUE_BENCH_JOBS=20000 QUEUE_BENCH_WORKERS=1,4,16 QUEUE_BENCH_ROUNDS=5 scripts/with-postgres.sh cargo run --release --example queue_bench
 //! ```
 //!
 //! It creates a scratch database `forge_bench_<random>` next to the one in `DATABASE_URL`
-//! (so the role needs `CREATEDB`), migrates it, and drops it at the end. Each row enqueues
+//! (so the role needs `CREATEDB`), migrates it, and drops it at the end. Each run enqueues
 //! `QUEUE_BENCH_JOBS` jobs (default 5,000), lets the workers claim and complete until the
 //! queue is empty, and checks the outcome by counting: `double_claims` (a job handed out
 //! more than once) and `lost` (jobs not completed) must both be 0.
+//!
+//! The rows to watch: `Forge claim + complete` (one job per call) against the baseline,
+//! and `Forge claim_many(10) + complete_many` (two statements per ten jobs).
+//!
+//! Every mode runs `QUEUE_BENCH_ROUNDS` times (default 3), the modes taking turns within a
+//! round, and each row shows the median: of jobs/s, and of the ratio to the baseline run of
+//! the same round (`vs SQL`), so that a build or a vacuum elsewhere on the machine skews
+//! one round of every mode rather than every round of one.
 
 use forge_db::entity::ids::{JobId, SessionId};
 use std::collections::HashSet;
@@ -59,15 +68,26 @@ UPDATE coding_jobs
        updated_at = now()
  WHERE id = $1 AND status = 'processing' AND locked_by = $2";
 
+/// The baseline completion of a batch (every result the same, so one parameter).
+const SQL_COMPLETE_MANY: &str = "\
+UPDATE coding_jobs
+   SET status = 'completed', result = $3, completed_at = now(), locked_until = NULL,
+       updated_at = now()
+ WHERE id = ANY($1) AND status = 'processing' AND locked_by = $2";
+
 /// Who claims, and how many at a time.
 #[derive(Clone, Copy, Debug)]
 enum Mode {
-    /// The baseline with `LIMIT $1`, bound.
+    /// The baseline with `LIMIT $1`, bound, completing one job at a time.
     Sql(i64),
     /// The baseline with the limit written into the SQL text (as Forge does).
     SqlText(i64),
-    /// Forge's `claim` (1) or `claim_many(n)`.
+    /// The baseline with `LIMIT $1`, completing the claimed jobs in one `UPDATE`.
+    SqlBatch(i64),
+    /// Forge's `claim` (1) or `claim_many(n)`, then `complete` for each job.
     Forge(u64),
+    /// Forge's `claim_many(n)`, then one `complete_many`.
+    ForgeBatch(u64),
 }
 
 impl Mode {
@@ -75,17 +95,43 @@ impl Mode {
         match self {
             Self::Sql(n) => format!("SQL, LIMIT $1 = {n}"),
             Self::SqlText(n) => format!("SQL, LIMIT {n} in text"),
-            Self::Forge(1) => "Forge claim".to_owned(),
-            Self::Forge(n) => format!("Forge claim_many({n})"),
+            Self::SqlBatch(n) => format!("SQL, LIMIT $1 = {n}, batch UPDATE"),
+            Self::Forge(1) => "Forge claim + complete".to_owned(),
+            Self::Forge(n) => format!("Forge claim_many({n}) + complete"),
+            Self::ForgeBatch(n) => format!("Forge claim_many({n}) + complete_many"),
         }
     }
 }
+
+/// The modes of every row, in the order they take turns; the first is the baseline.
+const MODES: [Mode; 9] = [
+    Mode::Sql(1),
+    Mode::Forge(1),
+    Mode::SqlText(1),
+    Mode::Forge(10),
+    Mode::Sql(10),
+    Mode::SqlBatch(10),
+    Mode::ForgeBatch(10),
+    Mode::Forge(50),
+    Mode::ForgeBatch(50),
+];
 
 /// One measured run.
 struct Outcome {
     jobs_per_s: f64,
     double_claims: usize,
     lost: u64,
+}
+
+/// The median of `values` (not empty).
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    if values.len().is_multiple_of(2) {
+        (values[mid - 1] + values[mid]) / 2.0
+    } else {
+        values[mid]
+    }
 }
 
 #[tokio::main]
@@ -119,16 +165,18 @@ async fn run() -> Result<(), BoxError> {
         return Ok(());
     }
     let n: usize = env_or("QUEUE_BENCH_JOBS", 5000)?;
+    let rounds: usize = env_or("QUEUE_BENCH_ROUNDS", 3)?.max(1);
     let workers: Vec<usize> = env_or("QUEUE_BENCH_WORKERS", "1,4,16".to_owned())?
         .split(',')
         .map(|w| w.trim().parse())
         .collect::<Result<_, _>>()?;
     let (admin, name, bench_url) = scratch_database(&url).await?;
     println!(
-        "queue_bench: {n} jobs per run on {} (scratch database {name})",
+        "queue_bench: {n} jobs per run, median of {rounds} rounds, on {} (scratch database \
+         {name})",
         redact_url(&url)
     );
-    let outcome = bench(&bench_url, n, &workers).await;
+    let outcome = bench(&bench_url, n, &workers, rounds).await;
     admin
         .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         .await?;
@@ -157,7 +205,12 @@ async fn scratch_database(url: &str) -> Result<(DatabaseConnection, String, Stri
     Ok((admin, name, bench_url))
 }
 
-async fn bench(url: &str, n: usize, worker_counts: &[usize]) -> Result<(), BoxError> {
+async fn bench(
+    url: &str,
+    n: usize,
+    worker_counts: &[usize],
+    rounds: usize,
+) -> Result<(), BoxError> {
     let mut options = ConnectOptions::new(url);
     options.max_connections(40).sqlx_logging(false);
     let db = Database::connect(options).await?;
@@ -166,39 +219,43 @@ async fn bench(url: &str, n: usize, worker_counts: &[usize]) -> Result<(), BoxEr
 
     println!();
     println!(
-        "{:>7}  {:<24} {:>9}  {:>8}  checks",
+        "{:>7}  {:<40} {:>9}  {:>8}  checks",
         "workers", "claims", "jobs/s", "vs SQL"
     );
     for &w in worker_counts {
-        let modes = [
-            Mode::Sql(1),
-            Mode::Forge(1),
-            Mode::SqlText(1),
-            Mode::Forge(10),
-            Mode::Sql(10),
-            Mode::Forge(50),
-        ];
-        let mut baseline = None;
-        for mode in modes {
-            let out = measure(&db, session, n, w, mode).await?;
-            let base = *baseline.get_or_insert(out.jobs_per_s);
-            println!(
-                "{w:>7}  {:<24} {:>9.0}  {:>7.2}x  double_claims={} lost={}",
-                mode.label(),
-                out.jobs_per_s,
-                out.jobs_per_s / base,
-                out.double_claims,
-                out.lost
-            );
-            if out.double_claims != 0 || out.lost != 0 {
-                return Err(format!(
-                    "{}: {} double claims, {} lost",
-                    mode.label(),
-                    out.double_claims,
-                    out.lost
-                )
-                .into());
+        // Per mode: jobs/s and the ratio to the same round's baseline, one per round.
+        let mut speeds = vec![Vec::with_capacity(rounds); MODES.len()];
+        let mut ratios = vec![Vec::with_capacity(rounds); MODES.len()];
+        let (mut double_claims, mut lost) = (vec![0; MODES.len()], vec![0; MODES.len()]);
+        for _ in 0..rounds {
+            let mut baseline = None;
+            for (i, mode) in MODES.into_iter().enumerate() {
+                let out = measure(&db, session, n, w, mode).await?;
+                let base = *baseline.get_or_insert(out.jobs_per_s);
+                speeds[i].push(out.jobs_per_s);
+                ratios[i].push(out.jobs_per_s / base);
+                double_claims[i] += out.double_claims;
+                lost[i] += out.lost;
+                if out.double_claims != 0 || out.lost != 0 {
+                    return Err(format!(
+                        "{} with {w} workers: {} double claims, {} lost",
+                        mode.label(),
+                        out.double_claims,
+                        out.lost
+                    )
+                    .into());
+                }
             }
+        }
+        for (i, mode) in MODES.into_iter().enumerate() {
+            println!(
+                "{w:>7}  {:<40} {:>9.0}  {:>7.2}x  double_claims={} lost={}",
+                mode.label(),
+                median(speeds[i].clone()),
+                median(ratios[i].clone()),
+                double_claims[i],
+                lost[i]
+            );
         }
     }
     db.close().await?;
@@ -270,26 +327,40 @@ async fn drain(db: &DatabaseConnection, worker: &str, mode: Mode) -> Result<Vec<
     let mut claimed = Vec::new();
     loop {
         let ids = match mode {
-            Mode::Sql(k) => sql_claim(pool, worker, k, false).await?,
+            Mode::Sql(k) | Mode::SqlBatch(k) => sql_claim(pool, worker, k, false).await?,
             Mode::SqlText(k) => sql_claim(pool, worker, k, true).await?,
-            Mode::Forge(k) => jobs::claim_many(db, Actor::Service, worker, LEASE, k)
-                .await?
-                .into_iter()
-                .map(|j| j.id)
-                .collect(),
+            Mode::Forge(k) | Mode::ForgeBatch(k) => {
+                jobs::claim_many(db, Actor::Service, worker, LEASE, k)
+                    .await?
+                    .into_iter()
+                    .map(|j| j.id)
+                    .collect()
+            }
         };
         if ids.is_empty() {
             return Ok(claimed);
         }
-        for id in ids {
-            match mode {
-                Mode::Sql(_) | Mode::SqlText(_) => sql_complete(pool, id, worker).await?,
-                Mode::Forge(_) => {
+        match mode {
+            Mode::Sql(_) | Mode::SqlText(_) => {
+                for &id in &ids {
+                    sql_complete(pool, id, worker).await?;
+                }
+            }
+            Mode::SqlBatch(_) => sql_complete_many(pool, &ids, worker).await?,
+            Mode::Forge(_) => {
+                for &id in &ids {
                     jobs::complete(db, Actor::Service, id, worker, json!({ "ok": true })).await?;
                 }
             }
-            claimed.push(id);
+            Mode::ForgeBatch(_) => {
+                let done = ids.iter().map(|&id| (id, json!({ "ok": true }))).collect();
+                let out = jobs::complete_many(db, Actor::Service, worker, done).await?;
+                if !out.lost.is_empty() {
+                    return Err(format!("{worker} lost the lease on {:?}", out.lost).into());
+                }
+            }
         }
+        claimed.extend(ids);
     }
 }
 
@@ -329,6 +400,20 @@ async fn sql_complete(pool: &PgPool, id: JobId, worker: &str) -> Result<(), BoxE
         .await?;
     if done.rows_affected() != 1 {
         return Err(format!("baseline lost the lease on {id}").into());
+    }
+    Ok(())
+}
+
+async fn sql_complete_many(pool: &PgPool, ids: &[JobId], worker: &str) -> Result<(), BoxError> {
+    let uuids: Vec<Uuid> = ids.iter().map(|id| id.into_uuid()).collect();
+    let done = sqlx::query(SQL_COMPLETE_MANY)
+        .bind(uuids)
+        .bind(worker)
+        .bind(json!({ "ok": true }))
+        .execute(pool)
+        .await?;
+    if done.rows_affected() != ids.len() as u64 {
+        return Err(format!("baseline lost a lease among {ids:?}").into());
     }
     Ok(())
 }

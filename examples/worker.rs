@@ -1,6 +1,8 @@
 //! A coding-job worker: claims queued jobs on a lease (`jobs::claim_many`), streams events
-//! to their session (`events::append`), heartbeats while it works, and completes or fails
-//! each job — a failed job is retried with backoff until its `max_retries` are used up.
+//! to their session (`events::append`), heartbeats while it works, fails a job whose work
+//! failed — it is retried with backoff until its `max_retries` are used up — and completes
+//! the finished jobs of each claim together, in one call (`jobs::complete_many`), which
+//! reports any whose lease was lost meanwhile instead of failing the rest.
 //!
 //! ```sh
 //! cargo run --example worker                                # embedded SQLite, ./forge.db
@@ -25,6 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use forge_db::entity::coding_jobs::Model as CodingJob;
+use forge_db::entity::ids::JobId;
 use forge_db::entity::prelude::*;
 use forge_db::migration::{Backend, redact_url};
 use forge_db::sea_orm::DatabaseConnection;
@@ -33,7 +36,7 @@ use forge_db::service::profiles::{self, NewProfile};
 use forge_db::service::projects::{self, NewProject};
 use forge_db::service::sessions::{self, NewSession};
 use forge_db::service::{Actor, ForgeError, PageRequest, events};
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::sync::Notify;
 
 type AnyResult<T> = Result<T, Box<dyn std::error::Error>>;
@@ -119,8 +122,8 @@ async fn run() -> AnyResult<()> {
     let stats = work(&db, &shutdown, idle).await?;
     writeln!(
         out,
-        "stopped   {} completed, {} failed for a retry, {} failed for good",
-        stats.completed, stats.retried, stats.failed
+        "stopped   {} completed, {} failed for a retry, {} failed for good, {} lost",
+        stats.completed, stats.retried, stats.failed, stats.lost
     )?;
     Ok(())
 }
@@ -174,6 +177,8 @@ struct Stats {
     completed: usize,
     retried: usize,
     failed: usize,
+    /// Jobs whose lease this worker lost before it could finish them.
+    lost: usize,
 }
 
 /// Claims and works jobs until Ctrl-C or until the queue stayed empty for `idle`.
@@ -193,18 +198,20 @@ async fn work(db: &DatabaseConnection, shutdown: &Shutdown, idle: Duration) -> A
             shutdown.sleep(POLL).await;
             continue;
         }
+        // The results of the jobs of this claim that succeeded, completed together below.
+        // (Each job's lease must outlast the rest of the batch: the claim is small, and a
+        // long job heartbeats.)
+        let mut done = Vec::new();
         for job in claimed {
             if shutdown.requested() {
                 hand_back(db, &job, shutdown).await?;
                 continue;
             }
-            let finished = process(db, &job, shutdown).await?;
-            match finished.status {
-                JobStatus::Completed => stats.completed += 1,
-                JobStatus::Pending => stats.retried += 1,
-                _ => stats.failed += 1,
+            if let Some(result) = process(db, &job, shutdown, &mut stats).await? {
+                done.push((job, result));
             }
         }
+        complete_all(db, done, shutdown, &mut stats).await?;
         idle_since = Instant::now();
     }
     Ok(stats)
@@ -214,7 +221,8 @@ async fn work(db: &DatabaseConnection, shutdown: &Shutdown, idle: Duration) -> A
 /// terminated connection, a restarting server, a pool timeout: `ForgeError::is_retryable`),
 /// backing off 100 ms, 200 ms, … up to 5 s between tries. Once Ctrl-C was pressed the
 /// fault is returned instead. Retrying is safe: a call that failed this way is atomic, and
-/// a `complete` whose reply was lost after it committed answers `LeaseLost` when retried.
+/// a `complete_many` whose reply was lost after it committed reports its jobs as lost
+/// when retried (as `complete` answers `LeaseLost`).
 async fn retrying<T, F, Fut>(shutdown: &Shutdown, what: &str, mut call: F) -> Result<T, ForgeError>
 where
     F: FnMut() -> Fut,
@@ -252,49 +260,80 @@ async fn hand_back(db: &DatabaseConnection, job: &CodingJob, shutdown: &Shutdown
     Ok(())
 }
 
-/// Works one job, then completes or fails it. A job whose lease was lost, or whose
-/// session ended, is reported and skipped instead of stopping the worker.
+/// Works one job: its result when the work succeeded (the job is completed with the rest
+/// of its batch), or `None` when it failed (the job is failed here, to be retried) or its
+/// lease was lost, or its session ended — reported and skipped instead of stopping the
+/// worker.
 async fn process(
     db: &DatabaseConnection,
     job: &CodingJob,
     shutdown: &Shutdown,
-) -> AnyResult<CodingJob> {
+    stats: &mut Stats,
+) -> AnyResult<Option<Value>> {
     let attempt = job.retry_count + 1;
     println!("claim     \"{}\" (attempt {attempt})", job.prompt);
-    let outcome = simulate(db, job, shutdown).await;
-    let finished = match outcome {
-        Ok(files) => {
-            let result = json!({ "files_changed": files });
-            retrying(shutdown, "complete", || {
-                jobs::complete(db, Actor::Service, job.id, WORKER, result.clone())
-            })
-            .await
-        }
-        Err(Failure::Job(reason)) => {
-            retrying(shutdown, "fail", || {
-                jobs::fail(db, Actor::Service, job.id, WORKER, &reason, RETRY)
-            })
-            .await
-        }
+    let reason = match simulate(db, job, shutdown).await {
+        Ok(files) => return Ok(Some(json!({ "files_changed": files }))),
+        Err(Failure::Job(reason)) => reason,
         Err(Failure::Db(err)) => return Err(err.into()),
     };
-    match finished {
+    let failed = retrying(shutdown, "fail", || {
+        jobs::fail(db, Actor::Service, job.id, WORKER, &reason, RETRY)
+    })
+    .await;
+    match failed {
+        Ok(done) if done.status == JobStatus::Pending => {
+            stats.retried += 1;
+            println!(
+                "finish    \"{}\" → {} (retry {} of {})",
+                done.prompt, done.status, done.retry_count, done.max_retries
+            );
+        }
         Ok(done) => {
-            let note = match done.status {
-                JobStatus::Pending => {
-                    format!(" (retry {} of {})", done.retry_count, done.max_retries)
-                }
-                _ => String::new(),
-            };
-            println!("finish    \"{}\" → {}{note}", done.prompt, done.status);
-            Ok(done)
+            stats.failed += 1;
+            println!("finish    \"{}\" → {}", done.prompt, done.status);
         }
         Err(err @ ForgeError::LeaseLost { .. }) => {
+            stats.lost += 1;
             println!("lost      \"{}\": {err}", job.prompt);
-            Ok(job.clone())
         }
-        Err(err) => Err(err.into()),
+        Err(err) => return Err(err.into()),
     }
+    Ok(None)
+}
+
+/// Completes the jobs of `done`, each with its result, in one call (`jobs::complete_many`).
+/// A job whose lease was lost meanwhile (taken over after it ran out, or failed because
+/// its session ended) is reported and left as it is; the others are completed all the
+/// same.
+async fn complete_all(
+    db: &DatabaseConnection,
+    done: Vec<(CodingJob, Value)>,
+    shutdown: &Shutdown,
+    stats: &mut Stats,
+) -> AnyResult<()> {
+    if done.is_empty() {
+        return Ok(());
+    }
+    let batch: Vec<(JobId, Value)> = done.iter().map(|(job, r)| (job.id, r.clone())).collect();
+    let out = retrying(shutdown, "complete", || {
+        jobs::complete_many(db, Actor::Service, WORKER, batch.clone())
+    })
+    .await?;
+    for (job, _) in &done {
+        if out.completed.contains(&job.id) {
+            stats.completed += 1;
+            println!("finish    \"{}\" → {}", job.prompt, JobStatus::Completed);
+        } else {
+            stats.lost += 1;
+            println!(
+                "lost      \"{}\": no longer ours to complete (its lease was taken over, or \
+                 its session ended)",
+                job.prompt
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Why a job's work did not succeed.

@@ -800,6 +800,7 @@ async fn user_b_cannot_see_or_touch_a_jobs(t: &TestDb) {
         assert_forbidden(repo::claim_many(db, user, "w", LONG, 2).await);
         assert_forbidden(repo::heartbeat(db, user, held.id, "w", LONG).await);
         assert_forbidden(repo::complete(db, user, held.id, "w", json!(1)).await);
+        assert_forbidden(repo::complete_many(db, user, "w", vec![(held.id, json!(1))]).await);
         assert_forbidden(repo::fail(db, user, held.id, "w", "x", RetryPolicy::default()).await);
         assert_forbidden(repo::purge_finished(db, user, Duration::ZERO, 10).await);
     }
