@@ -69,7 +69,16 @@ async fn assert_cannot_create_for(db: &DatabaseConnection, actor: Actor, owner: 
         ..new_batch("in someone else's name", 1)
     };
     let err = repo::create(db, actor, new).await.unwrap_err();
-    assert!(matches!(err, ForgeError::NotFound { entity: "profile", .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            ForgeError::NotFound {
+                entity: "profile",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
 }
 
 /// The call found no batch (it does not exist, or is someone else's).

@@ -93,7 +93,16 @@ async fn assert_cannot_create_for(db: &DatabaseConnection, actor: Actor, owner: 
         ..new_conversation("in-someone-elses-name", &[1])
     };
     let err = repo::create(db, actor, new).await.unwrap_err();
-    assert!(matches!(err, ForgeError::NotFound { entity: "profile", .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            ForgeError::NotFound {
+                entity: "profile",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
 }
 
 async fn assert_totals_match_turns(db: &DatabaseConnection, id: ConversationId) {
@@ -668,7 +677,10 @@ async fn refused_review_steps_change_nothing(t: &TestDb) {
     let err = repo::append_turn(db, ua, id, NewTurn::new(TurnRole::User, "mine", 1))
         .await
         .unwrap_err();
-    assert!(matches!(&err, ForgeError::InvalidTransition { entity: "conversation", to, .. } if to == "a new turn"), "{err:?}");
+    assert!(
+        matches!(&err, ForgeError::InvalidTransition { entity: "conversation", to, .. } if to == "a new turn"),
+        "{err:?}"
+    );
     assert_eq!(repo::get_with_turns(db, ua, id).await.unwrap(), before);
 
     // The service submits it on the owner's behalf (recorded as the owner).
@@ -725,7 +737,16 @@ async fn refused_review_steps_change_nothing(t: &TestDb) {
     let err = repo::append_turn(db, ua, id, NewTurn::new(TurnRole::User, "late", 1))
         .await
         .unwrap_err();
-    assert!(matches!(err, ForgeError::InvalidTransition { entity: "conversation", .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            ForgeError::InvalidTransition {
+                entity: "conversation",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     repo::approve(db, Actor::Service, id, reviewer, None)
         .await
         .unwrap();
@@ -744,7 +765,16 @@ async fn refused_review_steps_change_nothing(t: &TestDb) {
     let err = repo::append_turn(db, ua, id, NewTurn::new(TurnRole::User, "late", 1))
         .await
         .unwrap_err();
-    assert!(matches!(err, ForgeError::InvalidTransition { entity: "conversation", .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            ForgeError::InvalidTransition {
+                entity: "conversation",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     let c = repo::get(db, ua, id).await.unwrap();
     assert_eq!(c.status, ConversationStatus::Approved);
     assert_eq!(c.review_history.0.len(), 2);

@@ -424,7 +424,16 @@ async fn users_export_only_their_own(t: &TestDb) {
         },
     ] {
         let err = exports::write(db, Actor::User(bob), request, Vec::new()).await;
-        assert!(matches!(err, Err(ForgeError::NotFound { entity: "profile", .. })), "{err:?}");
+        assert!(
+            matches!(
+                err,
+                Err(ForgeError::NotFound {
+                    entity: "profile",
+                    ..
+                })
+            ),
+            "{err:?}"
+        );
     }
     let ada_logs = exports::logs(db, Actor::User(ada), &PageRequest::first())
         .await

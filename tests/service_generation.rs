@@ -278,7 +278,16 @@ async fn templates_crud_and_version_bump(t: &TestDb) {
     let mut bad = new_template("Bad");
     bad.owner = Some(b);
     let err = template_repo::create(db, ua, bad).await.unwrap_err();
-    assert!(matches!(err, ForgeError::NotFound { entity: "profile", .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            ForgeError::NotFound {
+                entity: "profile",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     assert_eq!(template_repo::get(db, ua, created.id).await.unwrap(), again);
 
     // B reads A's template but never writes it.

@@ -147,7 +147,16 @@ async fn start_list_get(t: &TestDb) {
     let err = pipeline::start(db, ua, NewRun::new(b, spec()))
         .await
         .unwrap_err();
-    assert!(matches!(err, ForgeError::NotFound { entity: "profile", .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            ForgeError::NotFound {
+                entity: "profile",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     let nobody = ProfileId::new();
     let err = pipeline::start(db, Actor::Service, NewRun::new(nobody, spec()))
         .await

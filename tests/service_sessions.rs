@@ -284,7 +284,16 @@ async fn refused_starts_change_nothing(t: &TestDb) {
     );
     // A user starts sessions only for themselves.
     let err = repo::start(db, Actor::User(b), base()).await.unwrap_err();
-    assert!(matches!(err, ForgeError::NotFound { entity: "profile", .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            ForgeError::NotFound {
+                entity: "profile",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     // The service cannot start one for a missing owner, or on another owner's project.
     let err = repo::start(
         db,
@@ -636,7 +645,16 @@ async fn user_b_cannot_see_or_touch_a_sessions(t: &TestDb) {
     let err = repo::start(db, ub, NewSession::new(a, pa, "as A"))
         .await
         .unwrap_err();
-    assert!(matches!(err, ForgeError::NotFound { entity: "profile", .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            ForgeError::NotFound {
+                entity: "profile",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
 
     assert_eq!(all_sessions(db).await, before, "A's session is unchanged");
     assert_eq!(

@@ -42,9 +42,8 @@ pub mod seed;
 pub mod verify;
 
 pub use connect::{
-    Backend, CHECK_AFTER_IDLE, ConnectError, DEFAULT_DATABASE_URL, IDLE_IN_TRANSACTION_TIMEOUT, connect,
-    connections_discarded, redact_url,
-    url_from_env,
+    Backend, CHECK_AFTER_IDLE, ConnectError, DEFAULT_DATABASE_URL, IDLE_IN_TRANSACTION_TIMEOUT,
+    connect, connections_discarded, redact_url, url_from_env,
 };
 pub use m20251130_000006_database_wall::JSON_MAX_BYTES;
 pub use m20261201_000012_accounts::{

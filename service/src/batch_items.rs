@@ -62,9 +62,9 @@ use sea_orm::{
     PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Select, UpdateMany,
 };
 
-use crate::scoped::{self, Scoped};
 use crate::actor::{Access, Actor, Connection, run_as};
 use crate::error::{ForgeError, Result};
+use crate::scoped::{self, Scoped};
 use crate::{jobs, validate};
 
 const ITEM: &str = "batch item";
@@ -138,7 +138,8 @@ pub async fn find<C>(db: &C, actor: Actor, id: BatchItemId) -> Result<Option<bat
 where
     C: Connection,
 {
-    scoped::find::<batch_items::Entity, C>(db, actor, id).await}
+    scoped::find::<batch_items::Entity, C>(db, actor, id).await
+}
 
 /// The item `id`.
 ///
@@ -148,7 +149,8 @@ pub async fn get<C>(db: &C, actor: Actor, id: BatchItemId) -> Result<batch_items
 where
     C: Connection,
 {
-    scoped::get::<batch_items::Entity, C, _>(db, actor, id).await}
+    scoped::get::<batch_items::Entity, C, _>(db, actor, id).await
+}
 
 /// Claims the next claimable item for `worker`, holding it for `lease` (service only):
 /// see the module docs for the order, the takeover of run-out leases and the per-batch

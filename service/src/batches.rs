@@ -38,10 +38,10 @@ use sea_orm::{
 };
 use serde_json::Value as Json;
 
-use crate::scoped::{self, Scoped};
 use crate::actor::{Access, Actor, Connection, owner_of_new, run_as};
 use crate::error::{ForgeError, Result};
 use crate::pagination::{Direction, Page, PageRequest};
+use crate::scoped::{self, Scoped};
 use crate::validate;
 
 const MAX_NAME: usize = 200;
@@ -314,7 +314,8 @@ pub async fn find<C>(db: &C, actor: Actor, id: BatchId) -> Result<Option<batch_j
 where
     C: Connection,
 {
-    scoped::find::<batch_jobs::Entity, C>(db, actor, id).await}
+    scoped::find::<batch_jobs::Entity, C>(db, actor, id).await
+}
 
 /// The batch `id` with its counters.
 ///
@@ -324,7 +325,8 @@ pub async fn get<C>(db: &C, actor: Actor, id: BatchId) -> Result<batch_jobs::Mod
 where
     C: Connection,
 {
-    scoped::get::<batch_jobs::Entity, C, _>(db, actor, id).await}
+    scoped::get::<batch_jobs::Entity, C, _>(db, actor, id).await
+}
 
 /// `actor`'s batches, newest first.
 ///

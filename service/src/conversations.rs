@@ -38,11 +38,11 @@ use sea_orm::{
 };
 use serde_json::Value as Json;
 
-use crate::scoped::{self, Scoped};
 use crate::actor::{Access, Actor, Connection, owner_of_new, run_as};
 use crate::batches::insert_chunked;
 use crate::error::{ForgeError, Result};
 use crate::pagination::{self, Direction, Page, PageRequest};
+use crate::scoped::{self, Scoped};
 use crate::validate;
 
 const MAX_HUMAN_ID: usize = 200;
@@ -382,7 +382,8 @@ pub async fn find<C>(
 where
     C: Connection,
 {
-    scoped::find::<conversations::Entity, C>(db, actor, id).await}
+    scoped::find::<conversations::Entity, C>(db, actor, id).await
+}
 
 /// The conversation `id` (without turns).
 ///
@@ -392,7 +393,8 @@ pub async fn get<C>(db: &C, actor: Actor, id: ConversationId) -> Result<conversa
 where
     C: Connection,
 {
-    scoped::get::<conversations::Entity, C, _>(db, actor, id).await}
+    scoped::get::<conversations::Entity, C, _>(db, actor, id).await
+}
 
 /// The conversation `id` with its turns in order, in two queries (the conversation, then
 /// all its turns).

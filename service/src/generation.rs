@@ -35,11 +35,11 @@ use sea_orm::{
 };
 use serde_json::Value as Json;
 
-use crate::scoped::{self, Scoped};
 use crate::actor::{Access, Actor, Connection, run_as};
 use crate::conversations::{self as conversation_repo, ConversationWithTurns, NewConversation};
 use crate::error::{ForgeError, Result};
 use crate::pagination::{self, Direction, Page, PageRequest};
+use crate::scoped::{self, Scoped};
 use crate::{profiles, scenarios as scenario_repo, templates as template_repo, validate};
 
 const ENTITY: &str = "generation";
@@ -464,7 +464,8 @@ pub async fn find_log<C>(
 where
     C: Connection,
 {
-    scoped::find::<generation_logs::Entity, C>(db, actor, id).await}
+    scoped::find::<generation_logs::Entity, C>(db, actor, id).await
+}
 
 /// Log entry `id`.
 ///
@@ -474,7 +475,8 @@ pub async fn get_log<C>(db: &C, actor: Actor, id: GenerationLogId) -> Result<gen
 where
     C: Connection,
 {
-    scoped::get::<generation_logs::Entity, C, _>(db, actor, id).await}
+    scoped::get::<generation_logs::Entity, C, _>(db, actor, id).await
+}
 
 /// One page of the log entries `actor` may see, newest first.
 ///

@@ -51,9 +51,9 @@
 #![warn(missing_docs)]
 
 mod actor;
-mod scoped;
 mod error;
 mod pagination;
+mod scoped;
 mod validate;
 
 pub mod activity;
@@ -74,9 +74,9 @@ pub mod prompts;
 pub mod scenarios;
 pub mod sessions;
 pub mod templates;
-pub mod usage;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod usage;
 
 pub use actor::{Access, Actor, Connection, ScopedFuture, run_as};
 pub use error::{ForgeError, Result};

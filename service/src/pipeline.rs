@@ -51,10 +51,10 @@ use sea_orm::{
 use serde_json::Value as Json;
 use uuid::Uuid;
 
-use crate::scoped::{self, Scoped};
 use crate::actor::{Access, Actor, Connection, run_as};
 use crate::error::{ForgeError, Result};
 use crate::pagination::{self, Cursor, Direction, Page, PageRequest};
+use crate::scoped::{self, Scoped};
 use crate::{profiles, validate};
 
 /// Longest run id (SCHEMA.md), in characters.
@@ -376,7 +376,8 @@ where
     C: Connection,
 {
     let run_id = checked_run_id(run_id)?;
-    scoped::find::<pipeline_runs::Entity, C>(db, actor, run_id).await}
+    scoped::find::<pipeline_runs::Entity, C>(db, actor, run_id).await
+}
 
 /// The run `run_id`.
 ///
@@ -388,7 +389,8 @@ where
     C: Connection,
 {
     let run_id = checked_run_id(run_id)?;
-    scoped::get::<pipeline_runs::Entity, C, _>(db, actor, run_id).await}
+    scoped::get::<pipeline_runs::Entity, C, _>(db, actor, run_id).await
+}
 
 /// `actor`'s runs (every owner's for the service, unless `filter` names one), newest
 /// first by `(created_at, run_id)`, one page at a time.

@@ -11,9 +11,9 @@ use forge_entity::ids::ProfileId;
 use forge_entity::profiles::{self, Tier};
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Select, Set};
 
-use crate::scoped::{self, Scoped};
 use crate::actor::{Access, Actor, Connection, run_as};
 use crate::error::{ForgeError, Result};
+use crate::scoped::{self, Scoped};
 use crate::validate;
 
 /// Longest accepted email, display name and avatar URL.
@@ -122,7 +122,8 @@ pub async fn find<C>(db: &C, actor: Actor, id: ProfileId) -> Result<Option<profi
 where
     C: Connection,
 {
-    scoped::find::<profiles::Entity, C>(db, actor, id).await}
+    scoped::find::<profiles::Entity, C>(db, actor, id).await
+}
 
 /// The profile `id`.
 ///
@@ -132,7 +133,8 @@ pub async fn get<C>(db: &C, actor: Actor, id: ProfileId) -> Result<profiles::Mod
 where
     C: Connection,
 {
-    scoped::get::<profiles::Entity, C, _>(db, actor, id).await}
+    scoped::get::<profiles::Entity, C, _>(db, actor, id).await
+}
 
 /// The profile with this email (matched trimmed and case-insensitively), if visible.
 ///

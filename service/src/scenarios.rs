@@ -25,15 +25,14 @@ use forge_entity::ids::{EdgeCaseId, ProfileId, ScenarioId, TemplateId};
 use forge_entity::scenarios::{self, GenerationStatus, ScenarioStatus};
 use forge_entity::templates;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DatabaseTransaction, ModelTrait, QueryFilter,
-    Select, Set,
+    ActiveModelTrait, ColumnTrait, DatabaseTransaction, ModelTrait, QueryFilter, Select, Set,
 };
 use serde_json::{Map, Value as Json};
 
-use crate::scoped::{self, Scoped};
 use crate::actor::{Access, Actor, Connection, owner_of_new, run_as};
 use crate::error::{ForgeError, Result};
 use crate::pagination::{self, Direction, Page, PageRequest};
+use crate::scoped::{self, Scoped};
 use crate::{profiles, templates as template_repo, validate};
 
 const SCENARIO: &str = "scenario";
@@ -299,7 +298,8 @@ pub async fn find<C>(db: &C, actor: Actor, id: ScenarioId) -> Result<Option<scen
 where
     C: Connection,
 {
-    scoped::find::<scenarios::Entity, C>(db, actor, id).await}
+    scoped::find::<scenarios::Entity, C>(db, actor, id).await
+}
 
 /// Scenario `id`.
 ///
@@ -309,7 +309,8 @@ pub async fn get<C>(db: &C, actor: Actor, id: ScenarioId) -> Result<scenarios::M
 where
     C: Connection,
 {
-    scoped::get::<scenarios::Entity, C, _>(db, actor, id).await}
+    scoped::get::<scenarios::Entity, C, _>(db, actor, id).await
+}
 
 /// One page of `actor`'s scenarios (all for the service), newest first.
 ///
@@ -653,7 +654,8 @@ pub async fn find_edge_case<C>(
 where
     C: Connection,
 {
-    scoped::find::<edge_cases::Entity, C>(db, actor, id).await}
+    scoped::find::<edge_cases::Entity, C>(db, actor, id).await
+}
 
 /// Edge case `id`.
 ///
@@ -663,7 +665,8 @@ pub async fn get_edge_case<C>(db: &C, actor: Actor, id: EdgeCaseId) -> Result<ed
 where
     C: Connection,
 {
-    scoped::get::<edge_cases::Entity, C, _>(db, actor, id).await}
+    scoped::get::<edge_cases::Entity, C, _>(db, actor, id).await
+}
 
 /// One page of `actor`'s edge cases (all for the service), newest first.
 ///

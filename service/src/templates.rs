@@ -29,10 +29,10 @@ use sea_orm::{
 };
 use serde_json::{Map, Value as Json};
 
-use crate::scoped;
 use crate::actor::{Access, Actor, Connection, owner_of_new, run_as};
 use crate::error::{ForgeError, Result};
 use crate::pagination::{self, Direction, Page, PageRequest};
+use crate::scoped;
 use crate::{profiles, validate};
 
 const ENTITY: &str = "template";
