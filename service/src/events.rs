@@ -194,7 +194,7 @@ where
     let event = checked(NewEvent::new(event_type, data))?;
     let backend = db.get_database_backend();
     let stmt = append_statement(backend, session_id, event);
-    let rows = scoped::rows(db, actor, Access::Write, stmt).await?;
+    let rows = scoped::prepared_rows(db, actor, Access::Write, stmt).await?;
     match rows.first() {
         Some(row) => Ok(session_events::Model::from_query_result(row, "")?),
         // Nothing appended: say why (off the hot path).

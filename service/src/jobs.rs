@@ -491,7 +491,7 @@ enum Route {
     /// simple query protocol — one round trip, but with the values written into the text,
     /// so the statement is parsed and planned on every call. Nothing stays on the server.
     OneMessage,
-    /// [`prepared_one_message`]: `SET LOCAL ROLE …; SET LOCAL …; EXECUTE forge_…(<values>)`
+    /// [`scoped::prepared_rows`]: `SET LOCAL ROLE …; SET LOCAL …; EXECUTE forge_…(<values>)`
     /// as one message, executing the statement prepared on that connection — one round
     /// trip, planned once per connection.
     Prepared,
@@ -520,99 +520,13 @@ where
     C: Connection,
     T: FromQueryResult + Send + Sync,
 {
-    let rows = match (route, postgres_pool(db)) {
-        #[cfg(feature = "postgres")]
-        (Route::Prepared, Some(pool)) => prepared_one_message(pool, Actor::Service, stmt).await?,
-        _ => scoped::rows(db, Actor::Service, Access::Write, stmt).await?,
+    let rows = match route {
+        Route::Prepared => scoped::prepared_rows(db, Actor::Service, Access::Write, stmt).await?,
+        Route::OneMessage => scoped::rows(db, Actor::Service, Access::Write, stmt).await?,
     };
     rows.iter()
         .map(|row| Ok(T::from_query_result(row, "")?))
         .collect()
-}
-
-/// `db` when it is a PostgreSQL pool of sqlx's (not a caller's transaction, nor a mock).
-fn postgres_pool<C: Connection>(db: &C) -> Option<&sea_orm::DatabaseConnection> {
-    let pool = (db as &dyn std::any::Any).downcast_ref::<sea_orm::DatabaseConnection>()?;
-    #[cfg(feature = "postgres")]
-    let ours = matches!(
-        pool.inner,
-        sea_orm::DatabaseConnectionType::SqlxPostgresPoolConnection(_)
-    );
-    #[cfg(not(feature = "postgres"))]
-    let ours = false;
-    ours.then_some(pool)
-}
-
-/// Runs `stmt` for `actor` on a PostgreSQL pool in one round trip with a cached plan: one
-/// simple-protocol message `SET LOCAL ROLE …; SET LOCAL …; EXECUTE forge_<hash>(<values>)`.
-///
-/// The server runs the message as one implicit transaction, so the role and claims hold
-/// for exactly that statement, as with [`scoped::rows`]; but the statement is prepared
-/// (`PREPARE`, named by a hash of its text) on the connection, so it is planned once per
-/// connection instead of on every call, and only the values travel, written as literals
-/// (by SeaORM's query builder, quoted and escaped). A connection that does not have it yet
-/// answers `EXECUTE` with SQLSTATE 26000, having done nothing; the same message with the
-/// `PREPARE` in front then runs on the same connection. (Behind a transaction pooler, the
-/// next message may land on a server connection without it and pays that second round
-/// trip; it stays correct.)
-///
-/// A dropped future leaves nothing behind, as with [`scoped::rows`]: the implicit
-/// transaction ends with the message, and the pool checks the connection on its return.
-#[cfg(feature = "postgres")]
-async fn prepared_one_message(
-    pool: &sea_orm::DatabaseConnection,
-    actor: Actor,
-    stmt: Statement,
-) -> Result<Vec<sea_orm::QueryResult>> {
-    use sea_orm::sqlx;
-    use sea_orm::{DbErr, RuntimeErr};
-    use std::hash::{Hash, Hasher};
-
-    let db_err = |e: sqlx::Error| DbErr::Query(RuntimeErr::SqlxError(std::sync::Arc::new(e)));
-    let mut hasher = std::hash::DefaultHasher::new();
-    stmt.sql.hash(&mut hasher);
-    let name = format!("forge_{:016x}", hasher.finish());
-    let values = stmt.values.map(|v| v.0).unwrap_or_default();
-    let execute = if values.is_empty() {
-        format!("EXECUTE {name}")
-    } else {
-        let params = (1..=values.len())
-            .map(|i| format!("${i}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        // SeaORM writes the values into the text as literals, as `scoped::rows` does.
-        Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            format!("EXECUTE {name}({params})"),
-            values,
-        )
-        .to_string()
-    };
-    let (role, claims, sub) = crate::actor::context_literals(actor);
-    let context = format!(
-        "SET LOCAL ROLE {role}; SET LOCAL request.jwt.claims = '{claims}'; \
-         SET LOCAL request.jwt.claim.sub = '{sub}'; "
-    );
-    let mut conn = pool
-        .get_postgres_connection_pool()
-        .acquire()
-        .await
-        .map_err(db_err)?;
-    let sent = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("{context}{execute}")))
-        .fetch_all(&mut *conn)
-        .await;
-    let rows = match sent {
-        // 26000: no prepared statement of that name on this connection (yet).
-        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("26000") => {
-            let sql = format!("{context}PREPARE {name} AS {}; {execute}", stmt.sql);
-            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-                .fetch_all(&mut *conn)
-                .await
-        }
-        sent => sent,
-    }
-    .map_err(db_err)?;
-    Ok(rows.into_iter().map(sea_orm::QueryResult::from).collect())
 }
 
 /// `update` as one statement for `backend` returning the rows it changed.

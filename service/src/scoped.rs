@@ -9,8 +9,10 @@
 //!   and claims hold for exactly that statement (row-level security, column privileges and
 //!   triggers see the actor) and are gone when it ends — no `BEGIN`, no `COMMIT`, no save
 //!   and restore, one round trip. Values are written into the text by SeaORM's query
-//!   builder (quoted and escaped as literals), so nothing is prepared on the server and
-//!   the message is equally at home behind a transaction pooler;
+//!   builder (quoted and escaped as literals). The statements a process runs over and
+//!   over — a row by key, a list page, an event append, the queue — end the message in
+//!   `EXECUTE forge_<hash>(<values>)` of a statement prepared once per server connection
+//!   ([`prepared_rows`]), so their plan is reused; the rest are planned afresh ([`rows`]);
 //! - on a SQLite pool, a read runs as it is (SQLite runs every statement atomically); a
 //!   write still takes the write lock up front (`BEGIN IMMEDIATE`, see [`run_as`]);
 //! - inside a caller's transaction, in a savepoint with the actor's context (see
@@ -183,7 +185,7 @@ where
     C: Connection,
 {
     let stmt = select.limit(1).build(db.get_database_backend());
-    let rows = rows(db, actor, Access::Read, stmt).await?;
+    let rows = prepared_rows(db, actor, Access::Read, stmt).await?;
     match rows.first() {
         Some(row) => Ok(Some(E::Model::from_query_result(row, "")?)),
         None => Ok(None),
@@ -201,7 +203,7 @@ where
     C: Connection,
 {
     let stmt = select.build(db.get_database_backend());
-    rows(db, actor, Access::Read, stmt)
+    prepared_rows(db, actor, Access::Read, stmt)
         .await?
         .iter()
         .map(|row| Ok(E::Model::from_query_result(row, "")?))
@@ -233,6 +235,32 @@ pub(crate) async fn rows<C: Connection>(
         Box::pin(async move { Ok(txn.query_all_raw(stmt).await?) })
     })
     .await
+}
+
+/// Like [`rows`], but on a PostgreSQL pool the statement is prepared once per server
+/// connection and executed in the same one message (see [`prepared_one_message`]): one
+/// round trip and a cached plan. For the statements a process runs over and over (a row
+/// by key, a list page, an append, the queue); their texts carry no values, so a
+/// connection keeps one prepared statement per shape.
+///
+/// # Errors
+/// The database's refusal, mapped by [`ForgeError::from`].
+pub(crate) async fn prepared_rows<C: Connection>(
+    db: &C,
+    actor: Actor,
+    access: Access,
+    stmt: Statement,
+) -> Result<Vec<QueryResult>> {
+    #[cfg(feature = "postgres")]
+    if let Some(pool) = pool_of(db)
+        && matches!(
+            pool.inner,
+            sea_orm::DatabaseConnectionType::SqlxPostgresPoolConnection(_)
+        )
+    {
+        return prepared_one_message(pool, actor, stmt).await;
+    }
+    rows(db, actor, access, stmt).await
 }
 
 /// `db` when it is the pool (not a caller's transaction).
@@ -267,4 +295,87 @@ async fn postgres_one_message(
         .await
         .map_err(|e| DbErr::Query(RuntimeErr::SqlxError(std::sync::Arc::new(e))))?;
     Ok(rows.into_iter().map(QueryResult::from).collect())
+}
+
+/// Runs `stmt` for `actor` on a PostgreSQL pool in one round trip with a cached plan: one
+/// simple-protocol message `SET LOCAL ROLE …; SET LOCAL …; EXECUTE forge_<hash>(<values>)`.
+///
+/// The server runs the message as one implicit transaction, so the role and claims hold
+/// for exactly that statement, as with [`rows`]; but the statement is prepared
+/// (`PREPARE`, named by a hash of its text) on the connection, so it is planned once per
+/// connection instead of on every call, and only the values travel, written as literals
+/// (by SeaORM's query builder, quoted and escaped). A connection that does not have it yet
+/// answers `EXECUTE` with SQLSTATE 26000, having done nothing; the same message with the
+/// `PREPARE` in front then runs on the same connection. (Behind a transaction pooler, the
+/// next message may land on a server connection without it and pays that second round
+/// trip; it stays correct.)
+///
+/// A dropped future leaves nothing behind, as with [`rows`]: the implicit
+/// transaction ends with the message, and the pool checks the connection on its return.
+#[cfg(feature = "postgres")]
+async fn prepared_one_message(
+    pool: &sea_orm::DatabaseConnection,
+    actor: Actor,
+    stmt: Statement,
+) -> Result<Vec<sea_orm::QueryResult>> {
+    use sea_orm::sqlx;
+    use sea_orm::{DbErr, RuntimeErr};
+    use std::hash::{Hash, Hasher};
+
+    let db_err = |e: sqlx::Error| DbErr::Query(RuntimeErr::SqlxError(std::sync::Arc::new(e)));
+    let mut hasher = std::hash::DefaultHasher::new();
+    stmt.sql.hash(&mut hasher);
+    let name = format!("forge_{:016x}", hasher.finish());
+    let values = stmt.values.clone().map(|v| v.0).unwrap_or_default();
+    let execute = if values.is_empty() {
+        format!("EXECUTE {name}")
+    } else {
+        let params = (1..=values.len())
+            .map(|i| format!("${i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        // SeaORM writes the values into the text as literals, as `scoped::rows` does.
+        Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            format!("EXECUTE {name}({params})"),
+            values,
+        )
+        .to_string()
+    };
+    let (role, claims, sub) = crate::actor::context_literals(actor);
+    let context = format!(
+        "SET LOCAL ROLE {role}; SET LOCAL request.jwt.claims = '{claims}'; \
+         SET LOCAL request.jwt.claim.sub = '{sub}'; "
+    );
+    let mut conn = pool
+        .get_postgres_connection_pool()
+        .acquire()
+        .await
+        .map_err(db_err)?;
+    let sent = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("{context}{execute}")))
+        .fetch_all(&mut *conn)
+        .await;
+    let rows = match sent {
+        // 26000: no prepared statement of that name on this connection (yet).
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("26000") => {
+            let sql = format!("{context}PREPARE {name} AS {}; {execute}", stmt.sql);
+            match sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .fetch_all(&mut *conn)
+                .await
+            {
+                // A parameter whose type PostgreSQL cannot tell from the text alone (42P18,
+                // 42P08): this statement is not prepared; it runs planned afresh.
+                Err(sqlx::Error::Database(e))
+                    if matches!(e.code().as_deref(), Some("42P18" | "42P08")) =>
+                {
+                    drop(conn);
+                    return postgres_one_message(pool, actor, &stmt).await;
+                }
+                sent => sent,
+            }
+        }
+        sent => sent,
+    }
+    .map_err(db_err)?;
+    Ok(rows.into_iter().map(sea_orm::QueryResult::from).collect())
 }
