@@ -570,26 +570,6 @@ async fn nobody_changes_the_log(t: &TestDb) {
     assert_eq!(log_of(db, u).await, before);
 }
 
-/// Runs `sql` on `t`'s database as `authenticated` with `user`'s JWT claims, in a
-/// transaction that is rolled back; the database's error, or the rows it affected.
-async fn as_user(t: &TestDb, user: ProfileId, sql: &str) -> Result<u64, String> {
-    let txn = t.owner.begin().await.unwrap();
-    txn.execute_unprepared(&format!(
-        "SET LOCAL ROLE authenticated; \
-         SELECT set_config('request.jwt.claims', '{{\"sub\":\"{user}\",\"role\":\"authenticated\"}}', true), \
-                set_config('request.jwt.claim.sub', '{user}', true);"
-    ))
-    .await
-    .unwrap();
-    let out = txn
-        .execute_unprepared(sql)
-        .await
-        .map(|r| r.rows_affected())
-        .map_err(|e| e.to_string());
-    txn.rollback().await.unwrap();
-    out
-}
-
 /// On PostgreSQL an end user (PostgREST, or SQL forgetting Forge) reads their own log
 /// but can neither add to it nor change or delete an entry, their own included.
 #[tokio::test]
@@ -619,7 +599,7 @@ async fn postgres_end_users_cannot_write_the_log() {
         "DELETE FROM activity_logs".to_owned(),
         "TRUNCATE activity_logs".to_owned(),
     ] {
-        let out = as_user(&t, ada, &sql).await;
+        let out = common::as_user(&t.owner, ada, &sql).await;
         assert!(
             matches!(&out, Err(e) if e.contains("permission denied")),
             "{sql}: {out:?}"

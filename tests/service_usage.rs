@@ -419,26 +419,6 @@ async fn ranges_are_validated(t: &TestDb) {
     }
 }
 
-/// Runs `sql` on `t`'s database as `authenticated` with `user`'s JWT claims, in a
-/// transaction that is rolled back; the database's error, or the rows it affected.
-async fn as_user(t: &TestDb, user: ProfileId, sql: &str) -> Result<u64, String> {
-    let txn = t.owner.begin().await.unwrap();
-    txn.execute_unprepared(&format!(
-        "SET LOCAL ROLE authenticated; \
-         SELECT set_config('request.jwt.claims', '{{\"sub\":\"{user}\",\"role\":\"authenticated\"}}', true), \
-                set_config('request.jwt.claim.sub', '{user}', true);"
-    ))
-    .await
-    .unwrap();
-    let out = txn
-        .execute_unprepared(sql)
-        .await
-        .map(|r| r.rows_affected())
-        .map_err(|e| e.to_string());
-    txn.rollback().await.unwrap();
-    out
-}
-
 /// On PostgreSQL an end user (PostgREST, or SQL forgetting Forge) can read their own
 /// counters but never write one, not even their own.
 #[tokio::test]
@@ -462,7 +442,7 @@ async fn postgres_end_users_cannot_write_usage() {
         "DELETE FROM usage_metrics".to_owned(),
         "TRUNCATE usage_metrics".to_owned(),
     ] {
-        let out = as_user(&t, ada, &sql).await;
+        let out = common::as_user(&t.owner, ada, &sql).await;
         assert!(
             matches!(&out, Err(e) if e.contains("permission denied")),
             "{sql}: {out:?}"

@@ -210,3 +210,28 @@ pub async fn stored_items(
     })
     .await
 }
+
+/// Runs `sql` on `owner`'s database as `authenticated` with `user`'s JWT claims, in a
+/// transaction that is rolled back: the database's error, or the rows it affected.
+pub async fn as_user(
+    owner: &DatabaseConnection,
+    user: forge_db::entity::ids::ProfileId,
+    sql: &str,
+) -> Result<u64, String> {
+    use forge_db::sea_orm::TransactionTrait;
+    let txn = owner.begin().await.unwrap();
+    txn.execute_unprepared(&format!(
+        "SET LOCAL ROLE authenticated; \
+         SELECT set_config('request.jwt.claims', '{{\"sub\":\"{user}\",\"role\":\"authenticated\"}}', true), \
+                set_config('request.jwt.claim.sub', '{user}', true);"
+    ))
+    .await
+    .unwrap();
+    let out = txn
+        .execute_unprepared(sql)
+        .await
+        .map(|r| r.rows_affected())
+        .map_err(|e| e.to_string());
+    txn.rollback().await.unwrap();
+    out
+}
