@@ -550,9 +550,8 @@ where
 /// owner's. Items still in flight in a paused or cancelled batch go too: their worker's
 /// [`crate::batch_items::complete`] or [`crate::batch_items::fail`] then finds no item.
 ///
-/// On PostgreSQL the database wall lets a user `DELETE` their own batch in any state (an
-/// end user reaching the table directly may delete a running one); the `processing` rule
-/// is this repository's.
+/// On PostgreSQL the database holds the same rule for end users reaching the table
+/// directly (migration `m20261201_000011_batch_delete_rule`).
 ///
 /// # Errors
 /// [`ForgeError::NotFound`] when it does not exist or is not `actor`'s;
