@@ -30,7 +30,7 @@ use sea_orm::{
     UpdateMany, Value,
 };
 
-use crate::actor::{Access, Actor, Connection, context_literals, run_as};
+use crate::actor::{Access, Actor, Connection, run_as};
 use crate::error::{ForgeError, Result};
 
 /// A table whose rows an [`Actor`] sees through one filter: a user their own (or, for a
@@ -276,7 +276,7 @@ async fn postgres_one_message(
     stmt: &Statement,
 ) -> Result<Vec<QueryResult>> {
     use sea_orm::sqlx;
-    use sea_orm::{DatabaseConnectionType, DbErr, RuntimeErr};
+    use sea_orm::{DatabaseConnectionType, DbErr};
     if !matches!(
         db.inner,
         DatabaseConnectionType::SqlxPostgresPoolConnection(_)
@@ -285,15 +285,11 @@ async fn postgres_one_message(
             "a PostgreSQL connection that is not a sqlx pool".into(),
         )));
     }
-    let (role, claims, sub) = context_literals(actor);
-    let sql = format!(
-        "SET LOCAL ROLE {role}; SET LOCAL request.jwt.claims = '{claims}'; \
-         SET LOCAL request.jwt.claim.sub = '{sub}'; {stmt}"
-    );
+    let sql = format!("{}{stmt}", context_preamble(actor));
     let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
         .fetch_all(db.get_postgres_connection_pool())
         .await
-        .map_err(|e| DbErr::Query(RuntimeErr::SqlxError(std::sync::Arc::new(e))))?;
+        .map_err(driver_error)?;
     Ok(rows.into_iter().map(QueryResult::from).collect())
 }
 
@@ -319,10 +315,8 @@ async fn prepared_one_message(
     stmt: Statement,
 ) -> Result<Vec<sea_orm::QueryResult>> {
     use sea_orm::sqlx;
-    use sea_orm::{DbErr, RuntimeErr};
     use std::hash::{Hash, Hasher};
 
-    let db_err = |e: sqlx::Error| DbErr::Query(RuntimeErr::SqlxError(std::sync::Arc::new(e)));
     let mut hasher = std::hash::DefaultHasher::new();
     stmt.sql.hash(&mut hasher);
     let name = format!("forge_{:016x}", hasher.finish());
@@ -342,16 +336,12 @@ async fn prepared_one_message(
         )
         .to_string()
     };
-    let (role, claims, sub) = crate::actor::context_literals(actor);
-    let context = format!(
-        "SET LOCAL ROLE {role}; SET LOCAL request.jwt.claims = '{claims}'; \
-         SET LOCAL request.jwt.claim.sub = '{sub}'; "
-    );
+    let context = context_preamble(actor);
     let mut conn = pool
         .get_postgres_connection_pool()
         .acquire()
         .await
-        .map_err(db_err)?;
+        .map_err(driver_error)?;
     let sent = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("{context}{execute}")))
         .fetch_all(&mut *conn)
         .await;
@@ -376,6 +366,23 @@ async fn prepared_one_message(
         }
         sent => sent,
     }
-    .map_err(db_err)?;
+    .map_err(driver_error)?;
     Ok(rows.into_iter().map(sea_orm::QueryResult::from).collect())
+}
+
+/// The statements that enter `actor`'s context for the rest of one simple-protocol
+/// message (its implicit transaction), ending in `"; "`.
+#[cfg(feature = "postgres")]
+fn context_preamble(actor: Actor) -> String {
+    let (role, claims, sub) = crate::actor::context_literals(actor);
+    format!(
+        "SET LOCAL ROLE {role}; SET LOCAL request.jwt.claims = '{claims}'; \
+         SET LOCAL request.jwt.claim.sub = '{sub}'; "
+    )
+}
+
+/// A driver error as SeaORM reports it, so [`ForgeError::from`] maps it like any other.
+#[cfg(feature = "postgres")]
+fn driver_error(e: sea_orm::sqlx::Error) -> sea_orm::DbErr {
+    sea_orm::DbErr::Query(sea_orm::RuntimeErr::SqlxError(std::sync::Arc::new(e)))
 }
