@@ -22,7 +22,7 @@ use std::process::ExitCode;
 use forge_db::entity::coding_sessions;
 use forge_db::entity::ids::{ProfileId, ProjectId};
 use forge_db::migration::{Backend, redact_url};
-use forge_db::sea_orm::{DatabaseConnection, TransactionTrait};
+use forge_db::sea_orm::DatabaseConnection;
 use forge_db::service::credits::{self, CreditChange};
 use forge_db::service::profiles::{self, NewProfile};
 use forge_db::service::projects::{self, NewProject};
@@ -55,7 +55,7 @@ async fn paid_session(
     project: ProjectId,
     key: &str,
 ) -> AnyResult<Result<coding_sessions::Model, ForgeError>> {
-    let txn = db.begin().await?;
+    let txn = forge_db::service::begin(db).await?;
     let charge = CreditChange {
         reference: Some(format!("project {project}")),
         ..CreditChange::new(user, SESSION_PRICE).idempotent(key)

@@ -44,6 +44,9 @@ use uuid::Uuid;
 
 type BoxError = Box<dyn Error + Send + Sync>;
 
+#[path = "support/scratch.rs"]
+mod scratch;
+
 const LEASE: Duration = Duration::from_secs(300);
 
 /// The baseline claim: seed 002's query, made safe for many workers.
@@ -170,7 +173,7 @@ async fn run() -> Result<(), BoxError> {
         .split(',')
         .map(|w| w.trim().parse())
         .collect::<Result<_, _>>()?;
-    let (admin, name, bench_url) = scratch_database(&url).await?;
+    let (admin, name, bench_url) = scratch::database(&url, "forge_bench").await?;
     println!(
         "queue_bench: {n} jobs per run, median of {rounds} rounds, on {} (scratch database \
          {name})",
@@ -181,28 +184,6 @@ async fn run() -> Result<(), BoxError> {
         .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         .await?;
     outcome
-}
-
-/// Creates `forge_bench_<random>` on the server of `url`; (admin pool, name, its URL).
-async fn scratch_database(url: &str) -> Result<(DatabaseConnection, String, String), BoxError> {
-    let admin = forge_db::connect(url).await?;
-    let name = format!("forge_bench_{}", Uuid::new_v4().simple());
-    admin
-        .execute_unprepared(&format!("CREATE DATABASE {name}"))
-        .await?;
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url, None), |(b, q)| (b, Some(q)));
-    let authority_end = base.find("://").map_or(0, |i| i + 3);
-    let server = match base[authority_end..].find('/') {
-        Some(slash) => &base[..authority_end + slash],
-        None => base,
-    };
-    let bench_url = match query {
-        Some(q) => format!("{server}/{name}?{q}"),
-        None => format!("{server}/{name}"),
-    };
-    Ok((admin, name, bench_url))
 }
 
 async fn bench(

@@ -7,5 +7,6 @@ pub use forge_service as service;
 
 pub use forge_migration::sea_orm;
 pub use forge_migration::{
-    ConnectError, DEFAULT_DATABASE_URL, MigrateError, Migrator, MigratorTrait, connect, migrate,
+    ConnectError, DEFAULT_DATABASE_URL, MigrateError, Migrator, MigratorTrait, Pooling, connect,
+    connect_with, migrate,
 };

@@ -529,4 +529,90 @@ on_both_backends! {
     isolation => users_see_only_their_own_projects;
     sessions => sessions_and_events_belong_to_their_user;
     errors => errors_map_to_statuses;
+    event_stream => events_stream_as_server_sent_events;
+}
+
+/// `GET /sessions/{id}/events/stream`: Server-Sent Events from `Last-Event-ID` on, each
+/// event once with its `seq` as id, ending once the session has ended; someone else's
+/// session is 404 before any stream starts.
+async fn events_stream_as_server_sent_events(t: &TestDb) {
+    use forge_db::entity::coding_sessions::SessionStatus;
+    use forge_db::service::sessions;
+    let db = &t.db;
+    let (a, b) = (signup(db, "ada").await, signup(db, "bob").await);
+    let (_, project) = call(
+        db,
+        "POST",
+        "/projects",
+        Some(a),
+        Some(json!({"name": "App"})),
+    )
+    .await;
+    let uri = format!("/projects/{}/sessions", project["id"].as_str().expect("id"));
+    let (_, session) = call(db, "POST", &uri, Some(a), Some(json!({"prompt": "Go"}))).await;
+    let session_id: SessionId = session["id"].as_str().expect("id").parse().expect("uuid");
+    for kind in [
+        EventType::Thinking,
+        EventType::FileChange,
+        EventType::Terminal,
+    ] {
+        events::append(
+            db,
+            Actor::Service,
+            session_id,
+            kind,
+            json!({"k": kind.to_string()}),
+        )
+        .await
+        .expect("append");
+    }
+    sessions::transition(db, Actor::Service, session_id, SessionStatus::Failed)
+        .await
+        .expect("end the session");
+
+    let stream_uri = format!("/sessions/{session_id}/events/stream");
+    let request = |user: ProfileId, last: Option<&str>| {
+        let mut request = Request::builder()
+            .uri(&stream_uri)
+            .header(app::USER_HEADER, user.to_string());
+        if let Some(last) = last {
+            request = request.header("last-event-id", last);
+        }
+        request.body(Body::empty()).expect("request")
+    };
+    let response = app::router(db.clone())
+        .oneshot(request(a, Some("1")))
+        .await
+        .expect("the router never fails");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let body = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        axum::body::to_bytes(response.into_body(), 1 << 20),
+    )
+    .await
+    .expect("the stream ends with the session")
+    .expect("body");
+    let text = String::from_utf8(body.to_vec()).expect("utf-8");
+    let ids: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("id: "))
+        .collect();
+    let kinds: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("event: "))
+        .collect();
+    assert_eq!(ids, ["2", "3"], "{text}");
+    assert_eq!(kinds, ["file_change", "terminal"], "{text}");
+
+    for (user, last, status) in [
+        (b, None, StatusCode::NOT_FOUND),
+        (a, Some("soon"), StatusCode::UNPROCESSABLE_ENTITY),
+    ] {
+        let response = app::router(db.clone())
+            .oneshot(request(user, last))
+            .await
+            .expect("the router never fails");
+        assert_eq!(response.status(), status);
+    }
 }

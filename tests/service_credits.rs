@@ -14,7 +14,7 @@ use forge_db::entity::projects::ProjectStatus;
 use forge_db::migration::CREDITS_LOW_THRESHOLD;
 use forge_db::sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, QueryFilter,
-    QueryOrder, TransactionTrait,
+    QueryOrder,
 };
 use forge_db::service::credits::{self, CreditChange};
 use forge_db::service::notifications::{self as notes, PreferencesPatch};
@@ -558,7 +558,7 @@ async fn a_spend_commits_or_rolls_back_with_the_callers_transaction(t: &TestDb) 
     let archived = session_support::project(db, a, ProjectStatus::Archived).await;
 
     // Both: the spend and the session commit together.
-    let txn = db.begin().await.unwrap();
+    let txn = forge_db::service::begin(db).await.unwrap();
     let charge = credits::spend(&txn, SERVICE, CreditChange::new(a, 10))
         .await
         .unwrap();
@@ -576,7 +576,7 @@ async fn a_spend_commits_or_rolls_back_with_the_callers_transaction(t: &TestDb) 
     );
 
     // Neither: the session is refused, the caller rolls back, the spend is undone.
-    let txn = db.begin().await.unwrap();
+    let txn = forge_db::service::begin(db).await.unwrap();
     credits::spend(&txn, SERVICE, CreditChange::new(a, 85))
         .await
         .unwrap();

@@ -15,6 +15,7 @@ use forge_db::entity::session_events::{self, EventType};
 use forge_db::sea_orm::{DatabaseConnection, DbBackend, EntityTrait, QueryOrder};
 use forge_db::service::events::{MAX_EVENTS_PER_APPEND, NewEvent};
 use forge_db::service::{Actor, ForgeError, MAX_PAGE_SIZE, events as repo, sessions};
+use futures_util::StreamExt;
 use serde_json::json;
 use session_support::{SharedDb, owner, project, session, unfiltered_as};
 
@@ -25,6 +26,8 @@ on_both_backends! {
     bad_reads_are_refused => bad_reads_are_refused;
     user_b_cannot_see_or_touch_a_events => user_b_cannot_see_or_touch_a_events;
     tail_reader_sees_every_event_once_in_order => tail_reader_sees_every_event_once_in_order;
+    a_stream_delivers_every_event_once_and_ends_with_the_session => a_stream_delivers_every_event_once_and_ends_with_the_session;
+    streams_of_other_users_sessions_are_refused => streams_of_other_users_sessions_are_refused;
 }
 
 /// Every event in the database, as the service sees it (read in the service's context),
@@ -416,5 +419,242 @@ async fn postgres_rls_alone_hides_other_users_events() {
     assert!(seen_by_b.is_empty(), "{seen_by_b:?}");
     let seen_by_a = unfiltered_as::<session_events::Entity>(db, Actor::User(a)).await;
     assert_eq!(seen_by_a, [e]);
+    t.finish().await;
+}
+
+/// `subscribe` while several writers append: the stream delivers each event once, in
+/// `seq` order, from the resume point on, and ends once the session has ended.
+async fn a_stream_delivers_every_event_once_and_ends_with_the_session(t: &TestDb) {
+    const WRITERS: usize = 3;
+    const EACH: usize = 40;
+    const TOTAL: i64 = (WRITERS * EACH) as i64;
+    let shared = SharedDb::for_test(t).await;
+    let setup = shared.pool().await;
+    let (a, s) = owner_with_session(&setup, "live@example.com").await;
+    // Two events before subscribing; the client resumes after the first.
+    for i in 0..2 {
+        repo::append(
+            &setup,
+            Actor::Service,
+            s,
+            EventType::Thinking,
+            json!({"before": i}),
+        )
+        .await
+        .unwrap();
+    }
+    let reader = shared.pool().await;
+    let mut stream = repo::subscribe(&reader, Actor::User(a), s, 1)
+        .await
+        .unwrap();
+    let collector = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        while let Some(event) = stream.next().await {
+            seen.push(event.expect("no error item"));
+        }
+        seen
+    });
+
+    let mut writers = Vec::new();
+    for (w, db) in shared.pools(WRITERS).await.into_iter().enumerate() {
+        writers.push(tokio::spawn(async move {
+            for i in 0..EACH {
+                let data = json!({"writer": w, "i": i});
+                repo::append(&db, Actor::Service, s, EventType::Terminal, data)
+                    .await
+                    .expect("append");
+                if i % 10 == 0 {
+                    tokio::time::sleep(Duration::from_millis(15)).await;
+                }
+            }
+            db.close().await.ok();
+        }));
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    sessions::transition(&setup, Actor::Service, s, SessionStatus::Completed)
+        .await
+        .unwrap();
+    // It ends by itself: on PostgreSQL at the latest after one safety poll.
+    let seen = tokio::time::timeout(Duration::from_secs(60), collector)
+        .await
+        .expect("the stream ends after the session has ended")
+        .unwrap();
+    assert_eq!(seqs(&seen), (2..=TOTAL + 2).collect::<Vec<_>>());
+    assert_eq!(seen[0].data, json!({"before": 1}));
+    for w in 0..WRITERS {
+        let mine: Vec<i64> = seen
+            .iter()
+            .filter(|e| e.data["writer"] == json!(w))
+            .map(|e| e.data["i"].as_i64().unwrap())
+            .collect();
+        assert_eq!(mine, (0..EACH as i64).collect::<Vec<_>>(), "writer {w}");
+    }
+    reader.close().await.ok();
+    setup.close().await.ok();
+    shared.finish();
+}
+
+async fn streams_of_other_users_sessions_are_refused(t: &TestDb) {
+    let db = &t.db;
+    let (_, s) = owner_with_session(db, "a@example.com").await;
+    let (b, _) = owner_with_session(db, "b@example.com").await;
+    let err = repo::subscribe(db, Actor::User(b), s, 0).await.unwrap_err();
+    assert!(matches!(err, ForgeError::NotFound { .. }), "{err:?}");
+    let err = repo::subscribe(db, Actor::User(b), SessionId::new(), 0)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ForgeError::NotFound { .. }), "{err:?}");
+    let a_err = repo::subscribe(db, Actor::Service, s, -1)
+        .await
+        .unwrap_err();
+    assert!(matches!(a_err, ForgeError::Validation { .. }), "{a_err:?}");
+}
+
+/// PostgreSQL: the stream is woken by NOTIFY (one listening connection per pool), and
+/// when that connection is killed mid-stream the listener comes back (a new backend) and
+/// the stream still delivers every event once.
+#[tokio::test]
+async fn postgres_stream_survives_its_listener_being_killed() {
+    let t = TestDb::postgres().await;
+    let db = &t.db;
+    let (a, s) = owner_with_session(db, "kill@example.com").await;
+    // LISTEN needs a direct pool (the owner's is one also when the suite runs through the
+    // pooler); Forge's calls on it still run in the user's context.
+    let mut stream = repo::subscribe(&t.owner, Actor::User(a), s, 0)
+        .await
+        .unwrap();
+    let listener_pid = || async {
+        common::query_i64(
+            &t.owner,
+            &format!(
+                "SELECT coalesce(max(pid), 0)::bigint FROM pg_stat_activity \
+                 WHERE application_name = '{}' AND datname = current_database()",
+                repo::LISTENER_APPLICATION_NAME
+            ),
+        )
+        .await
+    };
+    let mut current = listener_pid().await;
+    assert!(current > 0, "a listening backend");
+    let (mut seen, mut expected) = (Vec::new(), 0);
+    for round in 0..3 {
+        for i in 0..5 {
+            let data = json!({"round": round, "i": i});
+            repo::append(db, Actor::Service, s, EventType::Thinking, data)
+                .await
+                .unwrap();
+        }
+        expected += 5;
+        // Woken by the notification: well before the safety poll.
+        let started = Instant::now();
+        while seen.len() < expected {
+            let event = tokio::time::timeout(Duration::from_secs(30), stream.next())
+                .await
+                .expect("an event")
+                .expect("the stream goes on")
+                .unwrap();
+            seen.push(event);
+        }
+        assert!(started.elapsed() < repo::SAFETY_POLL, "woken by NOTIFY");
+        if round == 2 {
+            break;
+        }
+        let killed = current;
+        common::query_i64(
+            &t.owner,
+            &format!("SELECT count(*) FROM (SELECT pg_terminate_backend({killed})) k"),
+        )
+        .await;
+        // Appended while nobody may be listening: found after the reconnect.
+        repo::append(
+            db,
+            Actor::Service,
+            s,
+            EventType::Thinking,
+            json!({"gap": round}),
+        )
+        .await
+        .unwrap();
+        expected += 1;
+        let next = tokio::time::timeout(Duration::from_secs(30), stream.next())
+            .await
+            .expect("the event appended while the listener was down")
+            .expect("the stream goes on")
+            .unwrap();
+        seen.push(next);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            current = listener_pid().await;
+            if current > 0 && current != killed {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the listener reconnects");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let expected: Vec<i64> = (1..=seen.len() as i64).collect();
+    assert_eq!(seqs(&seen), expected, "no gap, no repeat across reconnects");
+    assert_eq!(seen.len(), 17);
+    drop(stream);
+    t.finish().await;
+}
+
+/// PostgreSQL: one notification per transaction and session, whatever the number of
+/// statements and rows, carrying only the session's id.
+#[tokio::test]
+async fn postgres_notifies_once_per_transaction_and_session() {
+    use forge_db::sea_orm::sqlx::postgres::PgListener;
+    use forge_db::service::{Access, run_as};
+    let t = TestDb::postgres().await;
+    let db = &t.db;
+    let (_, s1) = owner_with_session(db, "n1@example.com").await;
+    let (_, s2) = owner_with_session(db, "n2@example.com").await;
+    let mut listener = PgListener::connect(&t.pg_url().unwrap()).await.unwrap();
+    listener
+        .listen(forge_db::migration::EVENTS_CHANNEL)
+        .await
+        .unwrap();
+    run_as(db, Actor::Service, Access::Write, move |txn| {
+        Box::pin(async move {
+            for i in 0..3 {
+                repo::append(
+                    txn,
+                    Actor::Service,
+                    s1,
+                    EventType::Thinking,
+                    json!({"i": i}),
+                )
+                .await?;
+            }
+            let many = (0..4)
+                .map(|i| NewEvent::new(EventType::Terminal, json!({"j": i})))
+                .collect();
+            repo::append_many(txn, Actor::Service, s2, many).await?;
+            repo::append(txn, Actor::Service, s2, EventType::Thinking, json!({})).await?;
+            Ok(())
+        })
+    })
+    .await
+    .unwrap();
+    repo::append(
+        db,
+        Actor::Service,
+        s1,
+        EventType::Thinking,
+        json!({"later": true}),
+    )
+    .await
+    .unwrap();
+    let mut heard = Vec::new();
+    while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(500), listener.recv()).await {
+        heard.push(n.payload().to_owned());
+    }
+    assert_eq!(
+        heard,
+        [s1.to_string(), s2.to_string(), s1.to_string()],
+        "one wake-up per transaction and session, in commit order, naming only the session"
+    );
     t.finish().await;
 }

@@ -14,6 +14,7 @@
 //! | `GET` | `/projects/{id}` | one project |
 //! | `POST` | `/projects/{id}/sessions` `{"prompt", "ttl_minutes"?}` | starts a session (201) |
 //! | `GET` | `/sessions/{id}/events?after=SEQ&limit=N` | the session's events after `SEQ` |
+//! | `GET` | `/sessions/{id}/events/stream?after=SEQ` | the session's events live, as Server-Sent Events (`id:` is the `seq`, so a reconnecting browser resumes with `Last-Event-ID`); ends when the session has ended |
 //! | `GET` | `/exports?format=jsonl&status=approved&tier=T` | downloads the user's conversations (`jsonl`, `json`, `csv`, `markdown`; `status` defaults to `approved`, `all` for every state) |
 //!
 //! Errors are JSON, `{"error": {"code": "not_found", "message": "…"}}`, with the status
@@ -63,6 +64,7 @@ pub fn router(db: DatabaseConnection) -> Router {
         .route("/projects/{id}", get(get_project))
         .route("/projects/{id}/sessions", post(start_session))
         .route("/sessions/{id}/events", get(session_events))
+        .route("/sessions/{id}/events/stream", get(stream_session_events))
         .route("/exports", get(export_conversations))
         .with_state(db)
 }
@@ -304,6 +306,54 @@ async fn session_events(
     Ok(Json(
         events::after(&db, user, session_id, after, limit).await?,
     ))
+}
+
+/// The session's events as Server-Sent Events, from `Last-Event-ID` (a reconnecting
+/// browser sends the last `id:` it got) or `?after=SEQ`, as `events::subscribe` delivers
+/// them: each once, in `seq` order. Each SSE event is named after the event's type, with
+/// the `seq` as its id and the event as JSON data. A refused request (unknown session,
+/// someone else's) is answered before the stream starts; an error afterwards ends it with
+/// an `error` event carrying the code.
+async fn stream_session_events(
+    State(db): State<DatabaseConnection>,
+    AuthUser(user): AuthUser,
+    Path(session_id): Path<SessionId>,
+    Query(query): Query<EventsQuery>,
+    headers: axum::http::HeaderMap,
+) -> ApiResult<Response> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use futures_util::StreamExt;
+
+    let resume = match headers.get("last-event-id") {
+        Some(value) => Some(
+            value
+                .to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<i64>().ok())
+                .ok_or_else(|| {
+                    ApiError::Forge(ForgeError::invalid(
+                        "Last-Event-ID",
+                        "expected a seq number",
+                    ))
+                })?,
+        ),
+        None => None,
+    };
+    let after = resume.or(query.after).unwrap_or(0);
+    let stream = events::subscribe(&db, user, session_id, after).await?;
+    let sse = stream.map(|item| {
+        Ok::<_, std::convert::Infallible>(match item {
+            Ok(event) => Event::default()
+                .id(event.seq.to_string())
+                .event(event.event_type.to_string())
+                .json_data(&event)
+                .unwrap_or_else(|_| Event::default().event("error").data("unserializable")),
+            Err(err) => Event::default().event("error").data(err.code()),
+        })
+    });
+    Ok(Sse::new(sse)
+        .keep_alive(KeepAlive::default())
+        .into_response())
 }
 
 /// `?format=jsonl&status=approved&tier=template` of an export.

@@ -129,10 +129,135 @@ impl std::error::Error for ConnectError {
 /// [`ConnectError::UnsupportedUrl`] for a URL that is neither SQLite nor PostgreSQL,
 /// [`ConnectError::BackendNotCompiled`] when the backend's feature is off, and
 /// [`ConnectError::Connect`] when the database cannot be reached (after at most ten seconds).
+///
+/// A PostgreSQL URL with `pgbouncer=true` in its query (the convention Prisma set) is
+/// opened in [`Pooling::Transaction`] mode, see [`connect_with`]; the parameter itself is
+/// not passed on to the server.
 pub async fn connect(url: &str) -> Result<DatabaseConnection, ConnectError> {
+    let (pooling, url) = Pooling::from_url(url);
+    connect_with(&url, pooling).await
+}
+
+/// How Forge reaches PostgreSQL: straight to the server, or through a pooler that hands
+/// the server connection to another client after every transaction.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Pooling {
+    /// Straight to the server (or through a session-mode pooler, which keeps one server
+    /// connection per client connection). Forge keeps statements prepared per connection
+    /// and sets `idle_in_transaction_session_timeout` as a startup option.
+    #[default]
+    Direct,
+    /// Through a transaction-mode pooler: PgBouncer with `pool_mode = transaction`, or
+    /// Supabase's Supavisor on port 6543. The server connection may change after every
+    /// transaction, so Forge keeps no state beyond one:
+    /// - no statement stays prepared: the driver's statement cache is off; a call that is
+    ///   one statement is one simple-protocol message (no prepared statement at all); a
+    ///   Forge transaction removes the statements prepared in it (`DEALLOCATE ALL`) as it
+    ///   starts and as it ends, so names never collide with what another client left;
+    /// - no session state: roles, claims and `idle_in_transaction_session_timeout` are set
+    ///   transaction-locally (no startup options, which poolers refuse);
+    /// - migrations refuse to run ([`MigrateError::ThroughPooler`](crate::MigrateError)):
+    ///   their lock is a session advisory lock, so they need a direct URL (`DIRECT_URL`).
+    ///
+    /// Your own SQL on such a pool belongs inside [`run_as`](https://docs.rs/forge-service)
+    /// (or any Forge call): a statement sent through the extended protocol outside a
+    /// transaction may be parsed on one server connection and executed on another.
+    /// `LISTEN` needs a direct connection too: the service's event stream polls on a
+    /// pooled pool.
+    Transaction,
+}
+
+impl Pooling {
+    /// The pooling a URL asks for (`pgbouncer=true` or `pgbouncer=1` in its query), and the
+    /// URL without that parameter. Anything else is [`Pooling::Direct`].
+    pub fn from_url(url: &str) -> (Self, String) {
+        let Some((base, query)) = url.split_once('?') else {
+            return (Self::Direct, url.to_owned());
+        };
+        if Backend::from_url(url) != Some(Backend::Postgres) {
+            return (Self::Direct, url.to_owned());
+        }
+        let mut pooling = Self::Direct;
+        let kept: Vec<&str> = query
+            .split('&')
+            .filter(|pair| {
+                let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+                if key != "pgbouncer" {
+                    return true;
+                }
+                if matches!(value, "true" | "1") {
+                    pooling = Self::Transaction;
+                }
+                false
+            })
+            .collect();
+        let url = if kept.is_empty() {
+            base.to_owned()
+        } else {
+            format!("{base}?{}", kept.join("&"))
+        };
+        (pooling, url)
+    }
+}
+
+/// The pools [`connect_with`] opened in [`Pooling::Transaction`] mode, by the identity of
+/// their connect options (which a pool keeps for as long as it lives).
+#[cfg(feature = "postgres")]
+static POOLED: std::sync::Mutex<
+    Vec<std::sync::Weak<sea_orm_migration::sea_orm::sqlx::postgres::PgConnectOptions>>,
+> = std::sync::Mutex::new(Vec::new());
+
+/// Whether `db` is a pool that [`connect_with`] opened in [`Pooling::Transaction`] mode
+/// (through a transaction-mode pooler). Forge's repositories ask this to choose how to
+/// send their statements.
+pub fn is_pooled(db: &DatabaseConnection) -> bool {
+    #[cfg(feature = "postgres")]
+    {
+        use sea_orm_migration::sea_orm::DatabaseConnectionType;
+        if !matches!(
+            db.inner,
+            DatabaseConnectionType::SqlxPostgresPoolConnection(_)
+        ) {
+            return false;
+        }
+        let options = db.get_postgres_connection_pool().connect_options();
+        let pooled = POOLED
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        pooled
+            .iter()
+            .any(|w| std::ptr::eq(w.as_ptr(), std::sync::Arc::as_ptr(&options)))
+    }
+    #[cfg(not(feature = "postgres"))]
+    {
+        let _ = db;
+        false
+    }
+}
+
+#[cfg(feature = "postgres")]
+fn register_pooled(db: &DatabaseConnection) {
+    let options = db.get_postgres_connection_pool().connect_options();
+    let mut pooled = POOLED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    // A dead entry's address may be reused by a new pool's options: drop those first.
+    pooled.retain(|w| w.strong_count() > 0);
+    pooled.push(std::sync::Arc::downgrade(&options));
+}
+
+/// Opens a connection pool to `url` with Forge's settings and the given [`Pooling`] (which
+/// matters for PostgreSQL only). See [`connect`] for the rest.
+///
+/// # Errors
+/// As [`connect`].
+pub async fn connect_with(url: &str, pooling: Pooling) -> Result<DatabaseConnection, ConnectError> {
     let backend = Backend::from_url(url).ok_or_else(|| ConnectError::UnsupportedUrl {
         url: redact_url(url),
     })?;
+    let pooled = pooling == Pooling::Transaction && backend == Backend::Postgres;
+    #[cfg(not(feature = "postgres"))]
+    let _ = pooled;
     if !backend.compiled() {
         return Err(ConnectError::BackendNotCompiled { backend });
     }
@@ -150,10 +275,18 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, ConnectError> {
         .test_before_acquire(false);
     #[cfg(feature = "postgres")]
     {
-        let timeout = format!("{}s", IDLE_IN_TRANSACTION_TIMEOUT.as_secs());
-        options.map_sqlx_postgres_opts(move |o| {
-            o.options([("idle_in_transaction_session_timeout", timeout.as_str())])
-        });
+        if pooled {
+            // No statement cache: a named statement kept past its transaction would be
+            // missing (or another client's) on the next server connection. The
+            // transaction timeout is set per transaction instead (see the service's
+            // `run_as`): poolers refuse startup options.
+            options.map_sqlx_postgres_opts(|o| o.statement_cache_capacity(0));
+        } else {
+            let timeout = format!("{}s", IDLE_IN_TRANSACTION_TIMEOUT.as_secs());
+            options.map_sqlx_postgres_opts(move |o| {
+                o.options([("idle_in_transaction_session_timeout", timeout.as_str())])
+            });
+        }
         options.map_sqlx_postgres_pool_opts(|p| {
             p.after_release(|conn, _meta| pg_outside_transaction(conn))
                 .before_acquire(|conn, meta| {
@@ -195,10 +328,15 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, ConnectError> {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             connected => {
-                return connected.map_err(|source| ConnectError::Connect {
+                let db = connected.map_err(|source| ConnectError::Connect {
                     url: redact_url(url),
                     source,
-                });
+                })?;
+                #[cfg(feature = "postgres")]
+                if pooled {
+                    register_pooled(&db);
+                }
+                return Ok(db);
             }
         }
     }
@@ -376,6 +514,36 @@ mod tests {
         );
         assert_eq!(redact_url(DEFAULT_DATABASE_URL), DEFAULT_DATABASE_URL);
         assert_eq!(redact_url("not a url"), "not a url");
+    }
+
+    #[test]
+    fn pooling_from_the_url() {
+        assert_eq!(
+            Pooling::from_url("postgres://u:p@h:6543/db?pgbouncer=true"),
+            (Pooling::Transaction, "postgres://u:p@h:6543/db".to_owned())
+        );
+        assert_eq!(
+            Pooling::from_url("postgres://h/db?sslmode=require&pgbouncer=1&application_name=x"),
+            (
+                Pooling::Transaction,
+                "postgres://h/db?sslmode=require&application_name=x".to_owned()
+            )
+        );
+        assert_eq!(
+            Pooling::from_url("postgres://h/db?pgbouncer=false"),
+            (Pooling::Direct, "postgres://h/db".to_owned())
+        );
+        assert_eq!(
+            Pooling::from_url("postgres://h/db?sslmode=disable"),
+            (
+                Pooling::Direct,
+                "postgres://h/db?sslmode=disable".to_owned()
+            )
+        );
+        assert_eq!(
+            Pooling::from_url(DEFAULT_DATABASE_URL),
+            (Pooling::Direct, DEFAULT_DATABASE_URL.to_owned())
+        );
     }
 
     #[test]

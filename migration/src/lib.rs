@@ -35,6 +35,7 @@ mod m20251130_000009_generation_sources;
 mod m20261130_000010_keyset_indexes;
 mod m20261201_000011_batch_delete_rule;
 mod m20261201_000012_accounts;
+mod m20261201_000013_event_notify;
 mod migrate;
 mod schema;
 pub mod schema_doc;
@@ -43,12 +44,13 @@ pub mod verify;
 
 pub use connect::{
     Backend, CHECK_AFTER_IDLE, ConnectError, DEFAULT_DATABASE_URL, IDLE_IN_TRANSACTION_TIMEOUT,
-    connect, connections_discarded, redact_url, url_from_env,
+    Pooling, connect, connect_with, connections_discarded, is_pooled, redact_url, url_from_env,
 };
 pub use m20251130_000006_database_wall::JSON_MAX_BYTES;
 pub use m20261201_000012_accounts::{
     CREDITS_LOW_THRESHOLD, MAX_UNREVOKED_API_KEYS, SIGNUP_BONUS_CREDITS,
 };
+pub use m20261201_000013_event_notify::EVENTS_CHANNEL;
 pub use migrate::{MIGRATION_LOCK_KEY, MigrateError, MigrationLock, migrate};
 pub use sea_orm_migration::{MigratorTrait, sea_orm};
 pub use seed::{SeedError, SeedReport, seed};
@@ -122,6 +124,7 @@ pub(crate) fn sources() -> Vec<verify::checksum::Source> {
             "sql/accounts_down.sql",
             "sql/accounts_sqlite_up.sql"
         ),
+        source!(m20261201_000013_event_notify),
     ]
 }
 

@@ -1,8 +1,10 @@
 //! `forge-migration`: apply, roll back and inspect Forge's migrations.
 //!
-//! The database is `--database-url`, else `DATABASE_URL`, else the embedded SQLite file
-//! `forge.db` in the working directory. Every run says which one it used. Failures print
-//! one line on stderr and exit non-zero.
+//! The database is `--direct-url` / `DIRECT_URL` when given, else `--database-url`, else
+//! `DATABASE_URL`, else the embedded SQLite file `forge.db` in the working directory. Every
+//! run says which one it used. A URL through a transaction pooler (`?pgbouncer=true`) is
+//! refused: the migration lock is session-scoped, so set `DIRECT_URL` beside it. Failures
+//! print one line on stderr and exit non-zero.
 //!
 //! Every migration command (`up`, `down`, `fresh`, `refresh`, `reset`) runs under Forge's
 //! migration lock ([`forge_migration::MigrationLock`]), so runs started together on one
@@ -28,8 +30,8 @@ use forge_migration::schema_doc::{self, SCHEMA_DOC_PATH};
 use forge_migration::seed::MAX_SEED_USERS;
 use forge_migration::verify::backend_id;
 use forge_migration::{
-    Backend, DEFAULT_DATABASE_URL, MigrateError, MigrationLock, Migrator, MigratorTrait, TABLES,
-    connect, redact_url, seed, verify,
+    Backend, DEFAULT_DATABASE_URL, MigrateError, MigrationLock, Migrator, MigratorTrait, Pooling,
+    TABLES, connect, redact_url, seed, verify,
 };
 use sea_orm_migration::sea_orm::{
     ConnectionTrait, DatabaseConnection, DatabaseExecutor, DbBackend, DbErr, Statement,
@@ -53,6 +55,11 @@ struct Cli {
         hide_env_values = true
     )]
     database_url: Option<String>,
+
+    /// A direct URL of the same database, used instead of the database URL when that goes
+    /// through a transaction pooler (`?pgbouncer=true`): migrations hold a session lock.
+    #[arg(long, global = true, env = "DIRECT_URL", hide_env_values = true)]
+    direct_url: Option<String>,
 
     #[command(subcommand)]
     command: Option<Command>,
@@ -144,13 +151,27 @@ const EXIT_DRIFT: u8 = 2;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let (url, source) = match cli.database_url.as_deref().filter(|u| !u.trim().is_empty()) {
-        Some(url) => (url.to_owned(), "DATABASE_URL or --database-url"),
-        None => (
+    let direct = cli.direct_url.as_deref().filter(|u| !u.trim().is_empty());
+    let (url, source) = match (
+        direct,
+        cli.database_url.as_deref().filter(|u| !u.trim().is_empty()),
+    ) {
+        (Some(url), _) => (url.to_owned(), "DIRECT_URL or --direct-url"),
+        (None, Some(url)) => (url.to_owned(), "DATABASE_URL or --database-url"),
+        (None, None) => (
             DEFAULT_DATABASE_URL.to_owned(),
             "default: no DATABASE_URL set",
         ),
     };
+    if Pooling::from_url(&url).0 == Pooling::Transaction {
+        eprintln!(
+            "forge-migration: error: {} goes through a transaction pooler (pgbouncer=true) \
+             ({source}); migrations hold a session lock, so they need a direct connection: \
+             set DIRECT_URL (or --direct-url) to the database's direct URL",
+            redact_url(&url)
+        );
+        return ExitCode::FAILURE;
+    }
     let command = cli.command.unwrap_or(Command::Up { num: None });
     if let Command::Verify {
         format,

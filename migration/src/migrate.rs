@@ -115,6 +115,11 @@ pub enum MigrateError {
     },
     /// A migration failed, or the migration table could not be read or written.
     Migration(DbErr),
+    /// The connection goes through a transaction-mode pooler
+    /// ([`Pooling::Transaction`](crate::Pooling)): the migration lock is a session
+    /// advisory lock, which such a pooler would hand to another client. Migrate over a
+    /// direct URL (`DIRECT_URL` for the `forge-migration` binary).
+    ThroughPooler,
 }
 
 impl fmt::Display for MigrateError {
@@ -124,6 +129,10 @@ impl fmt::Display for MigrateError {
                 f,
                 "cannot take the migration lock: {}",
                 one_line(&err.to_string())
+            ),
+            Self::ThroughPooler => f.write_str(
+                "migrations cannot run through a transaction pooler (pgbouncer=true): \
+                 the migration lock is session-scoped; give a direct URL (DIRECT_URL)",
             ),
             Self::LockLost => f.write_str(
                 "the connection holding the migration lock was lost before the run finished; run it again",
@@ -142,7 +151,7 @@ impl std::error::Error for MigrateError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Self::Lock(err) | Self::Migration(err) => Some(err),
-            Self::LockLost | Self::Unsupported { .. } => None,
+            Self::LockLost | Self::Unsupported { .. } | Self::ThroughPooler => None,
         }
     }
 }
@@ -220,8 +229,12 @@ impl MigrationLock {
     /// # Errors
     /// [`MigrateError::Lock`] when the lock or the dedicated connection cannot be had,
     /// [`MigrateError::Unsupported`] for a connection that is not a SQLx pool of SQLite or
-    /// PostgreSQL.
+    /// PostgreSQL, [`MigrateError::ThroughPooler`] for a pool opened through a
+    /// transaction-mode pooler.
     pub async fn acquire(db: &DatabaseConnection) -> Result<Self, MigrateError> {
+        if crate::is_pooled(db) {
+            return Err(MigrateError::ThroughPooler);
+        }
         match db.get_database_backend() {
             DbBackend::Postgres => acquire_postgres(db).await,
             DbBackend::Sqlite => acquire_sqlite(db).await,

@@ -24,7 +24,10 @@ fn scratch_dir(tag: &str) -> PathBuf {
 
 fn run(dir: &PathBuf, url: Option<&str>, args: &[&str]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_forge-migration"));
-    cmd.current_dir(dir).args(args).env_remove("DATABASE_URL");
+    cmd.current_dir(dir)
+        .args(args)
+        .env_remove("DATABASE_URL")
+        .env_remove("DIRECT_URL");
     if let Some(url) = url {
         cmd.env("DATABASE_URL", url);
     }
@@ -98,6 +101,35 @@ fn a_bad_url_is_one_clear_line_and_exit_1() {
         &run(&dir, Some("not a url"), &["up"]),
         "unsupported database URL",
     );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A pooler URL (`pgbouncer=true`) is refused before anything is opened, naming
+/// `DIRECT_URL`; with `DIRECT_URL` set, that is the database migrated.
+#[test]
+fn a_pooler_url_needs_a_direct_url() {
+    let dir = scratch_dir("pooler");
+    let pooler = "postgres://forge:secret@pooler.invalid:6543/forge?pgbouncer=true";
+    let out = run(&dir, Some(pooler), &["up"]);
+    assert_one_line_failure(&out, "DIRECT_URL");
+    assert!(!text(&out.stderr).contains("secret"), "password shown");
+    assert!(!dir.join("forge.db").exists());
+
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_forge-migration"));
+    let out = cmd
+        .current_dir(&dir)
+        .arg("up")
+        .env("DATABASE_URL", pooler)
+        .env("DIRECT_URL", "sqlite://direct.db?mode=rwc")
+        .output()
+        .unwrap();
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains("direct.db?mode=rwc (DIRECT_URL"),
+        "{stdout}"
+    );
+    assert!(dir.join("direct.db").exists());
     std::fs::remove_dir_all(&dir).ok();
 }
 

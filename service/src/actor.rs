@@ -155,7 +155,11 @@ where
         db.begin().await?
     };
     let nested = is_callers_transaction(db);
-    let restore = if txn.get_database_backend() == DbBackend::Postgres {
+    let pooled = !nested && through_pooler(db);
+    let restore = if pooled {
+        enter_pooled_context(&txn, actor).await?;
+        None
+    } else if txn.get_database_backend() == DbBackend::Postgres {
         enter_context(&txn, actor, nested).await?
     } else {
         None
@@ -166,15 +170,85 @@ where
             if let Some(previous) = restore {
                 previous.put_back(&txn).await?;
             }
+            if pooled {
+                txn.execute_unprepared("DEALLOCATE ALL").await?;
+            }
             txn.commit().await?;
             Ok(value)
         }
         Err(err) => {
+            if pooled {
+                // In one message, so the server connection is still this transaction's
+                // when its statements are removed (the pooler hands it on after the
+                // message). The driver's own ROLLBACK that follows finds no transaction,
+                // which the server answers with a warning only. A failure here is the
+                // connection's, and the rollback below reports it.
+                let _ = txn.execute_unprepared("ROLLBACK; DEALLOCATE ALL").await;
+            }
             // Rolling back the transaction (or savepoint) also undoes the role switch.
             txn.rollback().await?;
             Err(err)
         }
     }
+}
+
+/// Opens a transaction of your own on `db`, to run several Forge calls (and your own
+/// statements) all-or-nothing: pass `&txn` to them, then `txn.commit()`. Each Forge call
+/// inside runs in a savepoint.
+///
+/// Prefer it to `db.begin()`: on a pool opened through a transaction-mode pooler
+/// ([`forge_migration::Pooling::Transaction`]) it first removes the statements the server
+/// connection holds from earlier transactions (`DEALLOCATE ALL`, in the same round trip
+/// budget as a Forge transaction's own start), so the statements of this transaction
+/// cannot collide with them (`prepared statement "sqlx_s_1" already exists`). On other
+/// pools it is `db.begin()`.
+///
+/// ```no_run
+/// # use forge_service::{Actor, begin, credits, sessions};
+/// # async fn f(db: &sea_orm::DatabaseConnection, user: forge_entity::ids::ProfileId, new: sessions::NewSession) -> forge_service::Result<()> {
+/// let txn = begin(db).await?;
+/// credits::spend(&txn, Actor::Service, credits::CreditChange::new(user, 10)).await?;
+/// sessions::start(&txn, Actor::User(user), new).await?;
+/// txn.commit().await?;
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+/// [`ForgeError::Db`] when the transaction cannot be opened.
+pub async fn begin(db: &sea_orm::DatabaseConnection) -> Result<DatabaseTransaction> {
+    let txn = db.begin().await?;
+    if forge_migration::is_pooled(db) {
+        txn.execute_unprepared("DEALLOCATE ALL").await?;
+    }
+    Ok(txn)
+}
+
+/// Whether `db` is a pool opened through a transaction-mode pooler
+/// ([`forge_migration::Pooling::Transaction`]).
+pub(crate) fn through_pooler<C: Connection>(db: &C) -> bool {
+    (db as &dyn std::any::Any)
+        .downcast_ref::<sea_orm::DatabaseConnection>()
+        .is_some_and(forge_migration::is_pooled)
+}
+
+/// [`enter_context`] for a transaction through a transaction-mode pooler, in one
+/// simple-protocol message: it first removes every prepared statement the server
+/// connection holds (left by whichever client had it before; the driver keeps none across
+/// transactions there, so names it chooses next cannot collide), then sets the role, the
+/// claims and `idle_in_transaction_session_timeout` for this transaction only (a pooler
+/// refuses it as a startup option).
+async fn enter_pooled_context(txn: &DatabaseTransaction, actor: Actor) -> Result<()> {
+    let (role, claims, sub) = context_literals(actor);
+    let timeout = forge_migration::IDLE_IN_TRANSACTION_TIMEOUT.as_secs();
+    txn.execute_unprepared(&format!(
+        "DEALLOCATE ALL; \
+         SELECT set_config('role', '{role}', true), \
+                set_config('request.jwt.claims', '{claims}', true), \
+                set_config('request.jwt.claim.sub', '{sub}', true), \
+                set_config('idle_in_transaction_session_timeout', '{timeout}s', true)"
+    ))
+    .await?;
+    Ok(())
 }
 
 /// Opens Forge's savepoint inside the caller's transaction `db`, so that dropping the

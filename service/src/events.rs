@@ -33,6 +33,11 @@ use crate::pagination::MAX_PAGE_SIZE;
 use crate::scoped;
 use crate::validate;
 
+mod stream;
+pub use stream::{
+    EventStream, LISTENER_APPLICATION_NAME, POLL_MAX, POLL_MIN, SAFETY_POLL, subscribe,
+};
+
 /// Most events [`append_many`] takes in one call.
 pub const MAX_EVENTS_PER_APPEND: usize = 1000;
 

@@ -71,6 +71,7 @@ pub mod pipeline;
 pub mod profiles;
 pub mod projects;
 pub mod prompts;
+pub mod replicas;
 pub mod scenarios;
 pub mod sessions;
 pub mod templates;
@@ -78,7 +79,7 @@ pub mod templates;
 pub mod testing;
 pub mod usage;
 
-pub use actor::{Access, Actor, Connection, ScopedFuture, run_as};
+pub use actor::{Access, Actor, Connection, ScopedFuture, begin, run_as};
 pub use error::{ForgeError, Result};
 pub use forge_entity as entity;
 /// Now, to the microsecond: the precision PostgreSQL keeps, so a row written with it reads

@@ -12,7 +12,9 @@
 //!   builder (quoted and escaped as literals). The statements a process runs over and
 //!   over — a row by key, a list page, an event append, the queue — end the message in
 //!   `EXECUTE forge_<hash>(<values>)` of a statement prepared once per server connection
-//!   ([`prepared_rows`]), so their plan is reused; the rest are planned afresh ([`rows`]);
+//!   ([`prepared_rows`]), so their plan is reused; the rest are planned afresh ([`rows`]).
+//!   Through a transaction pooler (`Pooling::Transaction`) nothing is prepared: every
+//!   statement takes the plain message, which any server connection can run;
 //! - on a SQLite pool, a read runs as it is (SQLite runs every statement atomically); a
 //!   write still takes the write lock up front (`BEGIN IMMEDIATE`, see [`run_as`]);
 //! - inside a caller's transaction, in a savepoint with the actor's context (see
@@ -257,6 +259,8 @@ pub(crate) async fn prepared_rows<C: Connection>(
             pool.inner,
             sea_orm::DatabaseConnectionType::SqlxPostgresPoolConnection(_)
         )
+        // Through a transaction pooler nothing stays prepared: the plain one message.
+        && !forge_migration::is_pooled(pool)
     {
         return prepared_one_message(pool, actor, stmt).await;
     }
@@ -302,9 +306,10 @@ async fn postgres_one_message(
 /// connection instead of on every call, and only the values travel, written as literals
 /// (by SeaORM's query builder, quoted and escaped). A connection that does not have it yet
 /// answers `EXECUTE` with SQLSTATE 26000, having done nothing; the same message with the
-/// `PREPARE` in front then runs on the same connection. (Behind a transaction pooler, the
-/// next message may land on a server connection without it and pays that second round
-/// trip; it stays correct.)
+/// `PREPARE` in front then runs on the same connection. A pool opened through a
+/// transaction pooler (`Pooling::Transaction`) never takes this route: the next message
+/// may land on another server connection, which may already hold the name (SQLSTATE
+/// 42P05), and statements left prepared there are exactly what pooler mode avoids.
 ///
 /// A dropped future leaves nothing behind, as with [`rows`]: the implicit
 /// transaction ends with the message, and the pool checks the connection on its return.
@@ -383,6 +388,6 @@ fn context_preamble(actor: Actor) -> String {
 
 /// A driver error as SeaORM reports it, so [`ForgeError::from`] maps it like any other.
 #[cfg(feature = "postgres")]
-fn driver_error(e: sea_orm::sqlx::Error) -> sea_orm::DbErr {
+pub(crate) fn driver_error(e: sea_orm::sqlx::Error) -> sea_orm::DbErr {
     sea_orm::DbErr::Query(sea_orm::RuntimeErr::SqlxError(std::sync::Arc::new(e)))
 }

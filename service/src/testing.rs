@@ -41,6 +41,16 @@ use sea_orm::{DatabaseConnection, DbBackend, DbErr};
 /// The environment variable naming the PostgreSQL cluster tests run against.
 pub const TEST_DATABASE_URL_ENV: &str = "FORGE_TEST_DATABASE_URL";
 
+/// The environment variable naming a transaction-mode pooler (PgBouncer) in front of that
+/// cluster, any database reachable through it by name (`scripts/with-postgres.sh` with
+/// `FORGE_TEST_POOLER=1` starts one).
+pub const TEST_POOLER_URL_ENV: &str = "FORGE_TEST_POOLER_URL";
+
+/// When this environment variable is `1`, [`TestDb::db`] (the application role's pool)
+/// goes through the pooler of [`TEST_POOLER_URL_ENV`] in `Pooling::Transaction` mode; the
+/// owner's pool stays direct, as migrations need.
+pub const TEST_THROUGH_POOLER_ENV: &str = "FORGE_TEST_THROUGH_POOLER";
+
 /// Why a [`TestDb`] could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum TestDbError {
@@ -50,6 +60,12 @@ pub enum TestDbError {
     /// A statement (creating, migrating, dropping the database) failed.
     #[error("test database: {0}")]
     Db(#[from] DbErr),
+    /// [`TEST_THROUGH_POOLER_ENV`] is `1` but [`TEST_POOLER_URL_ENV`] names no pooler.
+    #[error(
+        "FORGE_TEST_THROUGH_POOLER is 1 but FORGE_TEST_POOLER_URL is not set \
+             (scripts/with-postgres.sh starts a pooler with FORGE_TEST_POOLER=1)"
+    )]
+    NoPooler,
     /// A PostgreSQL test database was asked for with a URL that is not PostgreSQL's.
     #[error("not a PostgreSQL URL (postgres://…): {url}")]
     NotPostgres {
@@ -122,10 +138,10 @@ impl TestDb {
             // A migrated database is used as the application role; an empty one (for
             // testing the migrations) only as its owner.
             let db = match template {
-                Some(_) => connect(&postgres::app_url(&url)).await?,
+                Some(_) => connect(&postgres::app_url(&postgres::through_pooler(&url)?)).await?,
                 None => owner.clone(),
             };
-            Ok::<_, ConnectError>((db, owner))
+            Ok::<_, TestDbError>((db, owner))
         };
         match pools.await {
             Ok((db, owner)) => Ok(Self {
@@ -135,7 +151,7 @@ impl TestDb {
             }),
             Err(e) => {
                 owned.drop_now().await.ok();
-                Err(e.into())
+                Err(e)
             }
         }
     }
@@ -161,11 +177,13 @@ impl TestDb {
     }
 
     /// The application role's URL of this test's database (PostgreSQL only), to open
-    /// more pools the way [`TestDb::db`] is opened.
+    /// more pools the way [`TestDb::db`] is opened (through the pooler, with
+    /// `pgbouncer=true`, under [`TEST_THROUGH_POOLER_ENV`]).
     pub fn app_url(&self) -> Option<String> {
         self.pg
             .as_ref()
-            .map(|owned| postgres::app_url(&owned.url()))
+            .and_then(|owned| postgres::through_pooler(&owned.url()).ok())
+            .map(|url| postgres::app_url(&url))
     }
 
     /// Which backend this database runs on.

@@ -37,6 +37,7 @@ pub fn url_for_database(admin_url: &str, name: &str) -> String {
 impl TestDb {
     fn wrap(inner: Result<testing::TestDb, testing::TestDbError>) -> Self {
         let inner = inner.unwrap_or_else(|e| panic!("set up the test database: {e}"));
+
         Self {
             db: inner.db().clone(),
             owner: inner.owner().clone(),
@@ -56,7 +57,15 @@ impl TestDb {
 
     /// A new PostgreSQL database, migrated (cloned from the migrated template).
     pub async fn postgres() -> Self {
-        Self::wrap(testing::TestDb::postgres(&pg_admin_url()).await)
+        let t = Self::wrap(testing::TestDb::postgres(&pg_admin_url()).await);
+        // A run meant to go through the pooler really does (scripts/test.sh).
+        if std::env::var(testing::TEST_THROUGH_POOLER_ENV).as_deref() == Ok("1") {
+            assert!(
+                forge_db::migration::is_pooled(&t.db),
+                "FORGE_TEST_THROUGH_POOLER=1 but the test pool is direct"
+            );
+        }
+        t
     }
 
     /// The URL of this test's database, as its owner (PostgreSQL only).

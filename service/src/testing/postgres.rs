@@ -160,6 +160,32 @@ async fn ensure_app_role(admin: &DatabaseConnection) -> Result<(), TestDbError> 
     Ok(())
 }
 
+/// `url` (a direct URL of one database) as it is reached through the test pooler, with
+/// `pgbouncer=true`, when [`TEST_THROUGH_POOLER_ENV`](super::TEST_THROUGH_POOLER_ENV) is
+/// `1`; otherwise `url` itself.
+///
+/// # Errors
+/// [`TestDbError::NoPooler`] when the pooler is asked for and
+/// [`TEST_POOLER_URL_ENV`](super::TEST_POOLER_URL_ENV) is not set: a run meant to go
+/// through the pooler must not quietly go direct.
+pub(super) fn through_pooler(url: &str) -> Result<String, TestDbError> {
+    if std::env::var(super::TEST_THROUGH_POOLER_ENV).as_deref() != Ok("1") {
+        return Ok(url.to_owned());
+    }
+    let pooler = std::env::var(super::TEST_POOLER_URL_ENV)
+        .ok()
+        .filter(|u| !u.is_empty())
+        .ok_or(TestDbError::NoPooler)?;
+    let database = url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.split_once('/'))
+        .map(|(_, path)| path.split('?').next().unwrap_or(path))
+        .unwrap_or("postgres");
+    let direct = url_for_database(&pooler, database);
+    let separator = if direct.contains('?') { '&' } else { '?' };
+    Ok(format!("{direct}{separator}pgbouncer=true"))
+}
+
 /// `url` with its user and password replaced by [`APP_ROLE`]'s.
 pub(super) fn app_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {

@@ -1,0 +1,31 @@
+//! A scratch database for the PostgreSQL benchmarks (shared by the examples that
+//! `#[path]`-include it).
+
+use forge_db::sea_orm::{ConnectionTrait, DatabaseConnection};
+
+/// Creates `<prefix>_<random>` on the server of `url` (the role needs `CREATEDB`); returns
+/// an admin pool on `url`, the new database's name and its URL. Drop it with
+/// `DROP DATABASE … WITH (FORCE)` on the admin pool when done.
+pub async fn database(
+    url: &str,
+    prefix: &str,
+) -> Result<(DatabaseConnection, String, String), Box<dyn std::error::Error + Send + Sync>> {
+    let admin = forge_db::connect(url).await?;
+    let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
+    admin
+        .execute_unprepared(&format!("CREATE DATABASE {name}"))
+        .await?;
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let authority_end = base.find("://").map_or(0, |i| i + 3);
+    let server = match base[authority_end..].find('/') {
+        Some(slash) => &base[..authority_end + slash],
+        None => base,
+    };
+    let bench_url = match query {
+        Some(q) => format!("{server}/{name}?{q}"),
+        None => format!("{server}/{name}"),
+    };
+    Ok((admin, name, bench_url))
+}
