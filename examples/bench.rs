@@ -42,6 +42,10 @@
 //!
 //! Not a timed test: figures depend on the machine; compare the ratios.
 
+#[path = "support/scratch.rs"]
+#[allow(dead_code)]
+mod scratch;
+
 use std::collections::HashSet;
 use std::error::Error;
 use std::fmt::Write as _;
@@ -757,28 +761,12 @@ async fn postgres_measures(url: &str, cfg: &Config) -> Result<Vec<Line>> {
         "bench: PostgreSQL {} (scratch database {name})",
         redact_url(url)
     );
-    let outcome = postgres_in(&admin, &with_database(url, &name), cfg).await;
+    let outcome = postgres_in(&admin, &scratch::with_database(url, &name), cfg).await;
     admin
         .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         .await?;
     admin.close().await?;
     outcome
-}
-
-/// `url` with its database name replaced by `name` (query string kept).
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url, None), |(b, q)| (b, Some(q)));
-    let authority_end = base.find("://").map_or(0, |i| i + 3);
-    let server = match base[authority_end..].find('/') {
-        Some(slash) => &base[..authority_end + slash],
-        None => base,
-    };
-    match query {
-        Some(q) => format!("{server}/{name}?{q}"),
-        None => format!("{server}/{name}"),
-    }
 }
 
 /// `url` with its user and password replaced by `user`'s (password = the name).

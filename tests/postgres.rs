@@ -342,16 +342,19 @@ async fn seq_is_gapless_under_concurrent_writers() {
     t.finish().await;
 }
 
-fn pg_dump_schema(url: &str) -> String {
-    let bindir = std::process::Command::new("pg_config")
+/// The `pg_dump` of `pg_config --bindir`, else the one on `PATH`.
+fn pg_dump_path() -> String {
+    std::process::Command::new("pg_config")
         .arg("--bindir")
         .output()
         .ok()
         .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
-    let pg_dump = bindir
-        .map(|d| format!("{d}/pg_dump"))
-        .unwrap_or_else(|| "pg_dump".to_owned());
+        .map(|o| format!("{}/pg_dump", String::from_utf8_lossy(&o.stdout).trim()))
+        .unwrap_or_else(|| "pg_dump".to_owned())
+}
+
+fn pg_dump_schema(url: &str) -> String {
+    let pg_dump = pg_dump_path();
     let out = std::process::Command::new(&pg_dump)
         .args(["--schema-only", "--no-owner", url])
         .output()
@@ -371,14 +374,7 @@ fn pg_dump_schema(url: &str) -> String {
 
 /// The major version of the `pg_dump` that [`pg_dump_schema`] runs.
 fn pg_dump_major() -> Option<u32> {
-    let bindir = std::process::Command::new("pg_config")
-        .arg("--bindir")
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
-    let pg_dump = bindir.map_or_else(|| "pg_dump".to_owned(), |d| format!("{d}/pg_dump"));
-    let out = std::process::Command::new(pg_dump)
+    let out = std::process::Command::new(pg_dump_path())
         .arg("--version")
         .output()
         .ok()?;

@@ -52,6 +52,49 @@ async fn owner_with_session(db: &DatabaseConnection, email: &str) -> (ProfileId,
     (a, s.id)
 }
 
+/// `writers` tasks, each on its own pool, each appending `each` events `{"writer", "i"}`
+/// to session `s` (pausing a little every 10 when `pace`).
+async fn spawn_writers(
+    shared: &SharedDb,
+    s: SessionId,
+    writers: usize,
+    each: usize,
+    pace: bool,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    for (w, db) in shared.pools(writers).await.into_iter().enumerate() {
+        tasks.push(tokio::spawn(async move {
+            for i in 0..each {
+                let data = json!({"writer": w, "i": i});
+                repo::append(&db, Actor::Service, s, EventType::Terminal, data)
+                    .await
+                    .expect("append");
+                if pace && i % 10 == 0 {
+                    tokio::time::sleep(Duration::from_millis(15)).await;
+                }
+            }
+            db.close().await.ok();
+        }));
+    }
+    tasks
+}
+
+/// Each writer's events appear once each, in the order it appended them.
+fn each_writer_once_in_order(seen: &[session_events::Model], writers: usize, each: usize) {
+    for w in 0..writers {
+        let mine: Vec<i64> = seen
+            .iter()
+            .filter(|e| e.data["writer"] == json!(w))
+            .map(|e| e.data["i"].as_i64().unwrap())
+            .collect();
+        assert_eq!(
+            mine,
+            (0..each as i64).collect::<Vec<_>>(),
+            "writer {w}: each event once, in its order"
+        );
+    }
+}
+
 fn seqs(events: &[session_events::Model]) -> Vec<i64> {
     events.iter().map(|e| e.seq).collect()
 }
@@ -340,18 +383,7 @@ async fn tail_reader_sees_every_event_once_in_order(t: &TestDb) {
     let setup = shared.pool().await;
     let (a, s) = owner_with_session(&setup, "tail@example.com").await;
 
-    let mut writers = Vec::new();
-    for (w, db) in shared.pools(WRITERS).await.into_iter().enumerate() {
-        writers.push(tokio::spawn(async move {
-            for i in 0..EACH {
-                let data = json!({"writer": w, "i": i});
-                repo::append(&db, Actor::Service, s, EventType::Terminal, data)
-                    .await
-                    .expect("append");
-            }
-            db.close().await.ok();
-        }));
-    }
+    let writers = spawn_writers(&shared, s, WRITERS, EACH, false).await;
 
     let reader = shared.pool().await;
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -386,18 +418,7 @@ async fn tail_reader_sees_every_event_once_in_order(t: &TestDb) {
     assert!(polls >= TOTAL / 20);
 
     assert_eq!(seqs(&seen), (1..=TOTAL as i64).collect::<Vec<_>>());
-    for w in 0..WRITERS {
-        let mine: Vec<i64> = seen
-            .iter()
-            .filter(|e| e.data["writer"] == json!(w))
-            .map(|e| e.data["i"].as_i64().unwrap())
-            .collect();
-        assert_eq!(
-            mine,
-            (0..EACH as i64).collect::<Vec<_>>(),
-            "writer {w}: each event once, in its order"
-        );
-    }
+    each_writer_once_in_order(&seen, WRITERS, EACH);
     reader.close().await.ok();
     setup.close().await.ok();
     shared.finish();
@@ -455,21 +476,7 @@ async fn a_stream_delivers_every_event_once_and_ends_with_the_session(t: &TestDb
         seen
     });
 
-    let mut writers = Vec::new();
-    for (w, db) in shared.pools(WRITERS).await.into_iter().enumerate() {
-        writers.push(tokio::spawn(async move {
-            for i in 0..EACH {
-                let data = json!({"writer": w, "i": i});
-                repo::append(&db, Actor::Service, s, EventType::Terminal, data)
-                    .await
-                    .expect("append");
-                if i % 10 == 0 {
-                    tokio::time::sleep(Duration::from_millis(15)).await;
-                }
-            }
-            db.close().await.ok();
-        }));
-    }
+    let writers = spawn_writers(&shared, s, WRITERS, EACH, true).await;
     for w in writers {
         w.await.unwrap();
     }
@@ -483,14 +490,7 @@ async fn a_stream_delivers_every_event_once_and_ends_with_the_session(t: &TestDb
         .unwrap();
     assert_eq!(seqs(&seen), (2..=TOTAL + 2).collect::<Vec<_>>());
     assert_eq!(seen[0].data, json!({"before": 1}));
-    for w in 0..WRITERS {
-        let mine: Vec<i64> = seen
-            .iter()
-            .filter(|e| e.data["writer"] == json!(w))
-            .map(|e| e.data["i"].as_i64().unwrap())
-            .collect();
-        assert_eq!(mine, (0..EACH as i64).collect::<Vec<_>>(), "writer {w}");
-    }
+    each_writer_once_in_order(&seen, WRITERS, EACH);
     reader.close().await.ok();
     setup.close().await.ok();
     shared.finish();

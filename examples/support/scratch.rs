@@ -15,6 +15,12 @@ pub async fn database(
     admin
         .execute_unprepared(&format!("CREATE DATABASE {name}"))
         .await?;
+    let bench_url = with_database(url, &name);
+    Ok((admin, name, bench_url))
+}
+
+/// `url` with its database name replaced by `name` (query string kept).
+pub fn with_database(url: &str, name: &str) -> String {
     let (base, query) = url
         .split_once('?')
         .map_or((url, None), |(b, q)| (b, Some(q)));
@@ -23,9 +29,8 @@ pub async fn database(
         Some(slash) => &base[..authority_end + slash],
         None => base,
     };
-    let bench_url = match query {
+    match query {
         Some(q) => format!("{server}/{name}?{q}"),
         None => format!("{server}/{name}"),
-    };
-    Ok((admin, name, bench_url))
+    }
 }

@@ -15,7 +15,6 @@
 //! directly. Nothing changes on SQLite, where streams poll.
 
 use sea_orm_migration::prelude::*;
-use sea_orm_migration::sea_orm::DbBackend;
 
 /// The channel the `session_events_notify` trigger (migration
 /// `m20261201_000013_event_notify`) notifies on, with the session's id as payload.
@@ -56,16 +55,10 @@ pub struct Migration;
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        if manager.get_database_backend() == DbBackend::Postgres {
-            manager.get_connection().execute_unprepared(UP).await?;
-        }
-        Ok(())
+        crate::postgres_only(manager, UP).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        if manager.get_database_backend() == DbBackend::Postgres {
-            manager.get_connection().execute_unprepared(DOWN).await?;
-        }
-        Ok(())
+        crate::postgres_only(manager, DOWN).await
     }
 }

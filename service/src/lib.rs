@@ -8,7 +8,9 @@
 //! exist ([`ForgeError::NotFound`]).
 //!
 //! Every function takes any [`Connection`]: the pool, or a transaction of the caller's
-//! (the call then runs in a savepoint and leaves the transaction as it found it).
+//! opened with [`begin`] (the call then runs in a savepoint and leaves the transaction as
+//! it found it). Reads may go to a streaming replica ([`replicas`]), and
+//! [`events::subscribe`] streams a session's events live.
 //! Multi-statement writes are atomic, and a call's future may be dropped at any `.await`
 //! without harming the pool or the caller's transaction (see the README, "Cancellation and
 //! faults"). Workers use [`jobs`] and [`batch_items`], the two queues, and bots

@@ -288,6 +288,10 @@ impl Hub {
 
     fn watch(&self, session_id: SessionId) -> watch::Receiver<u64> {
         let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
+        // Sessions nobody watches any more are otherwise forgotten only when announced.
+        if sessions.len() >= 1024 && sessions.len().is_power_of_two() {
+            sessions.retain(|_, sender| sender.receiver_count() > 0);
+        }
         sessions
             .entry(session_id)
             .or_insert_with(|| watch::channel(0).0)
