@@ -58,6 +58,24 @@ async fn signup(db: &DatabaseConnection, name: &str) -> ProfileId {
         .id
 }
 
+/// Through the API: `user` creates a project and starts a session on it with `body`;
+/// returns the session as JSON.
+async fn project_and_session(db: &DatabaseConnection, user: ProfileId, body: Value) -> Value {
+    let (_, project) = call(
+        db,
+        "POST",
+        "/projects",
+        Some(user),
+        Some(json!({"name": "App"})),
+    )
+    .await;
+    let project_id = project["id"].as_str().expect("id");
+    let uri = format!("/projects/{project_id}/sessions");
+    let (status, session) = call(db, "POST", &uri, Some(user), Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{session}");
+    session
+}
+
 fn names(page: &Value) -> Vec<&str> {
     page["items"]
         .as_array()
@@ -134,19 +152,8 @@ async fn users_see_only_their_own_projects(t: &TestDb) {
 async fn sessions_and_events_belong_to_their_user(t: &TestDb) {
     let db = &t.db;
     let (a, b) = (signup(db, "ada").await, signup(db, "bob").await);
-    let (_, project) = call(
-        db,
-        "POST",
-        "/projects",
-        Some(a),
-        Some(json!({"name": "App"})),
-    )
-    .await;
-    let project_id = project["id"].as_str().expect("id");
     let body = json!({"prompt": "Add a settings screen", "ttl_minutes": 30});
-    let uri = format!("/projects/{project_id}/sessions");
-    let (status, session) = call(db, "POST", &uri, Some(a), Some(body)).await;
-    assert_eq!(status, StatusCode::CREATED, "{session}");
+    let session = project_and_session(db, a, body).await;
     assert_eq!(session["status"], "pending");
     let session_id: SessionId = session["id"].as_str().expect("id").parse().expect("uuid");
 
@@ -540,16 +547,7 @@ async fn events_stream_as_server_sent_events(t: &TestDb) {
     use forge_db::service::sessions;
     let db = &t.db;
     let (a, b) = (signup(db, "ada").await, signup(db, "bob").await);
-    let (_, project) = call(
-        db,
-        "POST",
-        "/projects",
-        Some(a),
-        Some(json!({"name": "App"})),
-    )
-    .await;
-    let uri = format!("/projects/{}/sessions", project["id"].as_str().expect("id"));
-    let (_, session) = call(db, "POST", &uri, Some(a), Some(json!({"prompt": "Go"}))).await;
+    let session = project_and_session(db, a, json!({"prompt": "Go"})).await;
     let session_id: SessionId = session["id"].as_str().expect("id").parse().expect("uuid");
     for kind in [
         EventType::Thinking,
