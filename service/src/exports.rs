@@ -2,7 +2,7 @@
 //! turns, written as JSONL, JSON, CSV or Markdown to any [`AsyncWrite`], and logged in
 //! `export_logs` (seed 003, part 6: `/api/export`).
 //!
-//! Memory stays flat however many conversations are exported: [`write`] reads keyset
+//! Memory stays flat however many conversations are exported: [`write()`] reads keyset
 //! pages of [`PAGE_SIZE`] conversations (oldest first, by `(created_at, id)`), then the
 //! turns of that page in one query, writes the page and drops it before reading the next.
 //! Each page is read in its own short transaction as the acting user (on PostgreSQL under

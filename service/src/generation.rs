@@ -7,7 +7,7 @@
 //!   nothing. For a successful call it adds 1 to the template's `usage_count` (an SQL
 //!   increment, `usage_count = usage_count + 1`, so concurrent generations never lose a
 //!   count), creates the conversation with all its turns (through
-//!   [`conversations::create`], in a savepoint of this transaction) naming the template
+//!   [`conversations::create`](crate::conversations::create), in a savepoint of this transaction) naming the template
 //!   and its source (`template_id`, `parent_id`, `parent_type`), appends the
 //!   `generation_logs` entry and, for a scenario, sets its `generation_status` to
 //!   `generated` and its `conversation_id`. When any step is refused (a taken
