@@ -12,14 +12,17 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::TestDb;
+use forge_db::entity::ids::ProfileId;
 use forge_db::entity::ids::ProjectId;
+use forge_db::entity::projects as project_rows;
 use forge_db::entity::projects::ProjectStatus;
 use forge_db::migration::{MigrateError, Pooling, connect, connect_with, is_pooled, migrate};
 use forge_db::sea_orm::sqlx::{self, Connection, Row};
+use forge_db::sea_orm::{ActiveModelTrait, EntityTrait, Set};
 use forge_db::sea_orm::{DatabaseConnection, DbBackend};
 use forge_db::service::replicas::{Replicated, ServedBy, WalToken};
 use forge_db::service::testing::TEST_POOLER_URL_ENV;
-use forge_db::service::{Actor, ForgeError, credits, projects};
+use forge_db::service::{Access, Actor, ForgeError, credits, projects, run_as};
 use session_support::{owner, project, session};
 
 mod session_support;
@@ -136,6 +139,31 @@ async fn a_pooled_pool_works_and_leaves_nothing_prepared() {
                 if i == 0 {
                     session(&db, a, id).await;
                 }
+                // Transactions that fail: one refused by the closure after a statement,
+                // one whose statement the database refuses (the transaction is aborted
+                // when Forge cleans up); both leave nothing, prepared or written.
+                let refused = run_as(&db, Actor::Service, Access::Write, move |txn| {
+                    Box::pin(async move {
+                        project_rows::Entity::find_by_id(id).one(txn).await?;
+                        Err::<(), _>(ForgeError::invalid("test", "refused after a statement"))
+                    })
+                })
+                .await;
+                assert!(matches!(refused, Err(ForgeError::Validation { .. })));
+                let orphan = run_as(&db, Actor::Service, Access::Write, move |txn| {
+                    Box::pin(async move {
+                        project_rows::ActiveModel {
+                            user_id: Set(ProfileId::new()),
+                            name: Set("orphan".into()),
+                            ..Default::default()
+                        }
+                        .insert(txn)
+                        .await?;
+                        Ok(())
+                    })
+                })
+                .await;
+                assert!(orphan.is_err(), "no such owner");
                 let spend = credits::spend(
                     &db,
                     Actor::Service,

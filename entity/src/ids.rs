@@ -9,7 +9,7 @@
 //!
 //! Each uuid id is stored exactly like the bare [`Uuid`] it wraps (a `uuid` on
 //! PostgreSQL, 16 bytes in a `BLOB` on SQLite, so raw SQL there compares with `X'…'`), serializes as the plain uuid string (`#[serde(transparent)]`),
-//! and has [`Display`](std::fmt::Display) / [`FromStr`](std::str::FromStr) in the
+//! and has [`Display`](std::fmt::Display) / [`FromStr`] in the
 //! hyphenated form, `new()` (a fresh random v4 id) and lossless conversions to and from
 //! [`Uuid`] for the boundaries where an id arrives untyped (a URL path, a JWT `sub`).
 //!
