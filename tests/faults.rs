@@ -1,6 +1,6 @@
-//! Connection faults lose nothing: workers draining the queue survive their backends
-//! being terminated and the PostgreSQL server restarting. Alone in its test binary,
-//! because it restarts the whole cluster.
+//! Connection faults lose nothing: workers draining the queue, and a live event stream
+//! watching a session, survive their backends being terminated and the PostgreSQL server
+//! restarting. Alone in its test binary, because it restarts the whole cluster.
 
 mod common;
 
@@ -11,10 +11,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{TestDb, query_i64};
+use forge_db::entity::prelude::EventType;
 use forge_db::sea_orm::{ConnectionTrait, DatabaseConnection};
 use forge_db::service::jobs::NewJob;
 use forge_db::service::testing::fixtures;
-use forge_db::service::{Actor, ForgeError, jobs};
+use forge_db::service::{Actor, ForgeError, events, jobs};
+use futures_util::StreamExt;
 
 const JOBS: i64 = 1_000;
 const WORKERS: usize = 4;
@@ -145,6 +147,56 @@ async fn workers_lose_no_job_when_backends_die_and_the_server_restarts() {
         )));
     }
 
+    // Meanwhile the service appends events to the session (retrying what the faults
+    // interrupt) and a user's live stream watches it.
+    let stream_pool = forge_db::connect(&app_url).await.expect("stream pool");
+    let mut stream = events::subscribe(&stream_pool, Actor::Service, session.id, 0)
+        .await
+        .expect("subscribe");
+    // Read live, through the faults; told at the end how many events there are.
+    let expected = Arc::new(std::sync::atomic::AtomicI64::new(i64::MAX));
+    let watcher = {
+        let expected = expected.clone();
+        tokio::spawn(async move {
+            let mut delivered = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while (delivered.len() as i64) < expected.load(Ordering::Relaxed) {
+                assert!(Instant::now() < deadline, "the stream stalled");
+                if let Ok(next) =
+                    tokio::time::timeout(Duration::from_millis(200), stream.next()).await
+                {
+                    let event = next.expect("the stream goes on").expect("no error item");
+                    delivered.push(event.seq);
+                }
+            }
+            delivered
+        })
+    };
+    let appender = {
+        let pool = forge_db::connect(&app_url).await.expect("appender pool");
+        let done = done.clone();
+        tokio::spawn(async move {
+            let mut tally = Tally::default();
+            let mut n = 0u64;
+            while done.load(Ordering::Relaxed) < JOBS as u64 {
+                retrying(&mut tally, || {
+                    events::append(
+                        &pool,
+                        Actor::Service,
+                        session.id,
+                        EventType::Thinking,
+                        serde_json::json!({"n": n}),
+                    )
+                })
+                .await
+                .expect("append");
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            n
+        })
+    };
+
     // The faults, each once the queue is that far along.
     let wait_for = |n: u64| {
         let done = done.clone();
@@ -222,6 +274,23 @@ async fn workers_lose_no_job_when_backends_die_and_the_server_restarts() {
         seen.len()
     );
     assert!(retried > 0, "the faults interrupted calls");
+
+    // The stream delivers every committed event once, in order, across the faults (an
+    // append whose reply was lost and that was tried again is two events, both delivered).
+    let appended = appender.await.expect("appender");
+    let stored = query_i64(&t.owner, "SELECT count(*) FROM session_events").await;
+    assert!(
+        stored as u64 >= appended,
+        "{stored} stored, {appended} appended"
+    );
+    expected.store(stored, Ordering::Relaxed);
+    let delivered = watcher.await.expect("watcher");
+    assert_eq!(
+        delivered,
+        (1..=stored).collect::<Vec<_>>(),
+        "every event once, in order, across the faults"
+    );
+    stream_pool.close().await.ok();
     t.owner
         .execute_unprepared("SELECT 1")
         .await
