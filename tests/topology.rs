@@ -12,11 +12,12 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::TestDb;
+use forge_db::MigratorTrait;
 use forge_db::entity::ids::ProfileId;
 use forge_db::entity::ids::ProjectId;
 use forge_db::entity::projects as project_rows;
 use forge_db::entity::projects::ProjectStatus;
-use forge_db::migration::{MigrateError, Pooling, connect, connect_with, is_pooled, migrate};
+use forge_db::migration::{MigrateError, Pooling, connect, connect_with, is_pooled, migrate_with};
 use forge_db::sea_orm::sqlx::{self, Connection, Row};
 use forge_db::sea_orm::{ActiveModelTrait, EntityTrait, Set};
 use forge_db::sea_orm::{DatabaseConnection, DbBackend};
@@ -237,15 +238,47 @@ async fn without_pooler_mode_the_pooler_refuses_or_statements_stay() {
     t.finish().await;
 }
 
-/// Migrations refuse a pooled pool: their lock is session-scoped.
+/// Migrations refuse a pooled pool (their lock is session-scoped) unless given a direct
+/// URL, which they then run over.
 #[tokio::test]
-async fn migrations_refuse_to_run_through_the_pooler() {
-    let t = TestDb::postgres().await;
-    let url = format!("{}?pgbouncer=true", app_url_on(&t, &pooler_url()));
-    let db = connect(&url).await.unwrap();
-    let err = migrate(&db).await.unwrap_err();
-    assert!(matches!(err, MigrateError::ThroughPooler), "{err:?}");
-    assert!(err.to_string().contains("DIRECT_URL"), "{err}");
+async fn migrations_run_over_the_direct_url_not_the_pooler() {
+    let t = TestDb::postgres_empty().await;
+    let owner_through_pooler = format!(
+        "{}?pgbouncer=true",
+        common::url_for_database(&pooler_url(), &database_name(&t))
+    );
+    let db = connect(&owner_through_pooler).await.unwrap();
+    assert!(is_pooled(&db));
+    for direct in [None, Some(owner_through_pooler.as_str())] {
+        let err = migrate_with(&db, direct).await.unwrap_err();
+        assert!(matches!(err, MigrateError::ThroughPooler), "{err:?}");
+        assert!(err.to_string().contains("DIRECT_URL"), "{err}");
+    }
+    let err = migrate_with(&db, Some("postgres://nobody@127.0.0.1:1/none"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, MigrateError::DirectUrl(_)), "{err:?}");
+    assert_eq!(
+        common::query_i64(
+            &t.owner,
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
+        )
+        .await,
+        0,
+        "nothing was migrated"
+    );
+
+    let applied = migrate_with(&db, Some(&t.pg_url().unwrap())).await.unwrap();
+    assert_eq!(applied.len(), forge_db::Migrator::migrations().len());
+    // The pooled pool works on the migrated database.
+    let a = owner(&db, "after@example.com", 5).await;
+    assert_eq!(
+        forge_db::service::profiles::get(&db, Actor::Service, a)
+            .await
+            .unwrap()
+            .id,
+        a
+    );
     db.close().await.ok();
     t.finish().await;
 }

@@ -157,7 +157,8 @@ pub enum Pooling {
     /// - no session state: roles, claims and `idle_in_transaction_session_timeout` are set
     ///   transaction-locally (no startup options, which poolers refuse);
     /// - migrations refuse to run ([`MigrateError::ThroughPooler`](crate::MigrateError)):
-    ///   their lock is a session advisory lock, so they need a direct URL (`DIRECT_URL`).
+    ///   their lock is a session advisory lock, so [`migrate`](crate::migrate) runs them over
+    ///   `DIRECT_URL` instead.
     ///
     /// Your own SQL on such a pool belongs inside [`run_as`](https://docs.rs/forge-service)
     /// (or any Forge call): a statement sent through the extended protocol outside a

@@ -51,7 +51,7 @@ pub use m20261201_000012_accounts::{
     CREDITS_LOW_THRESHOLD, MAX_UNREVOKED_API_KEYS, SIGNUP_BONUS_CREDITS,
 };
 pub use m20261201_000013_event_notify::EVENTS_CHANNEL;
-pub use migrate::{MIGRATION_LOCK_KEY, MigrateError, MigrationLock, migrate};
+pub use migrate::{MIGRATION_LOCK_KEY, MigrateError, MigrationLock, migrate, migrate_with};
 pub use sea_orm_migration::{MigratorTrait, sea_orm};
 pub use seed::{SeedError, SeedReport, seed};
 pub use verify::{Finding, Report, Severity, VerifyError, verify};

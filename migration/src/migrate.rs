@@ -67,7 +67,39 @@ const SQLITE_RETRY_PAUSE: Duration = Duration::from_millis(50);
 /// or PostgreSQL, [`MigrateError::Migration`] when a migration fails (on SQLite nothing of
 /// the run is kept then; on PostgreSQL the migrations before it stay applied), and
 /// [`MigrateError::LockLost`] when the lock's connection ended before the run finished.
+///
+/// A pool opened through a transaction pooler ([`Pooling::Transaction`](crate::Pooling))
+/// cannot hold the lock (it is session-scoped): then the migrations run over the direct URL
+/// in `DIRECT_URL` (see [`migrate_with`]), or fail with [`MigrateError::ThroughPooler`]
+/// when it is not set.
 pub async fn migrate(db: &DatabaseConnection) -> Result<Vec<String>, MigrateError> {
+    let direct = std::env::var("DIRECT_URL")
+        .ok()
+        .filter(|url| !url.trim().is_empty());
+    migrate_with(db, direct.as_deref()).await
+}
+
+/// [`migrate`], with the direct URL to use when `db` goes through a transaction pooler
+/// given here instead of read from `DIRECT_URL`. A `db` opened directly ignores it.
+///
+/// # Errors
+/// As [`migrate`]; [`MigrateError::ThroughPooler`] when `db` is pooled and `direct_url` is
+/// `None` or itself a pooler URL; [`MigrateError::DirectUrl`] when it cannot be opened.
+pub async fn migrate_with(
+    db: &DatabaseConnection,
+    direct_url: Option<&str>,
+) -> Result<Vec<String>, MigrateError> {
+    if !crate::is_pooled(db) {
+        return migrate_locked(db).await;
+    }
+    let url = direct_url.ok_or(MigrateError::ThroughPooler)?;
+    let direct = crate::connect(url).await.map_err(MigrateError::DirectUrl)?;
+    let outcome = migrate_locked(&direct).await;
+    direct.close().await.ok();
+    outcome
+}
+
+async fn migrate_locked(db: &DatabaseConnection) -> Result<Vec<String>, MigrateError> {
     let lock = MigrationLock::acquire(db).await?;
     match apply_pending(&lock).await {
         Ok(applied) => {
@@ -120,6 +152,9 @@ pub enum MigrateError {
     /// advisory lock, which such a pooler would hand to another client. Migrate over a
     /// direct URL (`DIRECT_URL` for the `forge-migration` binary).
     ThroughPooler,
+    /// The direct URL given for a pooled pool ([`migrate_with`], `DIRECT_URL`) could not
+    /// be opened.
+    DirectUrl(crate::ConnectError),
 }
 
 impl fmt::Display for MigrateError {
@@ -130,6 +165,7 @@ impl fmt::Display for MigrateError {
                 "cannot take the migration lock: {}",
                 one_line(&err.to_string())
             ),
+            Self::DirectUrl(err) => write!(f, "cannot open the direct URL (DIRECT_URL): {err}"),
             Self::ThroughPooler => f.write_str(
                 "migrations cannot run through a transaction pooler (pgbouncer=true): \
                  the migration lock is session-scoped; give a direct URL (DIRECT_URL)",
@@ -151,6 +187,7 @@ impl std::error::Error for MigrateError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Self::Lock(err) | Self::Migration(err) => Some(err),
+            Self::DirectUrl(err) => Some(err),
             Self::LockLost | Self::Unsupported { .. } | Self::ThroughPooler => None,
         }
     }
