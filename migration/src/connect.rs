@@ -156,13 +156,15 @@ pub enum Pooling {
     ///   starts and as it ends, so names never collide with what another client left;
     /// - no session state: roles, claims and `idle_in_transaction_session_timeout` are set
     ///   transaction-locally (no startup options, which poolers refuse);
-    /// - migrations refuse to run ([`MigrateError::ThroughPooler`](crate::MigrateError)):
-    ///   their lock is a session advisory lock, so [`migrate`](crate::migrate) runs them over
-    ///   `DIRECT_URL` instead.
+    /// - migrations never run through it (their lock is a session advisory lock):
+    ///   [`migrate`](crate::migrate) runs them over `DIRECT_URL` instead, and fails with
+    ///   [`MigrateError::ThroughPooler`](crate::MigrateError::ThroughPooler) without it.
     ///
-    /// Your own SQL on such a pool belongs inside [`run_as`](https://docs.rs/forge-service)
-    /// (or any Forge call): a statement sent through the extended protocol outside a
-    /// transaction may be parsed on one server connection and executed on another.
+    /// Your own transactions on such a pool start with the service's `begin` (or are a
+    /// `run_as`), which clears what earlier clients left prepared on the server connection;
+    /// your own SQL outside a transaction must be one simple-protocol message
+    /// (`execute_unprepared`): the extended protocol's two round trips may land on two
+    /// server connections.
     /// `LISTEN` needs a direct connection too: the service's event stream polls on a
     /// pooled pool.
     Transaction,
