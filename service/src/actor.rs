@@ -198,10 +198,9 @@ where
 ///
 /// Prefer it to `db.begin()`: on a pool opened through a transaction-mode pooler
 /// ([`forge_migration::Pooling::Transaction`]) it first removes the statements the server
-/// connection holds from earlier transactions (`DEALLOCATE ALL`, in the same round trip
-/// budget as a Forge transaction's own start), so the statements of this transaction
-/// cannot collide with them (`prepared statement "sqlx_s_1" already exists`). On other
-/// pools it is `db.begin()`.
+/// connection holds from earlier transactions (`DEALLOCATE ALL`, one more round trip), so
+/// the statements of this transaction cannot collide with them (`prepared statement
+/// "sqlx_s_1" already exists`). On other pools it is `db.begin()`.
 ///
 /// ```no_run
 /// # use forge_service::{Actor, begin, credits, sessions};
