@@ -92,10 +92,12 @@ pub async fn subscribe(
     after_seq: i64,
 ) -> Result<EventStream> {
     validate::in_range("after_seq", after_seq, 0, i64::MAX)?;
-    // Listening starts before the first read, so nothing committed after that read can
-    // go unannounced.
-    let wake = Wake::for_session(db, session_id).await;
+    // Refused before anything is set up (a stream of someone else's session opens no
+    // listening connection).
     crate::sessions::get(db, actor, session_id).await?;
+    // Listening starts before the first read of events, so nothing committed after that
+    // read can go unannounced.
+    let wake = Wake::for_session(db, session_id).await;
     let state = Tail {
         db: db.clone(),
         actor,
