@@ -12,9 +12,12 @@
 //! 3. **Replica lag** (when `FORGE_TEST_REPLICA_URL` names a streaming replica of the
 //!    same cluster): write, take a `WalToken`, route a read with it; how long the routing
 //!    waited for replay and how often the replica served.
+//! 4. **Pooler mode** (when `FORGE_TEST_POOLER_URL` names a transaction-mode PgBouncer in
+//!    front of the same cluster): a get by id and a project creation (a multi-statement
+//!    transaction) on the direct pool and through the pooler in pooler mode.
 //!
 //! ```sh
-//! FORGE_TEST_REPLICA=1 scripts/with-postgres.sh cargo run --release --example stream_bench
+//! FORGE_TEST_REPLICA=1 FORGE_TEST_POOLER=1 scripts/with-postgres.sh cargo run --release --example stream_bench
 //! STREAM_BENCH_SECONDS=3 STREAM_BENCH_ROUNDS=5 scripts/with-postgres.sh cargo run --release --example stream_bench
 //! ```
 //!
@@ -169,6 +172,14 @@ async fn run(url: &str, name: &str) -> Result<(), BoxError> {
         Ok(replica) if !replica.is_empty() => replica_lag(&db, &replica, name, user.0).await?,
         _ => println!("\n3. replica lag: skipped (no FORGE_TEST_REPLICA_URL)"),
     }
+
+    // 4. What pooler mode costs.
+    match std::env::var("FORGE_TEST_POOLER_URL") {
+        Ok(pooler) if !pooler.is_empty() => {
+            pooler_cost(&db, &pooler, name, user.0, rounds).await?;
+        }
+        _ => println!("\n4. pooler mode: skipped (no FORGE_TEST_POOLER_URL)"),
+    }
     db.close().await?;
     Ok(())
 }
@@ -291,6 +302,57 @@ async fn replica_lag(
         waits[n * 99 / 100],
         waits[n - 1]
     );
+    Ok(())
+}
+
+/// Calls/s of a get by id (one statement) and of a project creation (a transaction of two
+/// statements, the owner's check and the insert), on the direct pool and
+/// on a pool through the pooler in pooler mode, taking turns; medians over `rounds`.
+async fn pooler_cost(
+    direct: &DatabaseConnection,
+    pooler_url: &str,
+    name: &str,
+    user: ProfileId,
+    rounds: u64,
+) -> Result<(), BoxError> {
+    use forge_db::service::projects::{self, NewProject};
+    let server = pooler_url.rsplit_once('/').map_or(pooler_url, |(s, _)| s);
+    let pooled = forge_db::connect(&format!("{server}/{name}?pgbouncer=true")).await?;
+    let project = projects::create(direct, Actor::User(user), NewProject::new(user, "Read me"))
+        .await?
+        .id;
+    let n = 300u32;
+    let mut rates: [Vec<f64>; 4] = Default::default();
+    for _ in 0..rounds {
+        for (i, db) in [direct, &pooled].into_iter().enumerate() {
+            let started = Instant::now();
+            for _ in 0..n {
+                projects::get(db, Actor::User(user), project).await?;
+            }
+            rates[i].push(f64::from(n) / started.elapsed().as_secs_f64());
+            let started = Instant::now();
+            for k in 0..n / 3 {
+                projects::create(
+                    db,
+                    Actor::User(user),
+                    NewProject::new(user, format!("p{k}")),
+                )
+                .await?;
+            }
+            rates[2 + i].push(f64::from(n / 3) / started.elapsed().as_secs_f64());
+        }
+    }
+    let [get_direct, get_pooled, create_direct, create_pooled] = rates.map(median);
+    println!("\n4. pooler mode (calls/s, median of {rounds} rounds), direct vs through PgBouncer");
+    println!(
+        "   get by id, user:       {get_direct:>7.0} direct, {get_pooled:>7.0} pooled ({:.2}×)",
+        get_pooled / get_direct
+    );
+    println!(
+        "   create project, user:  {create_direct:>7.0} direct, {create_pooled:>7.0} pooled ({:.2}×)",
+        create_pooled / create_direct
+    );
+    pooled.close().await?;
     Ok(())
 }
 
