@@ -331,6 +331,8 @@ is at most 64 KiB (a `CHECK` per JSON column).
 - `session_events_assign_seq` (`BEFORE INSERT`): assigns the next `seq` of the session
   when an insert leaves it out, locking the session row so appends are serialised and
   readers polling \"seq > N\" never skip an event.
+- `session_events_notify` (`AFTER INSERT`): `NOTIFY forge_session_events` with the
+  session's id, at most once per transaction and session, waking live event streams.
 - `forge_fail_jobs_of_ended_session`: when a session ends, its unfinished jobs fail.
 - `coding_sessions_guard`: the transitions, `sessions_limit` (locking the owner's profile
   row, so racing starts queue), an own active project; users start `pending` sessions
