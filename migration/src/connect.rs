@@ -210,6 +210,11 @@ static POOLED: std::sync::Mutex<
     Vec<std::sync::Weak<sea_orm_migration::sea_orm::sqlx::postgres::PgConnectOptions>>,
 > = std::sync::Mutex::new(Vec::new());
 
+/// Whether this process ever opened a pool in [`Pooling::Transaction`] mode: until it
+/// does, [`is_pooled`] answers without a lock (it is asked on every Forge call).
+#[cfg(feature = "postgres")]
+static ANY_POOLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Whether `db` is a pool that [`connect_with`] opened in [`Pooling::Transaction`] mode
 /// (through a transaction-mode pooler). Forge's repositories ask this to choose how to
 /// send their statements.
@@ -220,7 +225,8 @@ pub fn is_pooled(db: &DatabaseConnection) -> bool {
         if !matches!(
             db.inner,
             DatabaseConnectionType::SqlxPostgresPoolConnection(_)
-        ) {
+        ) || !ANY_POOLED.load(std::sync::atomic::Ordering::Acquire)
+        {
             return false;
         }
         let options = db.get_postgres_connection_pool().connect_options();
@@ -247,6 +253,7 @@ fn register_pooled(db: &DatabaseConnection) {
     // A dead entry's address may be reused by a new pool's options: drop those first.
     pooled.retain(|w| w.strong_count() > 0);
     pooled.push(std::sync::Arc::downgrade(&options));
+    ANY_POOLED.store(true, std::sync::atomic::Ordering::Release);
 }
 
 /// Opens a connection pool to `url` with Forge's settings and the given [`Pooling`] (which
