@@ -225,9 +225,7 @@ pub async fn begin(db: &sea_orm::DatabaseConnection) -> Result<DatabaseTransacti
 /// Whether `db` is a pool opened through a transaction-mode pooler
 /// ([`forge_migration::Pooling::Transaction`]).
 pub(crate) fn through_pooler<C: Connection>(db: &C) -> bool {
-    (db as &dyn std::any::Any)
-        .downcast_ref::<sea_orm::DatabaseConnection>()
-        .is_some_and(forge_migration::is_pooled)
+    crate::scoped::pool_of(db).is_some_and(forge_migration::is_pooled)
 }
 
 /// [`enter_context`] for a transaction through a transaction-mode pooler, in one

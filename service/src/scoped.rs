@@ -268,7 +268,7 @@ pub(crate) async fn prepared_rows<C: Connection>(
 }
 
 /// `db` when it is the pool (not a caller's transaction).
-fn pool_of<C: Connection>(db: &C) -> Option<&sea_orm::DatabaseConnection> {
+pub(crate) fn pool_of<C: Connection>(db: &C) -> Option<&sea_orm::DatabaseConnection> {
     (db as &dyn std::any::Any).downcast_ref::<sea_orm::DatabaseConnection>()
 }
 
